@@ -1,0 +1,38 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="spam_filter",
+    version="0.1.0",
+    description="A spam filter trained by a Dagster pipeline and served by a Flask API.",
+    packages=find_packages(exclude=["spam_filter_tests", "bench"]),
+    # The top-level scripts are importable too, so the code location and the API can use them.
+    py_modules=["api", "database", "sample_data"],
+    python_requires=">=3.11,<3.14",
+    install_requires=[
+        # Dagster and its integrations move in lockstep: 1.13 pairs with the 0.29 integrations.
+        "dagster>=1.13,<1.14",
+        "dagster-webserver>=1.13,<1.14",
+        "dagster-duckdb>=0.29,<0.30",
+        "dagster-duckdb-pandas>=0.29,<0.30",
+        # 2.0 is the version the locking and SQL here were checked against.
+        "duckdb>=2.0,<3",
+        "pandas>=2.2,<3",
+        "numpy>=2,<3",
+        "scikit-learn>=1.5,<2",
+        "flask>=3,<4",
+        # The production WSGI server for the API.
+        "gunicorn>=23,<28",
+        # Markdown tables in asset metadata (pandas.DataFrame.to_markdown).
+        "tabulate>=0.9",
+        # Progress bars for sample_data.py.
+        "tqdm>=4.66",
+    ],
+    extras_require={
+        "dev": [
+            "pytest>=8",
+            # Process-tree memory for the benchmarks.
+            "psutil>=5.9",
+            "ruff>=0.6",
+        ]
+    },
+)

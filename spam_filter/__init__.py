@@ -1,0 +1,3 @@
+from spam_filter.definitions import defs
+
+__all__ = ["defs"]

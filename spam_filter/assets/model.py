@@ -1,0 +1,283 @@
+"""Model assets: train on the dataset, score against the active model, promote the better one."""
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+import database as app_database
+from spam_filter import warehouse
+from spam_filter.assets.data import spam_dataset
+from spam_filter.evaluation import Score, promotion_decision, score_table
+from spam_filter.resources import ApplicationDatabase, ModelStorage
+from spam_filter.spam import SpamModel, decision_prior, smoothed_bags_of_words
+from spam_filter.sql import install_tokenizer
+
+_DICT_IO_MANAGER = "dict_io_manager"
+_TOP_WORDS = 15
+
+
+class SpamModelConfig(dg.Config):
+    """How the dataset is split and the bags of words are smoothed."""
+
+    alpha: float = 0.1
+    """Additive smoothing: the count every vocabulary word gets in both classes."""
+    test_size: float = 0.3
+    """Share of messages held out for scoring."""
+    seed: int = 0
+    """Seed of the hash that assigns each message to the training or the testing split."""
+
+
+@dg.multi_asset(
+    name="spam_model",
+    deps=[spam_dataset],
+    outs={
+        "spam_bag_of_words": dg.AssetOut(io_manager_key=_DICT_IO_MANAGER),
+        "non_spam_bag_of_words": dg.AssetOut(io_manager_key=_DICT_IO_MANAGER),
+        "spam_training_dataframe": dg.AssetOut(kinds={"duckdb"}),
+        "spam_testing_dataframe": dg.AssetOut(kinds={"duckdb"}),
+    },
+)
+def spam_model(
+    context: dg.AssetExecutionContext, config: SpamModelConfig, warehouse_db: DuckDBResource
+):
+    """Split the dataset and count words per class into smoothed bags of words."""
+    if not 0 < config.test_size < 1:
+        raise dg.Failure(f"test_size must lie between 0 and 1, not {config.test_size}")
+    dataset = warehouse.table("spam_dataset")
+    # A message goes to the test split when the hash of its text and the seed falls under
+    # test_size: deterministic, needs no shuffle in memory, and keeps duplicate texts together.
+    in_test = "hash(body, $seed) % 1000000 < $test_size * 1000000"
+    split = {"seed": config.seed, "test_size": config.test_size}
+    with warehouse_db.get_connection() as conn:
+        conn.execute(
+            "CREATE OR REPLACE TABLE " + warehouse.table("spam_training_dataframe") + " AS "
+            "SELECT spam, body FROM " + dataset + " WHERE NOT (" + in_test + ")",
+            split,
+        )
+        conn.execute(
+            "CREATE OR REPLACE TABLE " + warehouse.table("spam_testing_dataframe") + " AS "
+            "SELECT spam, body FROM " + dataset + " WHERE " + in_test,
+            split,
+        )
+        context.log.info("split the dataset; counting words of the training messages")
+        install_tokenizer(conn)
+        counts = conn.execute(
+            "SELECT word, count(*) FILTER (WHERE spam), count(*) FILTER (WHERE NOT spam) FROM ("
+            "  SELECT spam, unnest(spam_tokens(body)) AS word FROM "
+            + warehouse.table("spam_training_dataframe")
+            + ") GROUP BY word"
+        ).fetchall()
+        train_spam, train_total = conn.execute(
+            "SELECT count(*) FILTER (WHERE spam), count(*) FROM "
+            + warehouse.table("spam_training_dataframe")
+        ).fetchone()
+        test_spam, test_total = conn.execute(
+            "SELECT count(*) FILTER (WHERE spam), count(*) FROM "
+            + warehouse.table("spam_testing_dataframe")
+        ).fetchone()
+        previews = {
+            name: warehouse.preview(conn, name)
+            for name in ("spam_training_dataframe", "spam_testing_dataframe")
+        }
+    spam_counts = {word: spam for word, spam, _ in counts if spam}
+    non_spam_counts = {word: ham for word, _, ham in counts if ham}
+    spam_bow, non_spam_bow = smoothed_bags_of_words(spam_counts, non_spam_counts, config.alpha)
+    context.log.info(
+        f"trained on {train_total:,} messages ({train_spam:,} spam); vocabulary {len(spam_bow):,}"
+    )
+    bag_metadata = {"vocabulary_size": len(spam_bow), "alpha": config.alpha}
+    yield dg.Output(
+        spam_bow,
+        "spam_bag_of_words",
+        metadata={**bag_metadata, "spam_words": sum(spam_counts.values())},
+    )
+    yield dg.Output(
+        non_spam_bow,
+        "non_spam_bag_of_words",
+        metadata={**bag_metadata, "non_spam_words": sum(non_spam_counts.values())},
+    )
+    for name, spam_rows, rows in (
+        ("spam_training_dataframe", train_spam, train_total),
+        ("spam_testing_dataframe", test_spam, test_total),
+    ):
+        yield dg.MaterializeResult(
+            asset_key=name,
+            metadata={
+                "row_count": rows,
+                "spam_count": spam_rows,
+                "seed": config.seed,
+                "test_size": config.test_size,
+                "preview": dg.MetadataValue.md(previews[name]),
+            },
+        )
+
+
+class ModelScoreConfig(dg.Config):
+    """How the new model decides, and the false-positive rate it must stay under."""
+
+    false_positive_cost: float = 8.0
+    """Missed spams that one hidden legitimate message is worth; raises the bar for calling spam."""
+    max_false_positive_rate: float = 0.01
+    """Blocking check: a model flagging more legitimate messages than this is never promoted."""
+
+
+@dg.asset(
+    deps=["spam_training_dataframe", "spam_testing_dataframe"],
+    io_manager_key=_DICT_IO_MANAGER,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "check_false_positive_rate",
+            asset="model_score",
+            blocking=True,
+            description="The new model flags few enough legitimate test messages to be promoted.",
+        )
+    ],
+)
+def model_score(
+    context: dg.AssetExecutionContext,
+    config: ModelScoreConfig,
+    spam_bag_of_words: dict[str, float],
+    non_spam_bag_of_words: dict[str, float],
+    warehouse_db: DuckDBResource,
+    database: ApplicationDatabase,
+    model_storage: ModelStorage,
+):
+    """The new model's rates on the test split, beside the active model's on the same messages."""
+    with warehouse_db.get_connection() as conn:
+        train_spam, train_total = conn.execute(
+            "SELECT count(*) FILTER (WHERE spam), count(*) FROM "
+            + warehouse.table("spam_training_dataframe")
+        ).fetchone()
+        prior = decision_prior(train_spam, train_total, config.false_positive_cost)
+        model = SpamModel(spam_bag_of_words, non_spam_bag_of_words, prior)
+        context.log.info("scoring the new model on the test split")
+        challenger = score_table(conn, "spam_testing_dataframe", model)
+        active_path, active = _score_active_model(context, conn, database, model_storage)
+    promote, reason = promotion_decision(challenger, active)
+    top_words = sorted(model.log_odds.items(), key=lambda item: item[1], reverse=True)[:_TOP_WORDS]
+    metadata = {
+        **{k: v for k, v in challenger.as_dict().items()},
+        "test_messages": challenger.messages,
+        "train_messages": train_total,
+        "vocabulary_size": model.vocabulary_size,
+        "percent_spam": prior,
+        "confusion_matrix": dg.MetadataValue.md(challenger.confusion_markdown()),
+        "most_spam_indicative_words": dg.MetadataValue.md(
+            "| word | log-odds |\n|---|---|\n"
+            + "\n".join(f"| `{word}` | {odds:.2f} |" for word, odds in top_words)
+        ),
+        "active_model": active_path or "none",
+        "would_promote": promote,
+        "decision": reason,
+    }
+    if active is not None:
+        metadata["active_true_positive_rate"] = active.true_positive_rate
+        metadata["active_false_positive_rate"] = active.false_positive_rate
+    yield dg.Output(
+        {
+            "challenger": challenger.as_dict(),
+            "active": active.as_dict() if active else None,
+            "active_path": active_path,
+            "percent_spam": prior,
+            "promote": promote,
+            "reason": reason,
+        },
+        metadata=metadata,
+    )
+    yield dg.AssetCheckResult(
+        check_name="check_false_positive_rate",
+        passed=challenger.false_positive_rate <= config.max_false_positive_rate,
+        metadata={
+            "false_positive_rate": challenger.false_positive_rate,
+            "max_false_positive_rate": config.max_false_positive_rate,
+        },
+    )
+
+
+def _score_active_model(context, conn, database: ApplicationDatabase, storage: ModelStorage):
+    with database.connect(read_only=True) as app:
+        record = app_database.active_model(app)
+    if record is None:
+        return None, None
+    try:
+        active_model = storage.load(record.path)
+    except (OSError, ValueError) as error:
+        context.log.warning(f"active model {record.path} cannot be read ({error}); not comparing")
+        return record.path, None
+    context.log.info(f"scoring the active model {record.path} on the same test split")
+    return record.path, score_table(conn, "spam_testing_dataframe", active_model)
+
+
+@dg.asset(io_manager_key=_DICT_IO_MANAGER)
+def model_file(
+    context: dg.AssetExecutionContext,
+    spam_bag_of_words: dict[str, float],
+    non_spam_bag_of_words: dict[str, float],
+    model_score: dict,
+    database: ApplicationDatabase,
+    model_storage: ModelStorage,
+) -> dg.Output[dict]:
+    """The weights file of the new model, promoted to active when it beats the active model."""
+    challenger = Score(**{k: model_score["challenger"][k] for k in Score.__dataclass_fields__})
+    promote, reason = model_score["promote"], model_score["reason"]
+    active_path = model_score["active_path"]
+    active = model_score["active"] or {}
+    record = app_database.ModelRecord(
+        path=None,
+        status="rejected",
+        true_positive_rate=challenger.true_positive_rate,
+        false_positive_rate=challenger.false_positive_rate,
+        seed=_split_seed(context),
+        reason=reason,
+        compared_with=active_path,
+        compared_true_positive_rate=active.get("true_positive_rate"),
+        compared_false_positive_rate=active.get("false_positive_rate"),
+    )
+    path = None
+    if promote:
+        model = SpamModel(
+            spam_bag_of_words,
+            non_spam_bag_of_words,
+            model_score["percent_spam"],
+            info={
+                "seed": record.seed,
+                "true_positive_rate": record.true_positive_rate,
+                "false_positive_rate": record.false_positive_rate,
+            },
+        )
+        path = model_storage.save(model)
+        record = app_database.ModelRecord(**{**record.__dict__, "path": path})
+        try:
+            with database.connect() as conn:
+                app_database.promote_model(conn, record, replacing=active_path)
+        except app_database.ActiveModelChanged as error:
+            promote, reason = (
+                False,
+                f"not promoted: another run promoted a model meanwhile ({error})",
+            )
+    if not promote:
+        with database.connect() as conn:
+            app_database.record_rejected_model(
+                conn, app_database.ModelRecord(**{**record.__dict__, "reason": reason})
+            )
+    with database.connect(read_only=True) as conn:
+        now_active = app_database.active_model(conn)
+    context.log.info(f"promoted: {promote}; {reason}")
+    return dg.Output(
+        {"promoted": promote, "reason": reason, "path": path},
+        metadata={
+            "promoted": promote,
+            "reason": reason,
+            "model_file": path or "none",
+            "active_model": now_active.path if now_active else "none",
+            "true_positive_rate": challenger.true_positive_rate,
+            "false_positive_rate": challenger.false_positive_rate,
+        },
+    )
+
+
+def _split_seed(context: dg.AssetExecutionContext) -> int | None:
+    event = context.instance.get_latest_materialization_event(dg.AssetKey("spam_testing_dataframe"))
+    if event is None or event.asset_materialization is None:
+        return None
+    seed = event.asset_materialization.metadata.get("seed")
+    return seed.value if seed is not None else None

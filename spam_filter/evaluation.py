@@ -1,0 +1,125 @@
+"""Scoring a model on a warehouse table in SQL, and the promotion rule."""
+
+from dataclasses import asdict, dataclass
+
+import duckdb
+import pandas as pd
+
+from spam_filter import warehouse
+from spam_filter.spam import SpamModel
+from spam_filter.sql import install_tokenizer
+
+
+@dataclass(frozen=True)
+class Score:
+    """A confusion matrix and the rates the promotion rule and the UI use."""
+
+    true_positives: int
+    false_positives: int
+    true_negatives: int
+    false_negatives: int
+
+    @property
+    def messages(self) -> int:
+        return (
+            self.true_positives + self.false_positives + self.true_negatives + self.false_negatives
+        )
+
+    @property
+    def true_positive_rate(self) -> float:
+        spam = self.true_positives + self.false_negatives
+        return self.true_positives / spam if spam else 0.0
+
+    @property
+    def false_positive_rate(self) -> float:
+        ham = self.false_positives + self.true_negatives
+        return self.false_positives / ham if ham else 0.0
+
+    @property
+    def accuracy(self) -> float:
+        return (self.true_positives + self.true_negatives) / self.messages if self.messages else 0.0
+
+    @property
+    def precision(self) -> float:
+        flagged = self.true_positives + self.false_positives
+        return self.true_positives / flagged if flagged else 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            **asdict(self),
+            "true_positive_rate": self.true_positive_rate,
+            "false_positive_rate": self.false_positive_rate,
+            "accuracy": self.accuracy,
+            "precision": self.precision,
+        }
+
+    def confusion_markdown(self) -> str:
+        return (
+            "| | predicted spam | predicted not spam |\n|---|---|---|\n"
+            f"| **spam** | {self.true_positives} | {self.false_negatives} |\n"
+            f"| **not spam** | {self.false_positives} | {self.true_negatives} |"
+        )
+
+
+# Messages without any vocabulary word still count: they keep the prior alone (LEFT JOIN).
+_SCORE_TABLE = """
+    WITH tokens AS (
+        SELECT rowid AS message_id, unnest(spam_tokens(body)) AS word FROM {table}
+    ),
+    word_sums AS (
+        SELECT message_id, sum(log_odds) AS evidence
+        FROM tokens JOIN model_log_odds USING (word)
+        GROUP BY message_id
+    ),
+    decisions AS (
+        SELECT m.spam, $prior_log_odds + coalesce(w.evidence, 0) > 0 AS flagged
+        FROM {table} AS m LEFT JOIN word_sums AS w ON m.rowid = w.message_id
+    )
+    SELECT
+        count(*) FILTER (WHERE spam AND flagged),
+        count(*) FILTER (WHERE NOT spam AND flagged),
+        count(*) FILTER (WHERE NOT spam AND NOT flagged),
+        count(*) FILTER (WHERE spam AND NOT flagged)
+    FROM decisions
+"""
+
+
+def score_table(conn: duckdb.DuckDBPyConnection, table_name: str, model: SpamModel) -> Score:
+    """Score every message of a warehouse table with `model`, inside DuckDB.
+
+    Joins each message's tokens to the model's per-word log-odds, which is the same sum
+    `SpamModel.score` computes in Python, so no message is ever held in Python.
+    """
+    install_tokenizer(conn)
+    log_odds = pd.DataFrame(
+        {"word": list(model.log_odds), "log_odds": list(model.log_odds.values())}
+    )
+    conn.register("model_log_odds_frame", log_odds)
+    try:
+        conn.execute(
+            "CREATE OR REPLACE TEMP TABLE model_log_odds AS SELECT * FROM model_log_odds_frame"
+        )
+    finally:
+        conn.unregister("model_log_odds_frame")
+    query = _SCORE_TABLE.format(table=warehouse.table(table_name))
+    row = conn.execute(query, {"prior_log_odds": model.prior_log_odds}).fetchone()
+    conn.execute("DROP TABLE model_log_odds")
+    return Score(*row)
+
+
+def promotion_decision(challenger: Score, active: Score | None) -> tuple[bool, str]:
+    """Promote when there is no active model, or when the challenger catches at least as much spam
+    and flags at most as many legitimate messages as the active model on the same test messages."""
+    if active is None:
+        return True, "no active model to compare with"
+    tpr_ok = challenger.true_positive_rate >= active.true_positive_rate
+    fpr_ok = challenger.false_positive_rate <= active.false_positive_rate
+    summary = (
+        f"true-positive rate {challenger.true_positive_rate:.4f} "
+        f"vs {active.true_positive_rate:.4f}, "
+        f"false-positive rate {challenger.false_positive_rate:.4f} vs "
+        f"{active.false_positive_rate:.4f} on the same test messages"
+    )
+    if tpr_ok and fpr_ok:
+        return True, "at least as good as the active model: " + summary
+    return False, "worse than the active model: " + summary

@@ -1,0 +1,41 @@
+"""Where the project keeps its files: one place, environment variables first, then defaults.
+
+Defaults are anchored on the project root (not the working directory), so every command works
+from anywhere. Values are read when called, never at import time, so tests and servers can set
+the environment before they start.
+"""
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _path_from_env(name: str, default: Path) -> Path:
+    value = os.environ.get(name)
+    return Path(value).expanduser().resolve() if value else default
+
+
+def database_path() -> Path:
+    """The application database: the `messages` and `models` tables."""
+    return _path_from_env("SPAM_FILTER_DATABASE", PROJECT_ROOT / "data" / "spam_filter.duckdb")
+
+
+def warehouse_path() -> Path:
+    """The pipeline's own DuckDB file for intermediate tables, kept apart from the app database."""
+    return _path_from_env("SPAM_FILTER_WAREHOUSE", PROJECT_ROOT / "data" / "warehouse.duckdb")
+
+
+def weights_dir() -> Path:
+    """Where model weight files are written and read."""
+    return _path_from_env("SPAM_FILTER_WEIGHTS_DIR", PROJECT_ROOT / "weights")
+
+
+def storage_dir() -> Path:
+    """Where Dagster stores non-table asset values (bags of words, scores)."""
+    return _path_from_env("SPAM_FILTER_STORAGE_DIR", PROJECT_ROOT / "data" / "storage")
+
+
+def spam_csv_path() -> Path:
+    """The SMS Spam Collection shipped with the project."""
+    return _path_from_env("SPAM_FILTER_SPAM_CSV", PROJECT_ROOT / "spam.csv")
