@@ -157,10 +157,14 @@ class SpamModel:
 
     def spam_probability(self, text: str) -> float:
         """The posterior that `is_spam` thresholds at 0.5, from the same log scores."""
+        return self.verdict(text)[1]
+
+    def verdict(self, text: str) -> tuple[bool, float]:
+        """`is_spam` and `spam_probability` from one scoring of the text."""
         score = self.score(text)
-        if score < -700:  # math.exp overflows past about 709
-            return 0.0
-        return 1.0 / (1.0 + math.exp(-score))
+        # math.exp overflows past about 709; the probability is 0 to double precision anyway.
+        probability = 0.0 if score < -700 else 1.0 / (1.0 + math.exp(-score))
+        return score > 0, probability
 
     def to_weights(self) -> dict[str, Any]:
         """The JSON-ready weights file content (`info` adds provenance beside the three keys)."""
