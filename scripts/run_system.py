@@ -1,0 +1,107 @@
+"""Run the whole system: bootstrap the data, train a first model if none is active, then serve the
+API (gunicorn) and the Dagster UI with its schedule daemon until Ctrl-C stops both.
+
+Run through `make run`, which creates the virtual environment first. Running it again reuses the
+database, the messages and the active model that exist.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+import database  # noqa: E402
+import sample_data  # noqa: E402
+from spam_filter import settings  # noqa: E402
+
+# One retrain at a time: two runs would only take turns on the warehouse file's lock.
+DAGSTER_YAML = """\
+concurrency:
+  runs:
+    max_concurrent_runs: 1
+telemetry:
+  enabled: false
+"""
+BIN = Path(sys.executable).parent
+
+
+def _dagster_home() -> Path:
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home")))
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text(DAGSTER_YAML)
+    return home
+
+
+def _bootstrap() -> None:
+    with database.connection() as conn:
+        database.create_schema(conn)
+        if database.message_count(conn) == 0:
+            print("messages is empty: inserting 10,000 sample messages", flush=True)
+            sample_data.insert_sample_messages(conn, 10_000)
+        has_model = database.active_model(conn) is not None
+    if not has_model:
+        print("no active model: running create_spam_model_job once", flush=True)
+        subprocess.run(
+            [BIN / "dagster", "job", "execute", "-m", "spam_filter", "-j", "create_spam_model_job"],
+            cwd=PROJECT_ROOT,
+            check=True,
+        )
+
+
+def _start(command: list[str]) -> subprocess.Popen:
+    # A session of its own per service, so stopping a service stops all of its processes, and
+    # default signal handling, without which `dagster dev` ignores SIGTERM.
+    return subprocess.Popen(command, cwd=PROJECT_ROOT, start_new_session=True, restore_signals=True)
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    for process in processes:
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def main() -> int:
+    home = _dagster_home()
+    _bootstrap()
+    bind = os.environ.get("SPAM_FILTER_API_BIND", "127.0.0.1:5000")
+    workers = os.environ.get("SPAM_FILTER_API_WORKERS", "2")
+    ui_host = os.environ.get("SPAM_FILTER_UI_HOST", "127.0.0.1")
+    ui_port = os.environ.get("SPAM_FILTER_UI_PORT", "3000")
+    services = [
+        _start([BIN / "gunicorn", "--workers", workers, "--bind", bind, "api:create_app()"]),
+        _start([BIN / "dagster", "dev", "--host", ui_host, "--port", ui_port]),
+    ]
+    print(
+        f"\nAPI on http://{bind}/api/find_spam, Dagster UI on http://{ui_host}:{ui_port} "
+        f"(DAGSTER_HOME={home}, database {settings.database_path()}). Ctrl-C stops both.\n",
+        flush=True,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while all(service.poll() is None for service in services):
+            time.sleep(0.5)
+        print("a service stopped on its own; stopping the other", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, SystemExit):
+        print("\nstopping the API and the Dagster UI", flush=True)
+        return 0
+    finally:
+        _stop(services)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
