@@ -1,0 +1,174 @@
+"""Each asset materialized on real DuckDB files, and the promotion decided across runs."""
+
+from datetime import datetime, timedelta
+
+import dagster as dg
+import duckdb
+import pytest
+
+import database
+from spam_filter.assets import data
+from spam_filter.spam import load_model
+from spam_filter_tests.conftest import active_model, add_sample_messages, materialize_all
+
+WEAK = {
+    "spam_model": {"config": {"alpha": 5.0}},
+    "model_score": {"config": {"false_positive_cost": 1.0}},
+}
+TIMID = {"spam_model": {"config": {"alpha": 20.0}}}
+
+
+def _metadata(result: dg.ExecuteInProcessResult, node: str, key: str | None = None) -> dict:
+    materializations = result.asset_materializations_for_node(node)
+    if key is not None:
+        materializations = [m for m in materializations if m.asset_key.to_user_string() == key]
+    return {name: value.value for name, value in materializations[0].metadata.items()}
+
+
+def _warehouse_rows(resources: dict, table: str) -> list[tuple]:
+    with duckdb.connect(resources["warehouse_db"].database, read_only=True) as conn:
+        return conn.execute("SELECT * FROM public." + table).fetchall()
+
+
+def _run(resources: dict, ops: dict | None = None) -> dg.ExecuteInProcessResult:
+    result = materialize_all(resources, {"ops": ops} if ops else None)
+    assert result.success
+    return result
+
+
+def test_sms_spam_examples_reads_the_whole_collection(resources):
+    result = dg.materialize([data.sms_spam_examples], resources=resources)
+    frame = result.output_for_node("sms_spam_examples")
+    assert len(frame) == 5572
+    assert frame["spam"].sum() == 747
+    assert frame["body"].str.len().min() > 0
+    # Messages with commas spilled into the unnamed columns come back whole.
+    assert frame["body"].str.contains("PO Box 5249, MK17 92H").any()
+    assert len(_warehouse_rows(resources, "sms_spam_examples")) == 5572
+
+
+def test_user_messages_copies_the_messages_table(resources, app_db):
+    with database.connection(app_db) as conn:
+        database.insert_messages(conn, [(True, "win a prize now"), (False, "lunch at noon?")])
+    dg.materialize([data.user_messages], resources=resources)
+    assert sorted(_warehouse_rows(resources, "user_messages")) == [
+        (False, "lunch at noon?"),
+        (True, "win a prize now"),
+    ]
+
+
+def test_user_messages_cap_keeps_the_newest(resources, app_db):
+    start = datetime(2026, 1, 1)
+    with database.connection(app_db) as conn:
+        conn.executemany(
+            "INSERT INTO messages (spam, body, created_at) VALUES (?, ?, ?)",
+            [(i % 2 == 0, f"message {i}", start + timedelta(minutes=i)) for i in range(100)],
+        )
+    result = dg.materialize(
+        [data.user_messages],
+        resources=resources,
+        run_config={"ops": {"user_messages": {"config": {"max_messages": 10}}}},
+    )
+    bodies = {body for _, body in _warehouse_rows(resources, "user_messages")}
+    assert bodies == {f"message {i}" for i in range(90, 100)}
+    assert _metadata(result, "user_messages")["row_count"] == 10
+
+
+def test_every_asset_materializes_with_metadata(resources, app_db):
+    add_sample_messages(app_db)
+    result = _run(resources)
+    materialized = {
+        event.asset_key.to_user_string() for event in result.get_asset_materialization_events()
+    }
+    assert len(materialized) == 9
+    dataset = _metadata(result, "spam_dataset")
+    assert dataset["row_count"] == 5572 + 2000
+    training = _metadata(result, "spam_model", "spam_training_dataframe")
+    testing = _metadata(result, "spam_model", "spam_testing_dataframe")
+    assert training["row_count"] + testing["row_count"] == dataset["row_count"]
+    assert 0.25 < testing["row_count"] / dataset["row_count"] < 0.35
+    assert len(_warehouse_rows(resources, "spam_testing_dataframe")) == testing["row_count"]
+    score = _metadata(result, "model_score")
+    assert {
+        "true_positive_rate",
+        "false_positive_rate",
+        "accuracy",
+        "precision",
+        "train_messages",
+        "test_messages",
+        "vocabulary_size",
+        "confusion_matrix",
+        "most_spam_indicative_words",
+    } <= set(score)
+    assert score["test_messages"] == testing["row_count"]
+    assert score["true_positive_rate"] > 0.85 and score["false_positive_rate"] < 0.01
+    model_file = _metadata(result, "model_file")
+    assert model_file["promoted"] is True
+    assert {"reason", "active_model", "model_file"} <= set(model_file)
+    assert active_model(app_db).path == model_file["model_file"]
+
+
+def test_better_equal_and_worse_models(resources, app_db):
+    add_sample_messages(app_db)
+    first = _metadata(_run(resources, WEAK), "model_file")
+    assert first["promoted"] and "no active model" in first["reason"]
+
+    better = _run(resources)
+    assert _metadata(better, "model_file")["promoted"]
+    better_path = active_model(app_db).path
+    assert better_path != first["model_file"]
+
+    equal = _metadata(_run(resources), "model_file")
+    assert equal["promoted"] and "at least as good" in equal["reason"]
+    equal_path = active_model(app_db).path
+
+    worse = _run(resources, TIMID)
+    assert not _metadata(worse, "model_file")["promoted"]
+    assert "worse" in _metadata(worse, "model_file")["reason"]
+    assert active_model(app_db).path == equal_path
+
+    with database.connection(app_db, read_only=True) as conn:
+        history = database.model_history(conn)
+    assert [r.status for r in history].count("active") == 1
+    assert sorted(r.status for r in history) == ["active", "inactive", "inactive", "rejected"]
+
+
+def test_active_model_is_scored_on_the_same_test_messages(resources, app_db):
+    add_sample_messages(app_db)
+    _run(resources, WEAK)
+    weak = load_model(active_model(app_db).path)
+    score = _metadata(_run(resources), "model_score")
+    rows = _warehouse_rows(resources, "spam_testing_dataframe")
+    spam = [weak.is_spam(body) for label, body in rows if label]
+    ham = [weak.is_spam(body) for label, body in rows if not label]
+    assert score["active_true_positive_rate"] == pytest.approx(sum(spam) / len(spam))
+    assert score["active_false_positive_rate"] == pytest.approx(sum(ham) / len(ham))
+
+
+def test_failing_false_positive_check_blocks_promotion(resources, app_db):
+    add_sample_messages(app_db)
+    _run(resources, WEAK)
+    before = active_model(app_db)
+    result = materialize_all(
+        resources, {"ops": {"model_score": {"config": {"max_false_positive_rate": 0.0}}}}
+    )
+    fpr_check = [
+        c
+        for c in result.get_asset_check_evaluations()
+        if c.check_name == "check_false_positive_rate"
+    ]
+    assert fpr_check and not fpr_check[0].passed
+    assert fpr_check[0].metadata["false_positive_rate"].value > 0
+    assert not result.asset_materializations_for_node("model_file")
+    assert active_model(app_db) == before
+
+
+def test_dataset_without_spam_stops_before_training(resources, app_db, tmp_path, monkeypatch):
+    only_ham = tmp_path / "ham.csv"
+    only_ham.write_text("v1,v2,,,\nham,see you at lunch,,,\nham,call me later,,,\n")
+    monkeypatch.setenv("SPAM_FILTER_SPAM_CSV", str(only_ham))
+    result = materialize_all(resources)
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks["check_spam_dataset_has_both_classes"] is False
+    assert not result.asset_materializations_for_node("spam_model")
+    assert active_model(app_db) is None

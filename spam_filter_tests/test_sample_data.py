@@ -1,0 +1,64 @@
+"""Sample messages: labelled, seeded, and inserted as one transaction."""
+
+import subprocess
+import sys
+
+import database
+import sample_data
+from spam_filter import settings
+
+
+def _messages(path: str) -> list[tuple[bool, str]]:
+    with database.connection(path, read_only=True) as conn:
+        return conn.execute("SELECT spam, body FROM messages ORDER BY created_at").fetchall()
+
+
+def test_messages_follow_their_labels(app_db):
+    with database.connection(app_db) as conn:
+        sample_data.insert_sample_messages(conn, 1_000, seed=3, progress=False)
+    rows = _messages(app_db)
+    assert len(rows) == 1_000
+    spam_share = sum(spam for spam, _ in rows) / len(rows)
+    assert 0.25 < spam_share < 0.35
+    spam_openers = tuple(sample_data.SPAM_OPENERS)
+    assert all(body.startswith(spam_openers) == spam for spam, body in rows)
+
+
+def test_same_seed_gives_same_messages(project_env, tmp_path):
+    paths = [str(tmp_path / "a.duckdb"), str(tmp_path / "b.duckdb")]
+    for path in paths:
+        with database.connection(path) as conn:
+            database.create_schema(conn)
+            sample_data.insert_sample_messages(conn, 500, seed=7, progress=False)
+    assert _messages(paths[0]) == _messages(paths[1])
+
+
+def test_a_killed_run_leaves_the_table_unchanged(app_db):
+    with database.connection(app_db) as conn:
+        sample_data.insert_sample_messages(conn, 10, progress=False)
+    run = subprocess.Popen(
+        [sys.executable, "sample_data.py", "--count", "5000000"],
+        cwd=settings.PROJECT_ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        progress = ""
+        while "1.00M/5.00M" not in progress:  # two chunks are in, uncommitted
+            character = run.stderr.read(1)
+            assert character, f"sample_data.py ended before it was killed: {progress}"
+            progress += character
+    finally:
+        run.kill()
+        run.wait()
+    assert len(_messages(app_db)) == 10
+
+
+def test_command_line_counts_and_if_empty(project_env):
+    command = [sys.executable, "sample_data.py", "--count", "300", "--seed", "1"]
+    run = {"cwd": settings.PROJECT_ROOT, "capture_output": True, "text": True, "check": True}
+    first = subprocess.run(command, **run)
+    assert "inserted 300" in first.stdout
+    second = subprocess.run([*command, "--if-empty"], **run)
+    assert "nothing inserted" in second.stdout
+    assert len(_messages(project_env["SPAM_FILTER_DATABASE"])) == 300
