@@ -75,6 +75,11 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 
 
 def main() -> int:
+    # Handle Ctrl-C and SIGTERM here even when started with them ignored (as background jobs of a
+    # non-interactive shell are): the services then start with default handling, as exec resets
+    # caught signals but keeps ignored ones, and `dagster dev` would otherwise never stop.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     home = _dagster_home()
     _bootstrap()
     bind = os.environ.get("SPAM_FILTER_API_BIND", "127.0.0.1:5000")
@@ -90,7 +95,6 @@ def main() -> int:
         f"(DAGSTER_HOME={home}, database {settings.database_path()}). Ctrl-C stops both.\n",
         flush=True,
     )
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         while all(service.poll() is None for service in services):
             time.sleep(0.5)

@@ -45,8 +45,11 @@ def test_bootstrap_train_and_serve(project_env, tmp_path):
     port = _free_port()
     server = subprocess.Popen(
         [BIN / "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", "api:create_app()"],
-        cwd=settings.PROJECT_ROOT, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        cwd=settings.PROJECT_ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         url = f"http://127.0.0.1:{port}/api/find_spam"
