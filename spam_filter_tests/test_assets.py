@@ -172,3 +172,20 @@ def test_dataset_without_spam_stops_before_training(resources, app_db, tmp_path,
     assert checks["check_spam_dataset_has_both_classes"] is False
     assert not result.asset_materializations_for_node("spam_model")
     assert active_model(app_db) is None
+
+
+def test_user_messages_cap_samples_when_there_is_no_created_at(resources, app_db):
+    with database.connection(app_db) as conn:
+        conn.execute("DROP TABLE messages")
+        conn.execute("CREATE TABLE messages (spam BOOLEAN, body VARCHAR)")
+        conn.executemany(
+            "INSERT INTO messages VALUES (?, ?)", [(i % 2 == 0, f"m{i}") for i in range(1000)]
+        )
+    config = {"ops": {"user_messages": {"config": {"max_messages": 50, "sample_seed": 4}}}}
+    samples = []
+    for _ in range(2):
+        dg.materialize([data.user_messages], resources=resources, run_config=config)
+        samples.append(sorted(_warehouse_rows(resources, "user_messages")))
+    assert len(samples[0]) == 50
+    assert samples[0] == samples[1]
+    assert samples[0] != sorted((i % 2 == 0, f"m{i}") for i in range(50))

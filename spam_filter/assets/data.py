@@ -68,7 +68,8 @@ def user_messages(
             if config.max_messages > 0 and has_created_at:
                 query = select + " ORDER BY created_at DESC LIMIT $cap"
             elif config.max_messages > 0:
-                query = select + " USING SAMPLE reservoir($cap ROWS) REPEATABLE ($seed)"
+                # A top-N by a seeded hash: a deterministic sample that holds only N rows.
+                query = select + " ORDER BY hash(spam, body, $seed) LIMIT $cap"
             else:
                 query = select
             params = {"cap": config.max_messages, "seed": config.sample_seed}
