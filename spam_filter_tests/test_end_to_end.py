@@ -8,9 +8,17 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from sklearn.model_selection import train_test_split
+
+import database
 from spam_filter import settings
+from spam_filter.assets.data import read_sms_spam_collection
+from spam_filter.resources import ModelStorage
+from spam_filter.spam import train_model
 
 BIN = Path(sys.executable).parent
 
@@ -29,6 +37,35 @@ def _post(url: str, payload: dict) -> dict:
         return json.load(response)
 
 
+@contextmanager
+def _gunicorn(env: dict[str, str]) -> Iterator[str]:
+    """Serve the API with gunicorn on a free port; yield its find_spam URL once it answers."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [BIN / "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", "api:create_app()"],
+        cwd=settings.PROJECT_ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/api/find_spam"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _post(url, {"text": "ping"})
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the API did not start"
+                assert server.poll() is None, "gunicorn exited"
+                time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
 def test_bootstrap_train_and_serve(project_env, tmp_path):
     env = {**os.environ, **project_env, "DAGSTER_HOME": str(tmp_path / "dagster_home")}
     Path(env["DAGSTER_HOME"]).mkdir()
@@ -42,29 +79,29 @@ def test_bootstrap_train_and_serve(project_env, tmp_path):
     )
     assert job.returncode == 0, job.stderr.decode()[-3000:]
 
-    port = _free_port()
-    server = subprocess.Popen(
-        [BIN / "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", "api:create_app()"],
-        cwd=settings.PROJECT_ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}/api/find_spam"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                answer = _post(url, {"text": "you are the winner!"})
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the API did not start"
-                assert server.poll() is None, "gunicorn exited"
-                time.sleep(0.2)
+    with _gunicorn(env) as url:
+        answer = _post(url, {"text": "you are the winner!"})
         assert answer["success"] is True
         assert answer["is_spam"] is True
         assert _post(url, {"text": "are we still on for lunch tomorrow?"})["is_spam"] is False
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+
+
+def test_api_agrees_with_offline_evaluation_on_raw_test_messages(project_env, app_db):
+    frame = read_sms_spam_collection(str(settings.spam_csv_path()))
+    train, test = train_test_split(frame, test_size=0.3, stratify=frame["spam"], random_state=0)
+    model = train_model(zip(train["body"], train["spam"], strict=True), 0.1, 8.0)
+    path = ModelStorage(weights_dir=project_env["SPAM_FILTER_WEIGHTS_DIR"]).save(model)
+    record = database.ModelRecord(path, "active", 0.9, 0.01)
+    with database.connection(app_db) as conn:
+        database.promote_model(conn, record, replacing=None)
+
+    texts = test["body"].tolist()
+    offline = [model.verdict(text) for text in texts]
+    served = []
+    with _gunicorn({**os.environ, **project_env}) as url:
+        for start in range(0, len(texts), 200):  # 200 SMS stay under the 64 KiB body limit
+            answer = _post(url, {"texts": texts[start : start + 200]})
+            served.extend((r["is_spam"], r["spam_probability"]) for r in answer["results"])
+    assert len(served) == len(texts) == 1672
+    assert [spam for spam, _ in served] == [spam for spam, _ in offline]
+    assert [p for _, p in served] == [p for _, p in offline]
