@@ -20,6 +20,8 @@ URL = "/api/find_spam"
 SPAM = "you are the winner!"
 HAM = "Hi, the meeting moved to 3pm, see you soon"
 REFRESH_SECONDS = 0.2
+# Longer than any test: changes must be noticed from the files, without the periodic full check.
+FULL_CHECK_SECONDS = 60.0
 # How long a test waits for the watcher to notice a change: the 5 s bound.
 SWAP_DEADLINE_SECONDS = 5.0
 
@@ -35,6 +37,7 @@ def make_app() -> Iterator[Callable[..., Flask]]:
                 "TESTING": True,
                 "DATABASE": database_path,
                 "MODEL_REFRESH_SECONDS": REFRESH_SECONDS,
+                "MODEL_FULL_CHECK_SECONDS": FULL_CHECK_SECONDS,
                 **config,
             }
         )
@@ -344,11 +347,13 @@ def test_first_model_is_picked_up_without_restart(
 
 
 def test_locked_database_keeps_serving_and_reports_degraded(
-    client: FlaskClient,
+    make_app: Callable[..., Flask],
     trained_db: str,
     trained_state: dict[str, str],
     other_process: OtherProcess,
 ) -> None:
+    # A lock without writes leaves the files alone: only the periodic full check sees it.
+    client = make_app(trained_db, MODEL_FULL_CHECK_SECONDS=0.5).test_client()
     old_name = Path(trained_state["model_path"]).name
     other_process.hold_lock(trained_db, 3.0)
     try:
@@ -434,3 +439,19 @@ def test_bad_weights_keep_the_last_good_model(
     assert _check(client)["is_spam"] is False
     assert _wait_for(lambda: _health(client)["status"] == "ok")
     assert any("model refresh recovered" in r.getMessage() for r in caplog.records)
+
+
+def test_unchanged_database_is_not_opened(
+    app: Flask, client: FlaskClient, trained_db: str, other_process: OtherProcess
+) -> None:
+    # Were the watcher opening the database, the lock held here would make health degraded.
+    other_process.hold_lock(trained_db, 1.5)
+    try:
+        first_check = _health(client)["last_checked_at"]
+        time.sleep(1.0)
+        health = _health(client)
+        assert health["status"] == "ok"
+        assert health["last_checked_at"] > first_check
+        assert _check(client)["is_spam"] is True
+    finally:
+        other_process.wait_released()
