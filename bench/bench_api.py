@@ -11,7 +11,11 @@ Prepares its own state in a temporary folder (schema, sample messages, one run o
 Each is loaded with the same wrk settings (a Lua script POSTs JSON and counts answers that are
 not 200 with "success": true); without wrk, a bounded Python client stands in. Run:
 
-    python bench/bench_api.py [--duration 10] [--connections 16] [--threads 2]
+    python bench/bench_api.py [--duration 10] [--connections 16] [--threads 2] [--rounds 1]
+
+It prints req/s, p50 and p99 per server, the ratios against the goals, and exits 1 when a goal
+is missed. Other work on the machine moves req/s and latency a lot; interleaved `--rounds` and
+the server CPU time per request show how much.
 """
 
 import argparse
