@@ -1,5 +1,11 @@
 """Fixtures on real components: DuckDB files, weights and Dagster storage in a temporary folder."""
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -62,3 +68,117 @@ def materialize_all(resources: dict, run_config: dict | None = None) -> dg.Execu
 def active_model(path: str) -> database.ModelRecord | None:
     with database.connection(path, read_only=True) as conn:
         return database.active_model(conn)
+
+
+@pytest.fixture(scope="session")
+def trained_state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Sample messages and one promoted model, trained once per session; tests copy the database."""
+    root = tmp_path_factory.mktemp("trained")
+    env = {
+        "SPAM_FILTER_DATABASE": str(root / "app.duckdb"),
+        "SPAM_FILTER_WAREHOUSE": str(root / "warehouse.duckdb"),
+        "SPAM_FILTER_WEIGHTS_DIR": str(root / "weights"),
+        "SPAM_FILTER_STORAGE_DIR": str(root / "storage"),
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        with database.connection(env["SPAM_FILTER_DATABASE"]) as conn:
+            database.create_schema(conn)
+        add_sample_messages(env["SPAM_FILTER_DATABASE"])
+        result = materialize_all(build_resources())
+    assert result.success
+    record = active_model(env["SPAM_FILTER_DATABASE"])
+    assert record is not None and record.path is not None
+    return {"database": env["SPAM_FILTER_DATABASE"], "model_path": record.path}
+
+
+@pytest.fixture
+def trained_db(project_env: dict[str, str], trained_state: dict[str, str]) -> str:
+    """This test's application database, a copy of `trained_state` (its weights file is shared)."""
+    path = project_env["SPAM_FILTER_DATABASE"]
+    shutil.copyfile(trained_state["database"], path)
+    return path
+
+
+_OTHER_PROCESS_SCRIPT = """
+import json
+import sys
+import time
+
+import database
+
+for line in sys.stdin:
+    command, db, argument = json.loads(line)
+    try:
+        if command == "promote":
+            with database.connection(db) as conn:
+                current = database.active_model(conn)
+                record = database.ModelRecord(argument, "active", 0.9, 0.01, reason="a test")
+                database.promote_model(conn, record, replacing=current.path if current else None)
+            print("ok", flush=True)
+        elif command == "lock":
+            conn = database.connect(db, timeout=30)
+            print("ok", flush=True)
+            time.sleep(argument)
+            conn.close()
+            print("released", flush=True)
+    except Exception as error:
+        print(f"error {type(error).__name__}: {error}", flush=True)
+"""
+
+
+class OtherProcess:
+    """A second Python process that writes the database, as the pipeline does beside the API.
+
+    Another process, because inside one process DuckDB refuses a read-write connection next to the
+    watcher's read-only one without the lock error that `database.connect` retries. It stays up
+    for the session so that each write does not pay for importing Dagster again.
+    """
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _OTHER_PROCESS_SCRIPT],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def _call(self, command: str, db: str, argument: object) -> None:
+        self._process.stdin.write(json.dumps([command, db, argument]) + "\n")
+        self._process.stdin.flush()
+        self._expect("ok")
+
+    def _expect(self, answer: str) -> None:
+        line = self._process.stdout.readline().strip()
+        if line != answer:
+            raise RuntimeError(f"the other process answered {line!r}, not {answer!r}")
+
+    def promote(self, db: str, model_path: str) -> None:
+        """Make `model_path` the active model, replacing whichever is active."""
+        self._call("promote", db, model_path)
+
+    def hold_lock(self, db: str, seconds: float) -> None:
+        """Open `db` read-write and return once it is held; `wait_released` waits for the end."""
+        self._call("lock", db, seconds)
+
+    def wait_released(self) -> None:
+        self._expect("released")
+
+    def close(self) -> None:
+        self._process.stdin.close()
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+@pytest.fixture(scope="session")
+def other_process() -> Iterator[OtherProcess]:
+    """The session's second process for database writes."""
+    process = OtherProcess()
+    yield process
+    process.close()

@@ -1,0 +1,360 @@
+"""Benchmark the API against the HTTP-stack limit and the tutorial's per-request implementation.
+
+Prepares its own state in a temporary folder (schema, sample messages, one run of
+`create_spam_model_job` through the CLI), then serves with gunicorn on 127.0.0.1, one at a time:
+
+  (a) the project's API, `api:create_app()`, 2 workers;
+  (b) a constant answer after parsing the same JSON, `bench.constant_app`, 2 workers;
+  (c) the tutorial's is_spam, DuckDB and weights read on every request, `bench.tutorial_app`,
+      1 worker (its read-write connection would lock a second worker out).
+
+Each is loaded with the same wrk settings (a Lua script POSTs JSON and counts answers that are
+not 200 with "success": true); without wrk, a bounded Python client stands in. Run:
+
+    python bench/bench_api.py [--duration 10] [--connections 16] [--threads 2] [--rounds 1]
+
+It prints req/s, p50 and p99 per server, the ratios against the goals, and exits 1 when a goal
+is missed. Other work on the machine moves req/s and latency a lot; interleaved `--rounds` and
+the server CPU time per request show how much.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+import database  # noqa: E402
+import sample_data  # noqa: E402
+
+BODY = json.dumps(
+    {
+        "text": "WINNER!! As a valued network customer you have been selected to receive a £900 "
+        "prize reward! To claim call 09061701461. Claim code KL341. Valid 12 hours only."
+    }
+)
+GOAL_VS_LIMIT = 0.8
+GOAL_VS_TUTORIAL = 30.0
+GOAL_P99_MS = 20.0
+
+# `done` runs once after the load; each thread's `bad` counter is read through the threads table.
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = [==[%s]==]
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) bad = 0 end
+function response(status, headers, body)
+  if status ~= 200 or not string.find(body, '"success":true', 1, true) then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local total_bad = 0
+  for _, thread in ipairs(threads) do total_bad = total_bad + thread:get("bad") end
+  local e = summary.errors
+  io.write(string.format("BENCH %%d %%d %%d %%f %%f %%f\\n", summary.requests, total_bad,
+    e.connect + e.read + e.write + e.status + e.timeout, summary.duration / 1e6,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One server to load."""
+
+    label: str
+    app: str
+    workers: int
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one load run measured."""
+
+    requests: int
+    bad: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    rss_mb: float = 0.0
+    cpu_ms: float = 0.0
+    """Server CPU time (user + system, all its processes) per request: steadier than req/s when
+    other work shares the machine."""
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+TARGETS = [
+    Target("(a) api", "api:create_app()", 2),
+    Target("(b) constant", "bench.constant_app:create_app()", 2),
+    Target("(c) tutorial", "bench.tutorial_app:create_app()", 1),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _post(port: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", "/api/find_spam", BODY, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        body = response.read()
+        return response.status if b'"success":true' in body else -1
+    finally:
+        conn.close()
+
+
+def _prepare(folder: Path, env: dict[str, str], messages: int) -> None:
+    """Create the schema, insert sample messages and run the job once through the CLI."""
+    with database.connection(env["SPAM_FILTER_DATABASE"]) as conn:
+        database.create_schema(conn)
+        sample_data.insert_sample_messages(conn, messages, progress=False)
+    print(f"training a model with create_spam_model_job on {messages:,} sample messages ...")
+    subprocess.run(
+        [Path(sys.executable).parent / "dagster", "job", "execute"]
+        + ["-m", "spam_filter", "-j", "create_spam_model_job"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=(folder / "job.log").open("w"),
+        stderr=subprocess.STDOUT,
+        check=True,
+    )
+    with database.connection(env["SPAM_FILTER_DATABASE"], read_only=True) as conn:
+        record = database.active_model(conn)
+    if record is None:
+        raise SystemExit(f"the job promoted no model; see {folder / 'job.log'}")
+    print(f"active model {Path(record.path).name}")
+
+
+def _serve(target: Target, port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "--workers", str(target.workers)]
+        + ["--bind", f"127.0.0.1:{port}", target.app],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{target.label} exited; see {log}")
+        try:
+            if _post(port) == 200:
+                return process
+        except OSError:
+            pass
+        time.sleep(0.2)
+    _stop(process)
+    raise SystemExit(f"{target.label} did not answer within 60 s; see {log}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+
+def _wrk(port: int, args: argparse.Namespace, script: Path, seconds: float) -> Result:
+    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s"]
+    command += ["--timeout", "5s", "-s", str(script), f"http://127.0.0.1:{port}/api/find_spam"]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    line = next(line for line in output.splitlines() if line.startswith("BENCH "))
+    requests, bad, errors, duration, p50, p99 = line.split()[1:]
+    return Result(int(requests), int(bad), int(errors), float(duration), float(p50), float(p99))
+
+
+def _python_client(port: int, args: argparse.Namespace, seconds: float) -> Result:
+    """A bounded stand-in for wrk: one thread per connection, each stopping at the deadline."""
+    deadline = time.monotonic() + seconds
+    latencies: list[float] = []
+    bad = errors = 0
+    lock = threading.Lock()
+
+    def run() -> None:
+        nonlocal bad, errors
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            try:
+                status = _post(port)
+            except (OSError, http.client.HTTPException):
+                status = None
+            elapsed = time.perf_counter() - started
+            with lock:
+                latencies.append(elapsed)
+                bad += status != 200
+                errors += status is None
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=run) for _ in range(args.connections)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    duration = time.monotonic() - started
+    latencies.sort()
+
+    def percentile(share: float) -> float:
+        return latencies[min(int(share * len(latencies)), len(latencies) - 1)] * 1000
+
+    return Result(len(latencies), bad, errors, duration, percentile(0.5), percentile(0.99))
+
+
+def _measure(target: Target, port: int, env, args, folder: Path, script: Path | None) -> Result:
+    process = _serve(target, port, env, folder / f"gunicorn_{target.workers}_{port}.log")
+    try:
+        load = (
+            (lambda s: _wrk(port, args, script, s))
+            if script
+            else (lambda s: _python_client(port, args, s))
+        )
+        load(args.warmup)
+        processes = _tree(process.pid)
+        cpu_before = _cpu_seconds(processes)
+        result = load(args.duration)
+        cpu_ms = (_cpu_seconds(processes) - cpu_before) * 1000 / max(result.requests, 1)
+        rss_mb = sum(p.memory_info().rss for p in processes) / 2**20
+        return Result(**{**result.__dict__, "rss_mb": rss_mb, "cpu_ms": cpu_ms})
+    finally:
+        _stop(process)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10, help="seconds of load (10)")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up load (2)")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections (16)")
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads (2)")
+    parser.add_argument("--messages", type=int, default=10_000, help="sample messages (10,000)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure (a), (b), (c) in turn this many times and keep each one's median req/s (1)",
+    )
+    args = parser.parse_args()
+
+    use_wrk = shutil.which("wrk") is not None
+    if not use_wrk:
+        print(
+            "wrk not found (install it with `apt-get install wrk`); using a bounded Python client, "
+            "whose own cost on the same CPUs lowers every figure",
+            file=sys.stderr,
+        )
+    folder = Path(tempfile.mkdtemp(prefix="spam_filter_bench_"))
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "SPAM_FILTER_DATABASE": str(folder / "app.duckdb"),
+        "SPAM_FILTER_WAREHOUSE": str(folder / "warehouse.duckdb"),
+        "SPAM_FILTER_WEIGHTS_DIR": str(folder / "weights"),
+        "SPAM_FILTER_STORAGE_DIR": str(folder / "storage"),
+        "DAGSTER_HOME": str(folder / "dagster_home"),
+    }
+    Path(env["DAGSTER_HOME"]).mkdir()
+    try:
+        _prepare(folder, env, args.messages)
+        script = None
+        if use_wrk:
+            script = folder / "post.lua"
+            script.write_text(WRK_SCRIPT % BODY)
+        client = (
+            f"wrk -t{args.threads} -c{args.connections} -d{args.duration:g}s"
+            if use_wrk
+            else f"Python client, {args.connections} connections, {args.duration:g} s"
+        )
+        print(f"load: {client} after {args.warmup:g} s of warm-up; {os.cpu_count()} CPUs")
+        rounds: dict[str, list[Result]] = {target.label: [] for target in TARGETS}
+        for round_number in range(1, args.rounds + 1):
+            for target in TARGETS:
+                print(
+                    f"round {round_number}: {target.label} ({target.app}, "
+                    f"{target.workers} worker(s)) ...",
+                    end=" ",
+                    flush=True,
+                )
+                result = _measure(target, _free_port(), env, args, folder, script)
+                rounds[target.label].append(result)
+                print(f"{result.rate:.0f} req/s")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    # Interleaved rounds and the median damp the effect of other work on the same machine.
+    results = {
+        label: sorted(runs, key=lambda r: r.rate)[len(runs) // 2] for label, runs in rounds.items()
+    }
+    print()
+    print(
+        f"{'server':<14} {'workers':>7} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'CPU ms/req':>10} {'requests':>9} {'bad':>5} {'errors':>6} {'RSS MB':>7}"
+    )
+    for target in TARGETS:
+        r = results[target.label]
+        print(
+            f"{target.label:<14} {target.workers:>7} {r.rate:>9.0f} {r.p50_ms:>8.2f} "
+            f"{r.p99_ms:>8.2f} {r.cpu_ms:>10.3f} {r.requests:>9} {r.bad:>5} {r.errors:>6} "
+            f"{r.rss_mb:>7.0f}"
+        )
+    a, b, c = (results[t.label] for t in TARGETS)
+    checks = [
+        (
+            f"(a)/(b) req/s = {a.rate / b.rate:.2f}",
+            f">= {GOAL_VS_LIMIT}",
+            a.rate >= GOAL_VS_LIMIT * b.rate,
+        ),
+        (
+            f"(a)/(c) req/s = {a.rate / c.rate:.1f}",
+            f">= {GOAL_VS_TUTORIAL:g}",
+            a.rate >= GOAL_VS_TUTORIAL * c.rate,
+        ),
+        (f"(a) p99 = {a.p99_ms:.2f} ms", f"<= {GOAL_P99_MS:g} ms", a.p99_ms <= GOAL_P99_MS),
+        (f"(a) failed answers = {a.bad + a.errors}", "= 0", a.bad + a.errors == 0),
+    ]
+    print()
+    for figure, goal, met in checks:
+        print(f"{figure:<28} goal {goal:<10} {'met' if met else 'MISSED'}")
+    print(
+        f"CPU per request (a)/(b) = {a.cpu_ms / b.cpu_ms:.2f}, (c)/(a) = {c.cpu_ms / a.cpu_ms:.0f} "
+        "(server CPU time; unlike req/s, barely moved by other load on the machine)"
+    )
+    return 0 if all(met for *_, met in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
