@@ -93,6 +93,7 @@ class ActiveModelWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._owner_pid: int | None = None
+        self._start_lock = threading.Lock()
         # (files signature, monotonic time) of the last check that found the active model loaded.
         self._verified: tuple[tuple, float] | None = None
 
@@ -146,7 +147,9 @@ class ActiveModelWatcher:
     def current(self) -> LoadedModel | None:
         """The model to answer with; restarts the watcher in a forked worker."""
         if self._owner_pid != os.getpid():
-            self.start()
+            with self._start_lock:
+                if self._owner_pid != os.getpid():
+                    self.start()
         return self.loaded
 
     def start(self) -> None:
@@ -258,14 +261,20 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        return _error(error.description or error.name, error.code or 500)
+        response, status = _error(error.description or error.name, error.code or 500)
+        # Keep what the exception says beside the body, such as a 405's Allow header.
+        for header, value in error.get_headers():
+            if header.lower() != "content-type":
+                response.headers[header] = value
+        return response, status
 
     @app.errorhandler(Exception)
     def unexpected_error(error: Exception):
         app.logger.exception("unexpected error")
         return _error("internal error", 500)
 
-    @app.post("/api/find_spam")
+    # No automatic OPTIONS answer: it would be an empty HTML page; OPTIONS gets a JSON 405.
+    @app.post("/api/find_spam", provide_automatic_options=False)
     def find_spam():
         """Tell whether each sent message is spam, using the active model."""
         texts, batch = _parse_texts(app)
@@ -280,7 +289,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
             return jsonify(success=True, results=results, model=loaded.name)
         return jsonify(success=True, model=loaded.name, **results[0])
 
-    @app.get("/api/health")
+    @app.get("/api/health", provide_automatic_options=False)
     def health():
         """Report which model is served, since when, and whether refreshing it works."""
         report = watcher.health()

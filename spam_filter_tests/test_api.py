@@ -188,6 +188,7 @@ ERROR_CASES = {
     "GET find_spam": (lambda c: c.get(URL), 405, "not allowed"),
     "PUT find_spam": (lambda c: c.put(URL, json={"text": "hi"}), 405, "not allowed"),
     "DELETE find_spam": (lambda c: c.delete(URL), 405, "not allowed"),
+    "OPTIONS find_spam": (lambda c: c.options(URL), 405, "not allowed"),
     "POST health": (lambda c: c.post("/api/health", json={}), 405, "not allowed"),
     "unknown path": (lambda c: c.post("/api/nothing", json={"text": "hi"}), 404, "not found"),
     "root": (lambda c: c.get("/"), 404, "not found"),
@@ -204,6 +205,12 @@ def test_error_contract(client: FlaskClient, send: Callable, status: int, fragme
     assert set(body) == {"success", "error"}
     assert body["success"] is False
     assert fragment.lower() in body["error"].lower()
+
+
+def test_wrong_method_says_which_are_allowed(client: FlaskClient) -> None:
+    response = client.get(URL)
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
 
 
 def test_body_limit_is_configurable(make_app: Callable[..., Flask], trained_db: str) -> None:
