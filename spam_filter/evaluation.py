@@ -61,19 +61,23 @@ class Score:
         )
 
 
-# Messages without any vocabulary word still count: they keep the prior alone (LEFT JOIN).
+# One pass that numbers the messages (the table may be a view, which has no rowid), with no join
+# back to the messages: splitting always yields at least one piece (an empty
+# text gives [''], a null one is given ['']), so every message keeps a row, and pieces outside
+# the vocabulary (the empty ones included) add nothing: a message without any vocabulary word
+# keeps the prior alone. The null case is handled on the list, not with coalesce(body, ''), which
+# would make DuckDB tokenize every row instead of every distinct value of a dictionary column.
 _SCORE_TABLE = """
-    WITH tokens AS (
-        SELECT rowid AS message_id, unnest(spam_tokens(body)) AS word FROM {table}
-    ),
-    word_sums AS (
-        SELECT message_id, sum(log_odds) AS evidence
-        FROM tokens JOIN model_log_odds USING (word)
+    WITH decisions AS (
+        SELECT any_value(spam) AS spam, $prior_log_odds + coalesce(sum(log_odds), 0) > 0 AS flagged
+        FROM (
+            SELECT
+                message_id,
+                spam,
+                unnest(coalesce(string_split(spam_token_text(body), ' '), [''])) AS word
+            FROM (SELECT row_number() OVER () AS message_id, spam, body FROM {table})
+        ) LEFT JOIN model_log_odds USING (word)
         GROUP BY message_id
-    ),
-    decisions AS (
-        SELECT m.spam, $prior_log_odds + coalesce(w.evidence, 0) > 0 AS flagged
-        FROM {table} AS m LEFT JOIN word_sums AS w ON m.rowid = w.message_id
     )
     SELECT
         count(*) FILTER (WHERE spam AND flagged),

@@ -4,7 +4,8 @@ import duckdb
 import pandas as pd
 
 # The DuckDB pandas IO manager stores and loads DataFrame assets as SCHEMA.<asset name>; assets
-# built in SQL write their tables at the same place, so any asset can still load them as DataFrames.
+# built in SQL write their tables (or views) at the same place, so any asset can still load them as
+# DataFrames.
 SCHEMA = "public"
 
 # Table names are fixed identifiers from this module, never user input.
@@ -22,6 +23,25 @@ def table(name: str) -> str:
     if name not in TABLES:
         raise ValueError(f"unknown warehouse table {name!r}")
     return f"{SCHEMA}.{name}"
+
+
+def replace_view(conn: duckdb.DuckDBPyConnection, name: str, select: str) -> None:
+    """Make a table asset a view of `select`, in place of a table an earlier version wrote.
+
+    A view costs nothing to materialize however many messages it covers; the assets made views
+    select from tables that are themselves snapshots, so they read the same rows as a copy would.
+    """
+    qualified = table(name)
+    conn.execute("CREATE SCHEMA IF NOT EXISTS " + SCHEMA)
+    existing = conn.execute(
+        "SELECT table_type FROM information_schema.tables "
+        "WHERE table_schema = ? AND table_name = ?",
+        [SCHEMA, name],
+    ).fetchone()
+    # CREATE OR REPLACE VIEW refuses to replace a table.
+    if existing is not None and existing[0] != "VIEW":
+        conn.execute("DROP TABLE " + qualified)
+    conn.execute("CREATE OR REPLACE VIEW " + qualified + " AS " + select)
 
 
 def row_count(conn: duckdb.DuckDBPyConnection, name: str) -> int:
