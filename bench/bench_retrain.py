@@ -85,6 +85,8 @@ class Measurement:
     stdout: str = ""
     stderr: str = ""
     processes_seen: int = 1
+    background_cpu: float = 0.0
+    """Share of the machine's CPUs busy outside the measured tree meanwhile (0 = undisturbed)."""
 
 
 @dataclass
@@ -139,8 +141,10 @@ def run_measured(command: list[str], env: dict[str, str], cwd: Path, timeout: fl
     `/usr/bin/time -v` prints; the polled sum covers every process alive at once.
     """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        busy_before = _busy_cpu_seconds()
         start = time.perf_counter()
         process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=err)
+        tree_cpu: dict[int, float] = {}
         root = psutil.Process(process.pid)
         peak = 0
         seen: set[int] = set()
@@ -154,6 +158,8 @@ def run_measured(command: list[str], env: dict[str, str], cwd: Path, timeout: fl
             for member in tree:
                 try:
                     rss += member.memory_info().rss
+                    times = member.cpu_times()
+                    tree_cpu[member.pid] = times.user + times.system
                     seen.add(member.pid)
                 except psutil.NoSuchProcess:
                     pass
@@ -167,6 +173,10 @@ def run_measured(command: list[str], env: dict[str, str], cwd: Path, timeout: fl
                 break
             time.sleep(_POLL_SECONDS)
         seconds = time.perf_counter() - start
+        # The reaped child's own CPU time is exact; its children's last polled values are close.
+        own_cpu = usage.ru_utime + usage.ru_stime
+        children_cpu = sum(cpu for pid, cpu in tree_cpu.items() if pid != process.pid)
+        others = _busy_cpu_seconds() - busy_before - own_cpu - children_cpu
         # wait4 reaped the child: tell Popen so it does not wait for it again.
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
@@ -179,7 +189,13 @@ def run_measured(command: list[str], env: dict[str, str], cwd: Path, timeout: fl
             stdout=out.read(),
             stderr=err.read(),
             processes_seen=len(seen),
+            background_cpu=max(others, 0.0) / (seconds * (psutil.cpu_count() or 1)),
         )
+
+
+def _busy_cpu_seconds() -> float:
+    times = psutil.cpu_times()
+    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq"))
 
 
 def base_env(folder: Path) -> dict[str, str]:
@@ -256,7 +272,7 @@ def report(rows: list[Row], floor: Measurement | None) -> str:
     """The table and the goal lines."""
     header = (
         f"{'size':>6} | {'job wall s':>10} | {'job peak MB':>11} | {'job max proc MB':>15} | "
-        f"{'bare query s':>12} | {'bare peak MB':>12} | {'ratio':>6}"
+        f"{'bare query s':>12} | {'bare peak MB':>12} | {'ratio':>6} | {'other CPU':>9}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
@@ -264,12 +280,16 @@ def report(rows: list[Row], floor: Measurement | None) -> str:
             f"{format_size(row.size):>6} | {row.job.seconds:>10.2f} | "
             f"{row.job.tree_peak_mb:>11.0f} | {row.job.largest_process_peak_mb:>15.0f} | "
             f"{row.bare_query_seconds:>12.2f} | {row.bare.tree_peak_mb:>12.0f} | "
-            f"{row.ratio:>5.1f}x"
+            f"{row.ratio:>5.1f}x | {row.job.background_cpu:>9.0%}"
         )
+    lines.append(
+        "other CPU: share of the machine busy outside the job's process tree while it ran "
+        "(another benchmark, say); rerun when it is high."
+    )
     if floor is not None:
         lines.append(
             f"CLI floor (`dagster job list -m spam_filter`): {floor.seconds:.2f}s, "
-            f"{floor.tree_peak_mb:.0f} MB"
+            f"{floor.tree_peak_mb:.0f} MB, other CPU {floor.background_cpu:.0%}"
         )
     steps = sorted({step for row in rows for step in row.steps})
     if steps:

@@ -61,9 +61,8 @@ class Score:
         )
 
 
-# One pass that numbers the messages (the table may be a view, which has no rowid), with no join
-# back to the messages: splitting always yields at least one piece (an empty
-# text gives [''], a null one is given ['']), so every message keeps a row, and pieces outside
+# One pass, with no join back to the messages: splitting always yields at least one piece (an
+# empty text gives [''], a null one is given ['']), so every message keeps a row, and pieces outside
 # the vocabulary (the empty ones included) add nothing: a message without any vocabulary word
 # keeps the prior alone. The null case is handled on the list, not with coalesce(body, ''), which
 # would make DuckDB tokenize every row instead of every distinct value of a dictionary column.
@@ -72,10 +71,10 @@ _SCORE_TABLE = """
         SELECT any_value(spam) AS spam, $prior_log_odds + coalesce(sum(log_odds), 0) > 0 AS flagged
         FROM (
             SELECT
-                message_id,
+                rowid AS message_id,
                 spam,
                 unnest(coalesce(string_split(spam_token_text(body), ' '), [''])) AS word
-            FROM (SELECT row_number() OVER () AS message_id, spam, body FROM {table})
+            FROM {table}
         ) LEFT JOIN model_log_odds USING (word)
         GROUP BY message_id
     )
@@ -89,7 +88,7 @@ _SCORE_TABLE = """
 
 
 def score_table(conn: duckdb.DuckDBPyConnection, table_name: str, model: SpamModel) -> Score:
-    """Score every message of a warehouse table with `model`, inside DuckDB.
+    """Score every message of a warehouse table (not a view: it needs rowid) inside DuckDB.
 
     Joins each message's tokens to the model's per-word log-odds, which is the same sum
     `SpamModel.score` computes in Python, so no message is ever held in Python.
