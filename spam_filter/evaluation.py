@@ -61,6 +61,10 @@ class Score:
         )
 
 
+# Messages are scored a batch of rowids at a time: the per-message sums are the only state that
+# grows with the number of messages, and batches keep it bounded (about 40 MB each).
+_SCORE_BATCH_ROWS = 500_000
+
 # One pass, with no join back to the messages: splitting always yields at least one piece (an
 # empty text gives [''], a null one is given ['']), so every message keeps a row, and pieces outside
 # the vocabulary (the empty ones included) add nothing: a message without any vocabulary word
@@ -75,6 +79,7 @@ _SCORE_TABLE = """
                 spam,
                 unnest(coalesce(string_split(spam_token_text(body), ' '), [''])) AS word
             FROM {table}
+            WHERE rowid >= $first AND rowid < $stop
         ) LEFT JOIN model_log_odds USING (word)
         GROUP BY message_id
     )
@@ -104,10 +109,22 @@ def score_table(conn: duckdb.DuckDBPyConnection, table_name: str, model: SpamMod
         )
     finally:
         conn.unregister("model_log_odds_frame")
-    query = _SCORE_TABLE.format(table=warehouse.table(table_name))
-    row = conn.execute(query, {"prior_log_odds": model.prior_log_odds}).fetchone()
+    table = warehouse.table(table_name)
+    query = _SCORE_TABLE.format(table=table)
+    (stop,) = conn.execute("SELECT coalesce(max(rowid) + 1, 0) FROM " + table).fetchone()
+    totals = [0, 0, 0, 0]
+    for first in range(0, stop, _SCORE_BATCH_ROWS):
+        row = conn.execute(
+            query,
+            {
+                "prior_log_odds": model.prior_log_odds,
+                "first": first,
+                "stop": first + _SCORE_BATCH_ROWS,
+            },
+        ).fetchone()
+        totals = [total + count for total, count in zip(totals, row, strict=True)]
     conn.execute("DROP TABLE model_log_odds")
-    return Score(*row)
+    return Score(*totals)
 
 
 def promotion_decision(challenger: Score, active: Score | None) -> tuple[bool, str]:

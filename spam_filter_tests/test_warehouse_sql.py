@@ -5,7 +5,7 @@ from collections import Counter
 import duckdb
 import pytest
 
-from spam_filter import settings, warehouse
+from spam_filter import evaluation, settings, warehouse
 from spam_filter.assets.data import read_sms_spam_collection
 from spam_filter.evaluation import score_table
 from spam_filter.spam import count_tokens, train_model
@@ -47,7 +47,10 @@ def test_unnested_words_count_like_python(sms):
     assert Counter(dict(counts)) == count_tokens(texts)
 
 
-def test_score_table_decides_every_message_like_python(sms):
+# A batch of 7 rows makes the scoring run over many rowid ranges, the last one partial.
+@pytest.mark.parametrize("batch_rows", [evaluation._SCORE_BATCH_ROWS, 7])
+def test_score_table_decides_every_message_like_python(sms, batch_rows, monkeypatch):
+    monkeypatch.setattr(evaluation, "_SCORE_BATCH_ROWS", batch_rows)
     model = train_model(sms[:4000], alpha=0.1, false_positive_cost=8.0)
     # Texts without any token, with only unknown words, and a null body keep the prior alone.
     rows = [(spam, text) for text, spam in sms[4000:]] + [
