@@ -143,7 +143,9 @@ def run_measured(command: list[str], env: dict[str, str], cwd: Path, timeout: fl
     `/usr/bin/time -v` prints; the polled sum covers every process alive at once.
     """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        me = psutil.Process()
         busy_before = _busy_cpu_seconds()
+        mine_before = sum(me.cpu_times()[:2])
         start = time.perf_counter()
         process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=err)
         tree_cpu: dict[int, float] = {}
@@ -178,7 +180,9 @@ def run_measured(command: list[str], env: dict[str, str], cwd: Path, timeout: fl
         # The reaped child's own CPU time is exact; its children's last polled values are close.
         own_cpu = usage.ru_utime + usage.ru_stime
         children_cpu = sum(cpu for pid, cpu in tree_cpu.items() if pid != process.pid)
-        others = _busy_cpu_seconds() - busy_before - own_cpu - children_cpu
+        # This process's polling is not the job's, but not a disturbance from outside either.
+        polling = sum(me.cpu_times()[:2]) - mine_before
+        others = _busy_cpu_seconds() - busy_before - own_cpu - children_cpu - polling
         # wait4 reaped the child: tell Popen so it does not wait for it again.
         process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
