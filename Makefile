@@ -24,3 +24,7 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# Not a test: prints wall time and process-tree memory of the job against the bare DuckDB count.
+bench: install
+	$(BIN)/python bench/bench_retrain.py

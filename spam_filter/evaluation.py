@@ -61,19 +61,27 @@ class Score:
         )
 
 
-# Messages without any vocabulary word still count: they keep the prior alone (LEFT JOIN).
+# Messages are scored a batch of rowids at a time: the per-message sums are the only state that
+# grows with the number of messages, and batches keep it bounded (about 40 MB each).
+_SCORE_BATCH_ROWS = 500_000
+
+# One pass, with no join back to the messages: splitting always yields at least one piece (an
+# empty text gives [''], a null one is given ['']), so every message keeps a row, and pieces outside
+# the vocabulary (the empty ones included) add nothing: a message without any vocabulary word
+# keeps the prior alone. The null case is handled on the list, not with coalesce(body, ''), which
+# would make DuckDB tokenize every row instead of every distinct value of a dictionary column.
 _SCORE_TABLE = """
-    WITH tokens AS (
-        SELECT rowid AS message_id, unnest(spam_tokens(body)) AS word FROM {table}
-    ),
-    word_sums AS (
-        SELECT message_id, sum(log_odds) AS evidence
-        FROM tokens JOIN model_log_odds USING (word)
+    WITH decisions AS (
+        SELECT any_value(spam) AS spam, $prior_log_odds + coalesce(sum(log_odds), 0) > 0 AS flagged
+        FROM (
+            SELECT
+                rowid AS message_id,
+                spam,
+                unnest(coalesce(string_split(spam_token_text(body), ' '), [''])) AS word
+            FROM {table}
+            WHERE rowid >= $first AND rowid < $stop
+        ) LEFT JOIN model_log_odds USING (word)
         GROUP BY message_id
-    ),
-    decisions AS (
-        SELECT m.spam, $prior_log_odds + coalesce(w.evidence, 0) > 0 AS flagged
-        FROM {table} AS m LEFT JOIN word_sums AS w ON m.rowid = w.message_id
     )
     SELECT
         count(*) FILTER (WHERE spam AND flagged),
@@ -85,7 +93,7 @@ _SCORE_TABLE = """
 
 
 def score_table(conn: duckdb.DuckDBPyConnection, table_name: str, model: SpamModel) -> Score:
-    """Score every message of a warehouse table with `model`, inside DuckDB.
+    """Score every message of a warehouse table (not a view: it needs rowid) inside DuckDB.
 
     Joins each message's tokens to the model's per-word log-odds, which is the same sum
     `SpamModel.score` computes in Python, so no message is ever held in Python.
@@ -101,10 +109,22 @@ def score_table(conn: duckdb.DuckDBPyConnection, table_name: str, model: SpamMod
         )
     finally:
         conn.unregister("model_log_odds_frame")
-    query = _SCORE_TABLE.format(table=warehouse.table(table_name))
-    row = conn.execute(query, {"prior_log_odds": model.prior_log_odds}).fetchone()
+    table = warehouse.table(table_name)
+    query = _SCORE_TABLE.format(table=table)
+    (stop,) = conn.execute("SELECT coalesce(max(rowid) + 1, 0) FROM " + table).fetchone()
+    totals = [0, 0, 0, 0]
+    for first in range(0, stop, _SCORE_BATCH_ROWS):
+        row = conn.execute(
+            query,
+            {
+                "prior_log_odds": model.prior_log_odds,
+                "first": first,
+                "stop": first + _SCORE_BATCH_ROWS,
+            },
+        ).fetchone()
+        totals = [total + count for total, count in zip(totals, row, strict=True)]
     conn.execute("DROP TABLE model_log_odds")
-    return Score(*row)
+    return Score(*totals)
 
 
 def promotion_decision(challenger: Score, active: Score | None) -> tuple[bool, str]:

@@ -22,10 +22,9 @@ LONG_NUMBER_TOKEN = "00000"
 # punctuation and currency signs: letters of any script, digits and emoji survive. Written without
 # shorthand classes (\w, \s) because Python's `re` and DuckDB's RE2 disagree on them for Unicode.
 CURRENCY_SIGNS = "£$€"
-TOKEN_PATTERN = (
-    r"[" + CURRENCY_SIGNS + r"]"
-    r"|[^ \t\n\r\f\v!" + '"' + r"#%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~" + CURRENCY_SIGNS + r"]+"
-)
+# The separators as the inside of a regular-expression character class.
+SEPARATOR_CLASS = r" \t\n\r\f\v!" + '"' + r"#%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~"
+TOKEN_PATTERN = r"[" + CURRENCY_SIGNS + r"]|[^" + SEPARATOR_CLASS + CURRENCY_SIGNS + r"]+"
 _LONG_NUMBER_RE = re.compile(LONG_NUMBER_PATTERN)
 # Python's str.lower() applies two context rules DuckDB's lower() does not (final sigma, and
 # U+0130 becoming two code points); mapping those first makes both lower-case every character alike.

@@ -4,7 +4,8 @@ import duckdb
 import pandas as pd
 
 # The DuckDB pandas IO manager stores and loads DataFrame assets as SCHEMA.<asset name>; assets
-# built in SQL write their tables at the same place, so any asset can still load them as DataFrames.
+# built in SQL write their tables (or views) at the same place, so any asset can still load them as
+# DataFrames.
 SCHEMA = "public"
 
 # Table names are fixed identifiers from this module, never user input.
@@ -22,6 +23,35 @@ def table(name: str) -> str:
     if name not in TABLES:
         raise ValueError(f"unknown warehouse table {name!r}")
     return f"{SCHEMA}.{name}"
+
+
+def replace_view(conn: duckdb.DuckDBPyConnection, name: str, select: str) -> None:
+    """Make a table asset a view of `select`, in place of a table an earlier version wrote.
+
+    A view costs nothing to materialize however many messages it covers; the assets made views
+    select from tables that are themselves snapshots, so they read the same rows as a copy would.
+    """
+    _drop_other_kind(conn, name, keep="VIEW")
+    conn.execute("CREATE OR REPLACE VIEW " + table(name) + " AS " + select)
+
+
+def replace_table(conn: duckdb.DuckDBPyConnection, name: str, select: str) -> None:
+    """Write a table asset from `select`, in place of a view of that name."""
+    _drop_other_kind(conn, name, keep="BASE TABLE")
+    conn.execute("CREATE OR REPLACE TABLE " + table(name) + " AS " + select)
+
+
+def _drop_other_kind(conn: duckdb.DuckDBPyConnection, name: str, keep: str) -> None:
+    # CREATE OR REPLACE refuses to replace a view with a table or a table with a view.
+    conn.execute("CREATE SCHEMA IF NOT EXISTS " + SCHEMA)
+    existing = conn.execute(
+        "SELECT table_type FROM information_schema.tables "
+        "WHERE table_schema = ? AND table_name = ?",
+        [SCHEMA, name],
+    ).fetchone()
+    if existing is not None and existing[0] != keep:
+        kind = "VIEW" if existing[0] == "VIEW" else "TABLE"
+        conn.execute("DROP " + kind + " " + table(name))
 
 
 def row_count(conn: duckdb.DuckDBPyConnection, name: str) -> int:

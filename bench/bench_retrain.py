@@ -1,0 +1,393 @@
+"""Benchmark a retrain end to end against the bare DuckDB word count on the same messages.
+
+For each size, a temporary folder gets an application database holding that many sample messages
+(not timed); then `dagster job execute ... create_spam_model_job` runs through the real CLI, and a
+fresh Python process runs the bare query: tokenize and count the words of every message. Both are
+measured the same way: wall time, and the peak of the summed RSS of the whole process tree, polled
+with psutil. The peak RSS of the largest single process (what `/usr/bin/time -v` reports, from
+`wait4`) is shown beside it.
+
+    python bench/bench_retrain.py                  # 10k, 15k, 1M, 10M
+    python bench/bench_retrain.py --sizes 10k,1M
+
+Not a test: the figures depend on the machine and on whatever else runs on it.
+"""
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT_ROOT))
+
+import database  # noqa: E402
+import sample_data  # noqa: E402
+from spam_filter.sql import TOKEN_TEXT_MACRO, TOKENIZE_MACRO  # noqa: E402
+
+BIN = Path(sys.executable).parent
+JOB_COMMAND = [
+    str(BIN / "dagster"),
+    "job",
+    "execute",
+    "-m",
+    "spam_filter",
+    "-j",
+    "create_spam_model_job",
+]
+# The cost of starting the CLI and loading the code location, without running anything.
+CLI_FLOOR_COMMAND = [str(BIN / "dagster"), "job", "list", "-m", "spam_filter"]
+# Run in a fresh interpreter so its memory is measured alone; prints the query's own seconds. The
+# macro's text (what `spam_filter.sql.install_tokenizer` executes) comes as an argument, because
+# importing `spam_filter` loads the Dagster definitions and would count Dagster in the floor.
+BARE_QUERY_SCRIPT = """
+import sys, time
+import duckdb
+conn = duckdb.connect(sys.argv[1], read_only=True)
+conn.execute("SET enable_progress_bar = false")
+conn.execute(sys.argv[2])
+start = time.perf_counter()
+rows = conn.execute(
+    "SELECT word, count(*) FROM (SELECT unnest(spam_tokens(body)) AS word FROM messages) "
+    "GROUP BY word"
+).fetchall()
+print(f"{time.perf_counter() - start:.4f} {len(rows)}")
+"""
+DEFAULT_SIZES = "10k,15k,1M,10M"
+# The issue's goals.
+DEFAULT_DATA_SIZE = 10_000
+DEFAULT_DATA_SECONDS = 8.0
+LARGE_SIZE = 10_000_000
+LARGE_SECONDS = 15.0
+LARGE_RATIO = 10.0
+PEAK_MB = 500.0
+
+_POLL_SECONDS = 0.02
+_STEP_RE = re.compile(r'Finished execution of step "([^"]+)" in ([0-9.hms]+)\.')
+_DURATION_RE = re.compile(r"(?:([0-9]+)h)?(?:([0-9]+)m(?!s))?(?:([0-9.]+)s)?(?:([0-9.]+)ms)?$")
+
+
+@dataclass
+class Measurement:
+    """What one measured process tree did."""
+
+    seconds: float
+    tree_peak_mb: float
+    largest_process_peak_mb: float
+    returncode: int
+    stdout: str = ""
+    stderr: str = ""
+    processes_seen: int = 1
+    background_cpu: float = 0.0
+    """Share of the machine's CPUs busy outside the measured tree meanwhile (0 = undisturbed)."""
+
+
+@dataclass
+class Row:
+    """One size's figures."""
+
+    size: int
+    job: Measurement
+    bare: Measurement
+    bare_query_seconds: float
+    vocabulary: int
+    steps: dict[str, float] = field(default_factory=dict)
+    all_job_seconds: list[float] = field(default_factory=list)
+    """Every repeat's job wall time, this row's (the fastest) included."""
+
+    @property
+    def ratio(self) -> float:
+        return self.job.seconds / self.bare_query_seconds if self.bare_query_seconds else 0.0
+
+
+def parse_size(text: str) -> int:
+    """Read `10k`, `1M` or `15000` as a message count."""
+    text = text.strip().lower().replace("_", "")
+    factor = {"k": 1_000, "m": 1_000_000}.get(text[-1:], 1)
+    return int(float(text.rstrip("km")) * factor)
+
+
+def format_size(size: int) -> str:
+    if size >= 1_000_000 and size % 1_000_000 == 0:
+        return f"{size // 1_000_000}M"
+    if size >= 1_000 and size % 1_000 == 0:
+        return f"{size // 1_000}k"
+    return str(size)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from Dagster's short durations: `8.3ms`, `533ms`, `2.1s`, `4m52s`, `1h4m`."""
+    match = _DURATION_RE.match(text)
+    if not match or not any(match.groups()):
+        return float("nan")
+    hours, minutes, seconds, millis = (float(g) if g else 0.0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds + millis / 1000
+
+
+def step_seconds(log: str) -> dict[str, float]:
+    """Each step's duration as Dagster logged it when the step finished."""
+    return {step: parse_duration(duration) for step, duration in _STEP_RE.findall(log)}
+
+
+def run_measured(command: list[str], env: dict[str, str], cwd: Path, timeout: float) -> Measurement:
+    """Run a command and poll its whole process tree's RSS until it exits (or time out).
+
+    `wait4` on the child gives the largest single process's peak RSS, the figure
+    `/usr/bin/time -v` prints; the polled sum covers every process alive at once.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        me = psutil.Process()
+        busy_before = _busy_cpu_seconds()
+        mine_before = sum(me.cpu_times()[:2])
+        start = time.perf_counter()
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=err)
+        tree_cpu: dict[int, float] = {}
+        root = psutil.Process(process.pid)
+        peak = 0
+        seen: set[int] = set()
+        deadline = start + timeout
+        while True:
+            rss = 0
+            try:
+                tree = [root, *root.children(recursive=True)]
+            except psutil.NoSuchProcess:
+                tree = []
+            for member in tree:
+                try:
+                    rss += member.memory_info().rss
+                    times = member.cpu_times()
+                    tree_cpu[member.pid] = times.user + times.system
+                    seen.add(member.pid)
+                except psutil.NoSuchProcess:
+                    pass
+            peak = max(peak, rss)
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                process.kill()
+                pid, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(_POLL_SECONDS)
+        seconds = time.perf_counter() - start
+        # The reaped child's own CPU time is exact; its children's last polled values are close.
+        own_cpu = usage.ru_utime + usage.ru_stime
+        children_cpu = sum(cpu for pid, cpu in tree_cpu.items() if pid != process.pid)
+        # This process's polling is not the job's, but not a disturbance from outside either.
+        polling = sum(me.cpu_times()[:2]) - mine_before
+        others = _busy_cpu_seconds() - busy_before - own_cpu - children_cpu - polling
+        # wait4 reaped the child: tell Popen so it does not wait for it again.
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return Measurement(
+            seconds=seconds,
+            tree_peak_mb=peak / 2**20,
+            largest_process_peak_mb=usage.ru_maxrss / 1024,
+            returncode=process.returncode,
+            stdout=out.read(),
+            stderr=err.read(),
+            processes_seen=len(seen),
+            background_cpu=max(others, 0.0) / (seconds * (psutil.cpu_count() or 1)),
+        )
+
+
+def _busy_cpu_seconds() -> float:
+    times = psutil.cpu_times()
+    return sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq"))
+
+
+def base_env(folder: Path) -> dict[str, str]:
+    """The environment of a run whose every path lies in `folder`."""
+    home = folder / "dagster_home"
+    home.mkdir(exist_ok=True)
+    (home / "dagster.yaml").write_text("")
+    return {
+        **os.environ,
+        "PYTHONPATH": str(PROJECT_ROOT),
+        "DAGSTER_HOME": str(home),
+        "SPAM_FILTER_DATABASE": str(folder / "app.duckdb"),
+        "SPAM_FILTER_WAREHOUSE": str(folder / "warehouse.duckdb"),
+        "SPAM_FILTER_WEIGHTS_DIR": str(folder / "weights"),
+        "SPAM_FILTER_STORAGE_DIR": str(folder / "storage"),
+    }
+
+
+def measure_size(size: int, seed: int, timeout: float, verbose: bool) -> Row:
+    """Build a database of `size` messages in a temporary folder and measure job and bare query."""
+    with tempfile.TemporaryDirectory(prefix=f"bench_{format_size(size)}_") as tmp:
+        folder = Path(tmp)
+        env = base_env(folder)
+        started = time.perf_counter()
+        with database.connection(env["SPAM_FILTER_DATABASE"]) as conn:
+            database.create_schema(conn)
+            sample_data.insert_sample_messages(conn, size, seed=seed, progress=False)
+        print(
+            f"[{format_size(size)}] inserted {size:,} messages in "
+            f"{time.perf_counter() - started:.1f}s (not timed)",
+            flush=True,
+        )
+        job = run_measured(JOB_COMMAND, env, PROJECT_ROOT, timeout)
+        log = job.stdout + job.stderr
+        if job.returncode != 0 or "RUN_SUCCESS" not in log:
+            print(log[-4000:], file=sys.stderr)
+            raise SystemExit(f"[{format_size(size)}] the job failed (exit {job.returncode})")
+        if verbose:
+            print(log, flush=True)
+        bare = run_measured(
+            [
+                sys.executable,
+                "-c",
+                BARE_QUERY_SCRIPT,
+                env["SPAM_FILTER_DATABASE"],
+                TOKEN_TEXT_MACRO + ";" + TOKENIZE_MACRO,
+            ],
+            env,
+            PROJECT_ROOT,
+            timeout,
+        )
+        if bare.returncode != 0:
+            print(bare.stderr[-4000:], file=sys.stderr)
+            raise SystemExit(f"[{format_size(size)}] the bare query failed")
+        query_seconds, vocabulary = bare.stdout.split()[-2:]
+        row = Row(size, job, bare, float(query_seconds), int(vocabulary), step_seconds(log))
+        print(
+            f"[{format_size(size)}] job {job.seconds:.2f}s {job.tree_peak_mb:.0f} MB "
+            f"({job.processes_seen} process(es)); bare query {row.bare_query_seconds:.2f}s "
+            f"{bare.tree_peak_mb:.0f} MB; steps "
+            + ", ".join(f"{step} {seconds:.2f}s" for step, seconds in row.steps.items()),
+            flush=True,
+        )
+        return row
+
+
+def measure_best(size: int, seed: int, timeout: float, verbose: bool, repeat: int) -> Row:
+    """Measure a size `repeat` times; the fastest run, with every run's time and the top peak."""
+    runs = [measure_size(size, seed, timeout, verbose) for _ in range(max(repeat, 1))]
+    best = min(runs, key=lambda row: row.job.seconds)
+    best.all_job_seconds = [row.job.seconds for row in runs]
+    # Memory is reported at its worst over the repeats, not at the fastest run's.
+    best.job.tree_peak_mb = max(row.job.tree_peak_mb for row in runs)
+    best.job.largest_process_peak_mb = max(row.job.largest_process_peak_mb for row in runs)
+    return best
+
+
+def measure_cli_floor(timeout: float) -> Measurement:
+    """Start the CLI and load the code location without running a job."""
+    with tempfile.TemporaryDirectory(prefix="bench_cli_") as tmp:
+        return run_measured(CLI_FLOOR_COMMAND, base_env(Path(tmp)), PROJECT_ROOT, timeout)
+
+
+def report(rows: list[Row], floor: Measurement | None) -> str:
+    """The table and the goal lines."""
+    header = (
+        f"{'size':>6} | {'job wall s':>10} | {'job peak MB':>11} | {'job max proc MB':>15} | "
+        f"{'bare query s':>12} | {'bare peak MB':>12} | {'ratio':>6} | {'other CPU':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        lines.append(
+            f"{format_size(row.size):>6} | {row.job.seconds:>10.2f} | "
+            f"{row.job.tree_peak_mb:>11.0f} | {row.job.largest_process_peak_mb:>15.0f} | "
+            f"{row.bare_query_seconds:>12.2f} | {row.bare.tree_peak_mb:>12.0f} | "
+            f"{row.ratio:>5.1f}x | {row.job.background_cpu:>9.0%}"
+        )
+    if any(len(row.all_job_seconds) > 1 for row in rows):
+        lines.append(
+            "fastest of repeats shown (peaks are the highest); every job wall time: "
+            + "; ".join(
+                f"{format_size(row.size)} " + ", ".join(f"{t:.2f}" for t in row.all_job_seconds)
+                for row in rows
+            )
+        )
+    lines.append(
+        "other CPU: share of the machine busy outside the job's process tree while it ran "
+        "(another benchmark, say); rerun when it is high."
+    )
+    if floor is not None:
+        lines.append(
+            f"CLI floor (`dagster job list -m spam_filter`): {floor.seconds:.2f}s, "
+            f"{floor.tree_peak_mb:.0f} MB, other CPU {floor.background_cpu:.0%}"
+        )
+    steps = sorted({step for row in rows for step in row.steps})
+    if steps:
+        lines.append("")
+        lines.append("step seconds (from the run's log):")
+        lines.append(f"{'step':<45}" + "".join(f"{format_size(r.size):>9}" for r in rows))
+        for step in steps:
+            lines.append(
+                f"{step:<45}" + "".join(f"{r.steps.get(step, float('nan')):>9.2f}" for r in rows)
+            )
+    lines.append("")
+    lines.extend(goal_lines(rows))
+    return "\n".join(lines)
+
+
+def goal_lines(rows: list[Row]) -> list[str]:
+    """PASS/FAIL for each goal of the issue that the measured sizes can answer."""
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    lines = []
+    by_size = {row.size: row for row in rows}
+    if DEFAULT_DATA_SIZE in by_size:
+        row = by_size[DEFAULT_DATA_SIZE]
+        lines.append(
+            f"{verdict(row.job.seconds <= DEFAULT_DATA_SECONDS)}: default data (spam.csv + "
+            f"10k messages) end to end {row.job.seconds:.2f}s <= {DEFAULT_DATA_SECONDS:.0f}s"
+        )
+    if LARGE_SIZE in by_size:
+        row = by_size[LARGE_SIZE]
+        lines.append(
+            f"{verdict(row.job.seconds <= LARGE_SECONDS)}: 10M end to end "
+            f"{row.job.seconds:.2f}s <= {LARGE_SECONDS:.0f}s"
+        )
+        lines.append(
+            f"{verdict(row.ratio <= LARGE_RATIO)}: 10M within {LARGE_RATIO:.0f}x the bare "
+            f"query ({row.ratio:.1f}x)"
+        )
+    for row in rows:
+        lines.append(
+            f"{verdict(row.job.tree_peak_mb <= PEAK_MB)}: {format_size(row.size)} peak "
+            f"{row.job.tree_peak_mb:.0f} MB <= {PEAK_MB:.0f} MB"
+        )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sizes", default=DEFAULT_SIZES, help=f"comma-separated message counts ({DEFAULT_SIZES})"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the sample messages")
+    parser.add_argument(
+        "--timeout", type=float, default=900.0, help="seconds before a run is killed (900)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs per size on fresh data; the fastest is reported, every time listed (1)",
+    )
+    parser.add_argument("--no-cli-floor", action="store_true", help="skip the CLI start-up row")
+    parser.add_argument("--verbose", action="store_true", help="print each run's Dagster log")
+    args = parser.parse_args()
+    sizes = [parse_size(size) for size in args.sizes.split(",") if size.strip()]
+    floor = None if args.no_cli_floor else measure_cli_floor(args.timeout)
+    rows = [
+        measure_best(size, args.seed, args.timeout, args.verbose, args.repeat) for size in sizes
+    ]
+    print()
+    print(report(rows, floor))
+
+
+if __name__ == "__main__":
+    main()
