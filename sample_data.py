@@ -76,24 +76,26 @@ HAM_CLOSERS = [
 
 _CHUNK_ROWS = 500_000
 
-# Each chunk draws template parts by hashing (row number, seed, part); hash() is deterministic.
+# One 64-bit hash of (row number, seed) per row; separate bit ranges of it choose the label and
+# each template part. (Hashing (row, seed, part) instead would not do: DuckDB combines the hashes
+# of several arguments so that their low bits agree, and every row would pick matching parts.)
 _INSERT_CHUNK = """
     INSERT INTO messages (spam, body, created_at)
     SELECT
         spam,
         CASE WHEN spam THEN
-            $spam_openers[(1 + hash(i, $seed, 1) % len($spam_openers))::BIGINT] || ' '
-            || $spam_offers[(1 + hash(i, $seed, 2) % len($spam_offers))::BIGINT] || ', '
-            || $spam_calls[(1 + hash(i, $seed, 3) % len($spam_calls))::BIGINT]
+            $spam_openers[(1 + (h >> 16) % len($spam_openers))::BIGINT] || ' '
+            || $spam_offers[(1 + (h >> 32) % len($spam_offers))::BIGINT] || ', '
+            || $spam_calls[(1 + (h >> 48) % len($spam_calls))::BIGINT]
         ELSE
-            $ham_openers[(1 + hash(i, $seed, 1) % len($ham_openers))::BIGINT] || ' '
-            || $ham_topics[(1 + hash(i, $seed, 2) % len($ham_topics))::BIGINT] || ', '
-            || $ham_closers[(1 + hash(i, $seed, 3) % len($ham_closers))::BIGINT]
+            $ham_openers[(1 + (h >> 16) % len($ham_openers))::BIGINT] || ' '
+            || $ham_topics[(1 + (h >> 32) % len($ham_topics))::BIGINT] || ', '
+            || $ham_closers[(1 + (h >> 48) % len($ham_closers))::BIGINT]
         END,
         $newest::TIMESTAMP - to_milliseconds($last - i)
     FROM (
-        SELECT i, hash(i, $seed) % 10000 < $spam_share * 10000 AS spam
-        FROM range($start, $stop) AS rows(i)
+        SELECT i, h, h % 10000 < $spam_share * 10000 AS spam
+        FROM (SELECT i, hash(i, $seed) AS h FROM range($start, $stop) AS rows(i))
     )
 """
 

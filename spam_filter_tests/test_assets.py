@@ -11,9 +11,11 @@ from spam_filter.assets import data
 from spam_filter.spam import load_model
 from spam_filter_tests.conftest import active_model, add_sample_messages, materialize_all
 
+# On spam.csv plus 2,000 sample messages (seed 0), the default model beats WEAK on the true-positive
+# rate at an equal false-positive rate, and TIMID catches less spam than the default.
 WEAK = {
-    "spam_model": {"config": {"alpha": 5.0}},
-    "model_score": {"config": {"false_positive_cost": 1.0}},
+    "spam_model": {"config": {"alpha": 2.0}},
+    "model_score": {"config": {"false_positive_cost": 2.0}},
 }
 TIMID = {"spam_model": {"config": {"alpha": 20.0}}}
 

@@ -24,6 +24,19 @@ def test_messages_follow_their_labels(app_db):
     assert all(body.startswith(spam_openers) == spam for spam, body in rows)
 
 
+def test_template_parts_are_chosen_independently(app_db):
+    with database.connection(app_db) as conn:
+        sample_data.insert_sample_messages(conn, 20_000, progress=False)
+        distinct = dict(
+            conn.execute("SELECT spam, count(DISTINCT body) FROM messages GROUP BY spam").fetchall()
+        )
+    combinations = len(sample_data.SPAM_OPENERS) * len(sample_data.SPAM_OFFERS)
+    assert distinct[True] == combinations * len(sample_data.SPAM_CALLS)
+    assert distinct[False] == (
+        len(sample_data.HAM_OPENERS) * len(sample_data.HAM_TOPICS) * len(sample_data.HAM_CLOSERS)
+    )
+
+
 def test_same_seed_gives_same_messages(project_env, tmp_path):
     paths = [str(tmp_path / "a.duckdb"), str(tmp_path / "b.duckdb")]
     for path in paths:
