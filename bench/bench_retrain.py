@@ -95,6 +95,8 @@ class Row:
 
     size: int
     job: Measurement
+    retrain: Measurement
+    """A second run in the same DAGSTER_HOME with a model active, as the monthly schedule runs."""
     bare: Measurement
     bare_query_seconds: float
     vocabulary: int
@@ -241,6 +243,10 @@ def measure_size(size: int, seed: int, timeout: float, verbose: bool) -> Row:
             raise SystemExit(f"[{format_size(size)}] the job failed (exit {job.returncode})")
         if verbose:
             print(log, flush=True)
+        retrain = run_measured(JOB_COMMAND, env, PROJECT_ROOT, timeout)
+        if retrain.returncode != 0 or "RUN_SUCCESS" not in retrain.stdout + retrain.stderr:
+            print((retrain.stdout + retrain.stderr)[-4000:], file=sys.stderr)
+            raise SystemExit(f"[{format_size(size)}] the second run failed")
         bare = run_measured(
             [
                 sys.executable,
@@ -257,9 +263,12 @@ def measure_size(size: int, seed: int, timeout: float, verbose: bool) -> Row:
             print(bare.stderr[-4000:], file=sys.stderr)
             raise SystemExit(f"[{format_size(size)}] the bare query failed")
         query_seconds, vocabulary = bare.stdout.split()[-2:]
-        row = Row(size, job, bare, float(query_seconds), int(vocabulary), step_seconds(log))
+        row = Row(
+            size, job, retrain, bare, float(query_seconds), int(vocabulary), step_seconds(log)
+        )
         print(
-            f"[{format_size(size)}] job {job.seconds:.2f}s {job.tree_peak_mb:.0f} MB "
+            f"[{format_size(size)}] job {job.seconds:.2f}s {job.tree_peak_mb:.0f} MB, "
+            f"second run {retrain.seconds:.2f}s {retrain.tree_peak_mb:.0f} MB "
             f"({job.processes_seen} process(es)); bare query {row.bare_query_seconds:.2f}s "
             f"{bare.tree_peak_mb:.0f} MB; steps "
             + ", ".join(f"{step} {seconds:.2f}s" for step, seconds in row.steps.items()),
@@ -274,7 +283,7 @@ def measure_best(size: int, seed: int, timeout: float, verbose: bool, repeat: in
     best = min(runs, key=lambda row: row.job.seconds)
     best.all_job_seconds = [row.job.seconds for row in runs]
     # Memory is reported at its worst over the repeats, not at the fastest run's.
-    best.job.tree_peak_mb = max(row.job.tree_peak_mb for row in runs)
+    best.job.tree_peak_mb = max(max(row.job.tree_peak_mb, row.retrain.tree_peak_mb) for row in runs)
     best.job.largest_process_peak_mb = max(row.job.largest_process_peak_mb for row in runs)
     return best
 
@@ -288,13 +297,15 @@ def measure_cli_floor(timeout: float) -> Measurement:
 def report(rows: list[Row], floor: Measurement | None) -> str:
     """The table and the goal lines."""
     header = (
-        f"{'size':>6} | {'job wall s':>10} | {'job peak MB':>11} | {'job max proc MB':>15} | "
+        f"{'size':>6} | {'job wall s':>10} | {'2nd run s':>9} | {'job peak MB':>11} | "
+        f"{'job max proc MB':>15} | "
         f"{'bare query s':>12} | {'bare peak MB':>12} | {'ratio':>6} | {'other CPU':>9}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
         lines.append(
             f"{format_size(row.size):>6} | {row.job.seconds:>10.2f} | "
+            f"{row.retrain.seconds:>9.2f} | "
             f"{row.job.tree_peak_mb:>11.0f} | {row.job.largest_process_peak_mb:>15.0f} | "
             f"{row.bare_query_seconds:>12.2f} | {row.bare.tree_peak_mb:>12.0f} | "
             f"{row.ratio:>5.1f}x | {row.job.background_cpu:>9.0%}"
@@ -340,15 +351,17 @@ def goal_lines(rows: list[Row]) -> list[str]:
     by_size = {row.size: row for row in rows}
     if DEFAULT_DATA_SIZE in by_size:
         row = by_size[DEFAULT_DATA_SIZE]
-        lines.append(
-            f"{verdict(row.job.seconds <= DEFAULT_DATA_SECONDS)}: default data (spam.csv + "
-            f"10k messages) end to end {row.job.seconds:.2f}s <= {DEFAULT_DATA_SECONDS:.0f}s"
-        )
+        for label, run in (("first run, new DAGSTER_HOME", row.job), ("second run", row.retrain)):
+            lines.append(
+                f"{verdict(run.seconds <= DEFAULT_DATA_SECONDS)}: default data (spam.csv + 10k "
+                f"messages) end to end, {label}: {run.seconds:.2f}s <= {DEFAULT_DATA_SECONDS:.0f}s"
+            )
     if LARGE_SIZE in by_size:
         row = by_size[LARGE_SIZE]
+        slowest = max(row.job.seconds, row.retrain.seconds)
         lines.append(
-            f"{verdict(row.job.seconds <= LARGE_SECONDS)}: 10M end to end "
-            f"{row.job.seconds:.2f}s <= {LARGE_SECONDS:.0f}s"
+            f"{verdict(slowest <= LARGE_SECONDS)}: 10M end to end (slower of the two runs) "
+            f"{slowest:.2f}s <= {LARGE_SECONDS:.0f}s"
         )
         lines.append(
             f"{verdict(row.ratio <= LARGE_RATIO)}: 10M within {LARGE_RATIO:.0f}x the bare "
