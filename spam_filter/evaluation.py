@@ -1,5 +1,6 @@
 """Scoring a model on a warehouse table in SQL, and the promotion rule."""
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import duckdb
@@ -70,33 +71,49 @@ _SCORE_BATCH_ROWS = 500_000
 # the vocabulary (the empty ones included) add nothing: a message without any vocabulary word
 # keeps the prior alone. The null case is handled on the list, not with coalesce(body, ''), which
 # would make DuckDB tokenize every row instead of every distinct value of a dictionary column.
+# Identical messages (a spam campaign, a canned reply) are scored once and counted `copies` times.
 _SCORE_TABLE = """
-    WITH decisions AS (
-        SELECT any_value(spam) AS spam, $prior_log_odds + coalesce(sum(log_odds), 0) > 0 AS flagged
+    WITH messages AS (
+        SELECT spam, body, count(*) AS copies
+        FROM {table}
+        WHERE rowid >= $first AND rowid < $stop
+        GROUP BY spam, body
+    ),
+    decisions AS (
+        SELECT
+            any_value(spam) AS spam,
+            any_value(copies) AS copies,
+            $prior_log_odds + coalesce(sum(log_odds), 0) > 0 AS flagged
         FROM (
             SELECT
-                rowid AS message_id,
+                message_id,
                 spam,
+                copies,
                 unnest(coalesce(string_split(spam_token_text(body), ' '), [''])) AS word
-            FROM {table}
-            WHERE rowid >= $first AND rowid < $stop
+            FROM (SELECT row_number() OVER () AS message_id, * FROM messages)
         ) LEFT JOIN model_log_odds USING (word)
         GROUP BY message_id
     )
     SELECT
-        count(*) FILTER (WHERE spam AND flagged),
-        count(*) FILTER (WHERE NOT spam AND flagged),
-        count(*) FILTER (WHERE NOT spam AND NOT flagged),
-        count(*) FILTER (WHERE spam AND NOT flagged)
+        coalesce(sum(copies) FILTER (WHERE spam AND flagged), 0),
+        coalesce(sum(copies) FILTER (WHERE NOT spam AND flagged), 0),
+        coalesce(sum(copies) FILTER (WHERE NOT spam AND NOT flagged), 0),
+        coalesce(sum(copies) FILTER (WHERE spam AND NOT flagged), 0)
     FROM decisions
 """
 
 
-def score_table(conn: duckdb.DuckDBPyConnection, table_name: str, model: SpamModel) -> Score:
+def score_table(
+    conn: duckdb.DuckDBPyConnection,
+    table_name: str,
+    model: SpamModel,
+    progress: Callable[[int, int], None] | None = None,
+) -> Score:
     """Score every message of a warehouse table (not a view: it needs rowid) inside DuckDB.
 
     Joins each message's tokens to the model's per-word log-odds, which is the same sum
-    `SpamModel.score` computes in Python, so no message is ever held in Python.
+    `SpamModel.score` computes in Python, so no message is ever held in Python. `progress`, if
+    given, is called with (rows scored, rows in all) after each batch.
     """
     install_tokenizer(conn)
     log_odds = pd.DataFrame(
@@ -122,7 +139,9 @@ def score_table(conn: duckdb.DuckDBPyConnection, table_name: str, model: SpamMod
                 "stop": first + _SCORE_BATCH_ROWS,
             },
         ).fetchone()
-        totals = [total + count for total, count in zip(totals, row, strict=True)]
+        totals = [total + int(count) for total, count in zip(totals, row, strict=True)]
+        if progress is not None:
+            progress(min(first + _SCORE_BATCH_ROWS, stop), stop)
     conn.execute("DROP TABLE model_log_odds")
     return Score(*totals)
 

@@ -47,7 +47,8 @@ def test_unnested_words_count_like_python(sms):
     assert Counter(dict(counts)) == count_tokens(texts)
 
 
-# A batch of 7 rows makes the scoring run over many rowid ranges, the last one partial.
+# A batch of 7 rows makes the scoring run over many rowid ranges, the last one partial; spam.csv's
+# duplicate messages check that identical texts scored once still count once per copy.
 @pytest.mark.parametrize("batch_rows", [evaluation._SCORE_BATCH_ROWS, 7])
 def test_score_table_decides_every_message_like_python(sms, batch_rows, monkeypatch):
     monkeypatch.setattr(evaluation, "_SCORE_BATCH_ROWS", batch_rows)
@@ -57,7 +58,12 @@ def test_score_table_decides_every_message_like_python(sms, batch_rows, monkeypa
         (False, text) for text in [*EDGE_TEXTS, "zzqx unknownword", None]
     ]
     conn = _warehouse_with(rows)
-    score = score_table(conn, "spam_testing_dataframe", model)
+    reports = []
+    score = score_table(
+        conn, "spam_testing_dataframe", model, lambda done, total: reports.append((done, total))
+    )
+    assert reports[-1] == (len(rows), len(rows))
+    assert len(reports) == -(-len(rows) // batch_rows)
     flagged = [(spam, text is not None and model.is_spam(text)) for spam, text in rows]
     if model.prior_log_odds > 0:
         flagged[-1] = (False, True)

@@ -158,7 +158,7 @@ def model_score(
         prior = decision_prior(train_spam, train_total, config.false_positive_cost)
         model = SpamModel(spam_bag_of_words, non_spam_bag_of_words, prior)
         context.log.info("scoring the new model on the test split")
-        challenger = score_table(conn, "spam_testing_dataframe", model)
+        challenger = score_table(conn, "spam_testing_dataframe", model, _log_progress(context))
         active_path, active = _score_active_model(context, conn, database, model_storage)
     promote, reason = promotion_decision(challenger, active)
     top_words = sorted(model.log_odds.items(), key=lambda item: item[1], reverse=True)[:_TOP_WORDS]
@@ -212,7 +212,16 @@ def _score_active_model(context, conn, database: ApplicationDatabase, storage: M
         context.log.warning(f"active model {record.path} cannot be read ({error}); not comparing")
         return record.path, None
     context.log.info(f"scoring the active model {record.path} on the same test split")
-    return record.path, score_table(conn, "spam_testing_dataframe", active_model)
+    return record.path, score_table(
+        conn, "spam_testing_dataframe", active_model, _log_progress(context)
+    )
+
+
+def _log_progress(context: dg.AssetExecutionContext):
+    def log(done: int, total: int) -> None:
+        context.log.info(f"scored {done:,} of {total:,} test messages")
+
+    return log
 
 
 @dg.asset(io_manager_key=_DICT_IO_MANAGER)
