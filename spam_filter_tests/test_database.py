@@ -114,45 +114,22 @@ def test_promotion_rule(challenger, active, promoted):
     assert reason
 
 
-def test_connect_waits_for_another_process_holding_the_lock(app_db):
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True);"
-            " time.sleep(1.5); c.close()",
-            app_db,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+def test_connect_waits_for_another_process_holding_the_lock(app_db, other_process):
+    other_process.hold_lock(app_db, 1.5)
     try:
-        assert holder.stdout.readline().strip() == "held"
         started = time.monotonic()
         with database.connection(app_db, read_only=True, timeout=30) as conn:
             assert conn.execute("SELECT count(*) FROM models").fetchone() == (0,)
         assert time.monotonic() - started > 0.5
     finally:
-        holder.wait(timeout=10)
+        other_process.wait_released()
 
 
-def test_connect_gives_up_after_its_timeout(app_db):
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('held', flush=True);"
-            " time.sleep(5)",
-            app_db,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+def test_connect_gives_up_after_its_timeout(app_db, other_process):
+    other_process.hold_lock(app_db, 2.0)
     try:
-        assert holder.stdout.readline().strip() == "held"
         with pytest.raises(duckdb.Error) as error:
             database.connect(app_db, read_only=True, timeout=0.3)
         assert database.is_lock_conflict(error.value)
     finally:
-        holder.kill()
-        holder.wait()
+        other_process.wait_released()
