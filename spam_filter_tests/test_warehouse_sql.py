@@ -106,7 +106,8 @@ def test_a_run_over_assets_of_another_kind_gives_the_same_model(resources, app_d
         assert kinds["spam_dataset"] == kinds["spam_training_dataframe"] == "VIEW"
         assert kinds["spam_testing_dataframe"] == "BASE TABLE"
         for name in ("spam_dataset", "spam_training_dataframe", "spam_testing_dataframe"):
-            conn.execute(f"CREATE TABLE public.{name}_copy AS SELECT * FROM public.{name}")
+            table = warehouse.table(name)
+            conn.execute("CREATE TABLE " + table + "_copy AS SELECT * FROM " + table)
         conn.execute("DROP VIEW public.spam_training_dataframe")
         conn.execute("DROP VIEW public.spam_dataset")
         conn.execute("ALTER TABLE public.spam_dataset_copy RENAME TO spam_dataset")
