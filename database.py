@@ -239,9 +239,7 @@ def describe(conn: duckdb.DuckDBPyConnection) -> str:
             "WHERE table_name = ? ORDER BY ordinal_position",
             [table],
         ).fetchall()
-        rows = conn.execute(
-            "SELECT estimated_size FROM duckdb_tables() WHERE table_name = ?", [table]
-        ).fetchone()[0]
+        ((rows,),) = conn.table(table).count("*").fetchall()
         lines.append(f"{table} ({rows} rows)")
         lines.extend(f"    {name} {data_type}" for name, data_type in columns)
     return "\n".join(lines)

@@ -45,8 +45,8 @@ JOB_COMMAND = [
 # The cost of starting the CLI and loading the code location, without running anything.
 CLI_FLOOR_COMMAND = [str(BIN / "dagster"), "job", "list", "-m", "spam_filter"]
 # Run in a fresh interpreter so its memory is measured alone; prints the query's own seconds. The
-# macro's text (what `spam_filter.sql.install_tokenizer` executes) comes as an argument, because
-# importing `spam_filter` loads the Dagster definitions and would count Dagster in the floor.
+# macro's text (what `spam_filter.sql.install_tokenizer` executes) comes as an argument, so the
+# measured process imports nothing but DuckDB.
 BARE_QUERY_SCRIPT = """
 import sys, time
 import duckdb

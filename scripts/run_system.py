@@ -86,10 +86,15 @@ def main() -> int:
     workers = os.environ.get("SPAM_FILTER_API_WORKERS", "2")
     ui_host = os.environ.get("SPAM_FILTER_UI_HOST", "127.0.0.1")
     ui_port = os.environ.get("SPAM_FILTER_UI_PORT", "3000")
-    services = [
-        _start([BIN / "gunicorn", "--workers", workers, "--bind", bind, "api:create_app()"]),
-        _start([BIN / "dagster", "dev", "--host", ui_host, "--port", ui_port]),
-    ]
+    services: list[subprocess.Popen] = []
+    try:
+        services.append(
+            _start([BIN / "gunicorn", "--workers", workers, "--bind", bind, "api:create_app()"])
+        )
+        services.append(_start([BIN / "dagster", "dev", "--host", ui_host, "--port", ui_port]))
+    except BaseException:
+        _stop(services)
+        raise
     print(
         f"\nAPI on http://{bind}/api/find_spam, Dagster UI on http://{ui_host}:{ui_port} "
         f"(DAGSTER_HOME={home}, database {settings.database_path()}). Ctrl-C stops both.\n",

@@ -39,4 +39,6 @@ defs = dg.Definitions(
     jobs=[create_spam_model_job],
     schedules=[monthly_retrain_schedule],
     resources=build_resources(),
+    # Also for "Materialize selected" in the UI, which runs the implicit asset job.
+    executor=dg.in_process_executor,
 )

@@ -56,6 +56,13 @@ class ModelStorage(dg.ConfigurableResource):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(partial, final)
+        # The rename itself is durable only once the folder is synced: the `models` row that will
+        # point at this file must never outlive it after a crash.
+        folder = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
         return str(final)
 
     def load(self, path: str) -> SpamModel:

@@ -218,7 +218,7 @@ def train_model(
 
 
 def is_spam(text: str, model: SpamModel) -> bool:
-    """Whether `model` calls `text` spam; the API calls this with the model it keeps in memory."""
+    """Whether `model` calls `text` spam; the API answers with `SpamModel.verdict`, the same sum."""
     return model.is_spam(text)
 
 

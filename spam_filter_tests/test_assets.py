@@ -9,7 +9,12 @@ import pytest
 import database
 from spam_filter.assets import data
 from spam_filter.spam import load_model
-from spam_filter_tests.conftest import active_model, add_sample_messages, materialize_all
+from spam_filter_tests.conftest import (
+    ASSETS_AND_CHECKS,
+    active_model,
+    add_sample_messages,
+    materialize_all,
+)
 
 # On spam.csv plus 2,000 sample messages (seed 0), the default model beats WEAK on the true-positive
 # rate at an equal false-positive rate, and TIMID catches less spam than the default.
@@ -191,3 +196,54 @@ def test_user_messages_cap_samples_when_there_is_no_created_at(resources, app_db
     assert len(samples[0]) == 50
     assert samples[0] == samples[1]
     assert samples[0] != sorted((i % 2 == 0, f"m{i}") for i in range(50))
+
+
+def test_blank_and_unlabelled_messages_are_left_out_with_a_warning(resources, app_db):
+    add_sample_messages(app_db)
+    with database.connection(app_db) as conn:
+        conn.executemany(
+            "INSERT INTO messages (spam, body) VALUES (?, ?)",
+            [(True, "   "), (False, None), (None, "who knows"), (None, "free prize")],
+        )
+    result = _run(resources)
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    text, labels = (
+        checks["check_spam_dataset_text_present"],
+        checks["check_spam_dataset_labels_boolean"],
+    )
+    assert not text.passed and text.severity == dg.AssetCheckSeverity.WARN
+    assert text.metadata["blank_messages_left_out"].value == 2
+    assert not labels.passed and labels.severity == dg.AssetCheckSeverity.WARN
+    assert labels.metadata["unlabelled_messages_left_out"].value == 2
+    assert _metadata(result, "spam_dataset")["row_count"] == 5572 + 2000
+    assert _metadata(result, "model_file")["promoted"]
+
+
+def test_model_file_alone_never_promotes_a_model_over_the_ceiling(resources, app_db):
+    add_sample_messages(app_db)
+    _run(resources, WEAK)
+    before = active_model(app_db)
+    strict = {"ops": {"model_score": {"config": {"max_false_positive_rate": 0.0}}}}
+    assert not materialize_all(resources, strict).asset_materializations_for_node("model_file")
+    # Then model_file on its own, as "Materialize" on its page in the UI would run it.
+    alone = dg.materialize(
+        [a for a in ASSETS_AND_CHECKS if isinstance(a, dg.AssetsDefinition)],
+        selection=["model_file"],
+        resources=resources,
+    )
+    decision = _metadata(alone, "model_file")
+    assert decision["promoted"] is False
+    assert "over the ceiling" in decision["reason"]
+    assert active_model(app_db) == before
+
+
+def test_unreadable_active_model_is_replaced_and_says_why(resources, app_db):
+    add_sample_messages(app_db)
+    _run(resources)
+    broken = active_model(app_db).path
+    with open(broken, "w") as handle:
+        handle.write("{not json")
+    decision = _metadata(_run(resources), "model_file")
+    assert decision["promoted"] is True
+    assert "cannot be read" in decision["reason"] and "without a comparison" in decision["reason"]
+    assert active_model(app_db).path != broken

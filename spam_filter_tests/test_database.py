@@ -45,6 +45,13 @@ def test_create_schema_is_idempotent_and_keeps_rows(app_db):
     } <= set(columns)
 
 
+def test_describe_counts_rows_exactly(app_db):
+    with database.connection(app_db) as conn:
+        database.insert_messages(conn, [(True, "a"), (False, "b"), (False, "c")])
+        conn.execute("DELETE FROM messages WHERE body = 'a'")
+        assert "messages (2 rows)" in database.describe(conn)
+
+
 def test_database_script_creates_and_prints_the_tables(project_env):
     result = subprocess.run(
         [sys.executable, "database.py"],

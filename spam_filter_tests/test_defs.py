@@ -31,6 +31,10 @@ def test_job_selects_all_assets_and_runs_in_process():
     assert job.executor_def.name == "in_process"
 
 
+def test_assets_materialized_from_the_ui_run_in_process():
+    assert defs.resolve_implicit_global_asset_job_def().executor_def.name == "in_process"
+
+
 def test_job_includes_the_blocking_checks():
     job = defs.resolve_job_def("create_spam_model_job")
     checks = {key.name for key in job.asset_layer.asset_graph.asset_check_keys}

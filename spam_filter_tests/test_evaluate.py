@@ -48,7 +48,7 @@ def test_sklearn_baseline_is_sane(results: dict[str, dict[str, float]]) -> None:
 
 def test_command_prints_the_table() -> None:
     root = str(settings.PROJECT_ROOT)
-    # The project is not installed as a package: the child imports it from the project root.
+    # The child finds the project from its root even where it is not installed (pip install -e).
     python_path = [root, *filter(None, [os.environ.get("PYTHONPATH")])]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(python_path)}
     completed = subprocess.run(

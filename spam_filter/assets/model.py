@@ -150,17 +150,31 @@ def model_score(
     model_storage: ModelStorage,
 ):
     """The new model's rates on the test split, beside the active model's on the same messages."""
+    # The prior comes from the counts the bags of words were trained on, as recorded with the
+    # training split, not from a recount of the split's view, which follows its upstream tables.
+    training = _latest_metadata(context, "spam_training_dataframe")
+    train_spam, train_total = training["spam_count"], training["row_count"]
+    prior = decision_prior(train_spam, train_total, config.false_positive_cost)
+    model = SpamModel(spam_bag_of_words, non_spam_bag_of_words, prior)
     with warehouse_db.get_connection() as conn:
-        train_spam, train_total = conn.execute(
-            "SELECT count(*) FILTER (WHERE spam), count(*) FROM "
-            + warehouse.table("spam_training_dataframe")
-        ).fetchone()
-        prior = decision_prior(train_spam, train_total, config.false_positive_cost)
-        model = SpamModel(spam_bag_of_words, non_spam_bag_of_words, prior)
         context.log.info("scoring the new model on the test split")
         challenger = score_table(conn, "spam_testing_dataframe", model, _log_progress(context))
-        active_path, active = _score_active_model(context, conn, database, model_storage)
-    promote, reason = promotion_decision(challenger, active)
+        active_path, active, active_problem = _score_active_model(
+            context, conn, database, model_storage
+        )
+    passes_ceiling = challenger.false_positive_rate <= config.max_false_positive_rate
+    if active_problem is not None:
+        promote, reason = True, active_problem + "; promoting without a comparison"
+    else:
+        promote, reason = promotion_decision(challenger, active)
+    if not passes_ceiling:
+        promote, reason = (
+            False,
+            (
+                f"false-positive rate {challenger.false_positive_rate:.4f} is over the ceiling "
+                f"{config.max_false_positive_rate:.4f}"
+            ),
+        )
     top_words = sorted(model.log_odds.items(), key=lambda item: item[1], reverse=True)[:_TOP_WORDS]
     metadata = {
         **{k: v for k, v in challenger.as_dict().items()},
@@ -186,6 +200,10 @@ def model_score(
             "active": active.as_dict() if active else None,
             "active_path": active_path,
             "percent_spam": prior,
+            "seed": training.get("seed"),
+            # model_file may run on its own from the UI, after this check failed in another run:
+            # the decision carries the verdict so that such a model is still never promoted.
+            "passes_ceiling": passes_ceiling,
             "promote": promote,
             "reason": reason,
         },
@@ -193,7 +211,7 @@ def model_score(
     )
     yield dg.AssetCheckResult(
         check_name="check_false_positive_rate",
-        passed=challenger.false_positive_rate <= config.max_false_positive_rate,
+        passed=passes_ceiling,
         metadata={
             "false_positive_rate": challenger.false_positive_rate,
             "max_false_positive_rate": config.max_false_positive_rate,
@@ -202,19 +220,20 @@ def model_score(
 
 
 def _score_active_model(context, conn, database: ApplicationDatabase, storage: ModelStorage):
+    """(active model's path, its score on the test split, why it could not be scored)."""
     with database.connect(read_only=True) as app:
         record = app_database.active_model(app)
     if record is None:
-        return None, None
+        return None, None, None
     try:
         active_model = storage.load(record.path)
     except (OSError, ValueError) as error:
-        context.log.warning(f"active model {record.path} cannot be read ({error}); not comparing")
-        return record.path, None
+        problem = f"active model {record.path} cannot be read ({error})"
+        context.log.warning(problem)
+        return record.path, None, problem
     context.log.info(f"scoring the active model {record.path} on the same test split")
-    return record.path, score_table(
-        conn, "spam_testing_dataframe", active_model, _log_progress(context)
-    )
+    score = score_table(conn, "spam_testing_dataframe", active_model, _log_progress(context))
+    return record.path, score, None
 
 
 def _log_progress(context: dg.AssetExecutionContext):
@@ -243,7 +262,7 @@ def model_file(
         status="rejected",
         true_positive_rate=challenger.true_positive_rate,
         false_positive_rate=challenger.false_positive_rate,
-        seed=_split_seed(context),
+        seed=model_score["seed"],
         reason=reason,
         compared_with=active_path,
         compared_true_positive_rate=active.get("true_positive_rate"),
@@ -276,8 +295,6 @@ def model_file(
             app_database.record_rejected_model(
                 conn, app_database.ModelRecord(**{**record.__dict__, "reason": reason})
             )
-    with database.connect(read_only=True) as conn:
-        now_active = app_database.active_model(conn)
     context.log.info(f"promoted: {promote}; {reason}")
     return dg.Output(
         {"promoted": promote, "reason": reason, "path": path},
@@ -285,16 +302,16 @@ def model_file(
             "promoted": promote,
             "reason": reason,
             "model_file": path or "none",
-            "active_model": now_active.path if now_active else "none",
+            "active_model": (path if promote else active_path) or "none",
             "true_positive_rate": challenger.true_positive_rate,
             "false_positive_rate": challenger.false_positive_rate,
         },
     )
 
 
-def _split_seed(context: dg.AssetExecutionContext) -> int | None:
-    event = context.instance.get_latest_materialization_event(dg.AssetKey("spam_testing_dataframe"))
+def _latest_metadata(context: dg.AssetExecutionContext, asset: str) -> dict:
+    """The metadata values of an asset's latest materialization (this run's, within a run)."""
+    event = context.instance.get_latest_materialization_event(dg.AssetKey(asset))
     if event is None or event.asset_materialization is None:
-        return None
-    seed = event.asset_materialization.metadata.get("seed")
-    return seed.value if seed is not None else None
+        raise dg.Failure(f"{asset} has not been materialized yet")
+    return {key: value.value for key, value in event.asset_materialization.metadata.items()}
