@@ -1,13 +1,12 @@
 """The code location: every asset, check, job, schedule and resource, in one Definitions."""
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 
 from spam_filter import checks, settings, warehouse
 from spam_filter.assets import data, model
 from spam_filter.jobs import create_spam_model_job, monthly_retrain_schedule
-from spam_filter.resources import ApplicationDatabase, ModelStorage
+from spam_filter.resources import ApplicationDatabase, ModelStorage, Warehouse
 
 # The warehouse's memory cap keeps a retrain on millions of messages in flat memory: DuckDB spills
 # large joins and aggregates to disk instead of growing.
@@ -21,7 +20,7 @@ def build_resources() -> dict:
     return {
         "database": ApplicationDatabase(path=str(settings.database_path())),
         "model_storage": ModelStorage(weights_dir=str(settings.weights_dir())),
-        "warehouse_db": DuckDBResource(
+        "warehouse_db": Warehouse(
             database=warehouse_file, connection_config=WAREHOUSE_CONNECTION_CONFIG
         ),
         "io_manager": DuckDBPandasIOManager(

@@ -1,7 +1,9 @@
 """Resources: the application database and the store of model weight files."""
 
+import fcntl
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +12,8 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+from dagster_duckdb import DuckDBResource
+from pydantic import PrivateAttr
 
 import database
 from spam_filter.spam import SpamModel, load_model
@@ -68,3 +72,42 @@ class ModelStorage(dg.ConfigurableResource):
     def load(self, path: str) -> SpamModel:
         """Read a weights file; raises OSError or ValueError when it is missing or malformed."""
         return load_model(path)
+
+
+class Warehouse(DuckDBResource):
+    """The pipeline's DuckDB file of intermediate tables, held by one run at a time.
+
+    The steps of one run take turns on DuckDB's own lock, but two runs started together (two
+    `dagster job execute`, which bypass the run queue) would interleave, and one could score its
+    model on the other's test split. A lock file beside the warehouse, taken when the run's
+    resources start and released when they stop, makes the second run wait for the first.
+    """
+
+    run_lock_timeout_seconds: float = 3600.0
+    _run_lock: object = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        lock_path = Path(self.database + ".run-lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        handle = lock_path.open("a")
+        deadline = time.monotonic() + self.run_lock_timeout_seconds
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    handle.close()
+                    raise dg.Failure(f"another run has held {lock_path} for too long") from None
+                if not waiting and context.log is not None:
+                    context.log.info(f"waiting for another run to release {lock_path}")
+                waiting = True
+                time.sleep(0.2)
+        self._run_lock = handle
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        handle, self._run_lock = self._run_lock, None
+        if handle is not None:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
