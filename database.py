@@ -8,7 +8,7 @@ import argparse
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
@@ -219,13 +219,13 @@ def promote_model(
                 f"expected active model {replacing!r}, found {current_paths!r}"
             )
         conn.execute("UPDATE models SET status = 'inactive' WHERE status = 'active'")
-        _insert_model(conn, ModelRecord(**{**record.__dict__, "status": "active"}))
+        _insert_model(conn, replace(record, status="active"))
 
 
 def record_rejected_model(conn: duckdb.DuckDBPyConnection, record: ModelRecord) -> None:
     """Keep a row for a model that was not promoted, so the decision stays visible."""
     with transaction(conn):
-        _insert_model(conn, ModelRecord(**{**record.__dict__, "status": "rejected"}))
+        _insert_model(conn, replace(record, status="rejected"))
 
 
 def describe(conn: duckdb.DuckDBPyConnection) -> str:

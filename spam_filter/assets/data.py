@@ -66,18 +66,16 @@ def user_messages(
                 "AND table_name = 'messages' AND column_name = 'created_at'"
             ).fetchone()[0]
             select = "SELECT spam, body FROM app.messages"
-            if config.max_messages > 0 and has_created_at:
-                query = select + " ORDER BY created_at DESC LIMIT $cap"
-            elif config.max_messages > 0:
+            cap = config.max_messages
+            if cap > 0 and has_created_at:
+                query, params = select + " ORDER BY created_at DESC LIMIT $cap", {"cap": cap}
+            elif cap > 0:
                 # A top-N by a seeded hash: a deterministic sample that holds only N rows.
                 query = select + " ORDER BY hash(spam, body, $seed) LIMIT $cap"
+                params = {"cap": cap, "seed": config.sample_seed}
             else:
-                query = select
-            params = {"cap": config.max_messages, "seed": config.sample_seed}
-            conn.execute(
-                "CREATE OR REPLACE TABLE " + target + " AS " + query,
-                {k: v for k, v in params.items() if "$" + k in query},
-            )
+                query, params = select, {}
+            conn.execute("CREATE OR REPLACE TABLE " + target + " AS " + query, params)
         finally:
             conn.execute("DETACH app")
         rows = warehouse.row_count(conn, "user_messages")

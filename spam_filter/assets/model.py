@@ -1,5 +1,7 @@
 """Model assets: train on the dataset, score against the active model, promote the better one."""
 
+from dataclasses import replace
+
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
@@ -281,7 +283,7 @@ def model_file(
             },
         )
         path = model_storage.save(model)
-        record = app_database.ModelRecord(**{**record.__dict__, "path": path})
+        record = replace(record, path=path)
         try:
             with database.connect() as conn:
                 app_database.promote_model(conn, record, replacing=active_path)
@@ -292,9 +294,7 @@ def model_file(
             )
     if not promote:
         with database.connect() as conn:
-            app_database.record_rejected_model(
-                conn, app_database.ModelRecord(**{**record.__dict__, "reason": reason})
-            )
+            app_database.record_rejected_model(conn, replace(record, reason=reason))
     context.log.info(f"promoted: {promote}; {reason}")
     return dg.Output(
         {"promoted": promote, "reason": reason, "path": path},
