@@ -22,7 +22,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 import database
-from spam_filter import settings
+from spam_filter import settings, weights
 from spam_filter.spam import SpamModel, load_model
 
 TRAIN_HINT = (
@@ -79,11 +79,13 @@ class ActiveModelWatcher:
     def __init__(
         self,
         database_path: str,
+        weights_dir: str,
         refresh_seconds: float,
         logger: logging.Logger,
         full_check_seconds: float = 30.0,
     ):
         self.database_path = database_path
+        self.weights_dir = weights_dir
         self.refresh_seconds = refresh_seconds
         self.full_check_seconds = full_check_seconds
         self.logger = logger
@@ -119,7 +121,8 @@ class ActiveModelWatcher:
             if record is None:
                 self._report("no active model recorded in the database yet")
             elif self.loaded is None or record.path != self.loaded.path:
-                model = load_model(record.path)
+                # The row is not trusted to point outside the weights folder.
+                model = load_model(weights.resolve(record.path, self.weights_dir))
                 self.loaded = LoadedModel(model, record.path, datetime.now(UTC))
                 self.logger.info("serving model %s", record.path)
                 self._report(None)
@@ -230,6 +233,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
     app.config.from_mapping(
         DATABASE=str(settings.database_path()),
+        WEIGHTS_DIR=str(settings.weights_dir()),
         MODEL_REFRESH_SECONDS=float(os.environ.get("SPAM_FILTER_MODEL_REFRESH_SECONDS", "2")),
         MODEL_FULL_CHECK_SECONDS=float(
             os.environ.get("SPAM_FILTER_MODEL_FULL_CHECK_SECONDS", "30")
@@ -243,6 +247,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
     watcher = ActiveModelWatcher(
         app.config["DATABASE"],
+        app.config["WEIGHTS_DIR"],
         app.config["MODEL_REFRESH_SECONDS"],
         app.logger,
         full_check_seconds=app.config["MODEL_FULL_CHECK_SECONDS"],

@@ -16,6 +16,7 @@ from typing import TypeVar
 import duckdb
 
 from spam_filter import settings
+from spam_filter.faults import crash_point
 
 SCHEMA = (
     """
@@ -218,8 +219,17 @@ def promote_model(
             raise ActiveModelChanged(
                 f"expected active model {replacing!r}, found {current_paths!r}"
             )
+        crash_point("switch_checked")
         conn.execute("UPDATE models SET status = 'inactive' WHERE status = 'active'")
+        crash_point("switch_retired_old")
         _insert_model(conn, replace(record, status="active"))
+        crash_point("switch_inserted_new")
+
+
+def recorded_model_paths(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """Every weights file a row of `models` points at, whatever its status."""
+    rows = conn.execute("SELECT DISTINCT path FROM models WHERE path IS NOT NULL").fetchall()
+    return [path for (path,) in rows]
 
 
 def record_rejected_model(conn: duckdb.DuckDBPyConnection, record: ModelRecord) -> None:

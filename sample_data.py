@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 import database
 from spam_filter import settings
+from spam_filter.faults import crash_point
 
 SPAM_OPENERS = [
     "WINNER!",
@@ -133,6 +134,8 @@ def insert_sample_messages(
             stop = min(start + _CHUNK_ROWS, first + count)
             conn.execute(_INSERT_CHUNK, {**params, "start": start, "stop": stop})
             bar.update(stop - start)
+        crash_point("sample_data_inserted")
+    crash_point("sample_data_committed")
     return count
 
 

@@ -1,13 +1,9 @@
 """Resources: the application database and the store of model weight files."""
 
 import fcntl
-import json
-import os
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -16,6 +12,7 @@ from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
 import database
+from spam_filter import weights
 from spam_filter.spam import SpamModel, load_model
 
 
@@ -39,39 +36,30 @@ class ApplicationDatabase(dg.ConfigurableResource):
 
 
 class ModelStorage(dg.ConfigurableResource):
-    """The folder of JSON weight files that the API loads."""
+    """The folder of JSON weight files that the API loads (see `spam_filter.weights`)."""
 
     weights_dir: str
 
-    def save(self, model: SpamModel) -> str:
-        """Write the weights under a new unique name, atomically, and return the file's path.
+    def exclusive(self) -> AbstractContextManager[Path]:
+        """Hold the folder's lock from writing a file until its `models` row is committed."""
+        return weights.exclusive(self.weights_dir)
 
-        The file is written under a temporary name, flushed to disk and renamed, so a reader never
-        sees half a file; the name carries microseconds and a random suffix, so two runs finishing
-        in the same second never overwrite each other.
-        """
-        directory = Path(self.weights_dir)
-        directory.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        final = directory / f"spam_model_{stamp}_{uuid.uuid4().hex[:8]}.json"
-        partial = final.with_name(f".{final.name}.partial")
-        with partial.open("w", encoding="utf-8") as handle:
-            json.dump(model.to_weights(), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, final)
-        # The rename itself is durable only once the folder is synced: the `models` row that will
-        # point at this file must never outlive it after a crash.
-        folder = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
-        return str(final)
+    def save(self, model: SpamModel) -> str:
+        """Write the weights under a new unique name, atomically, and return the file's path."""
+        return str(weights.write(model.to_weights(), self.weights_dir))
 
     def load(self, path: str) -> SpamModel:
-        """Read a weights file; raises OSError or ValueError when it is missing or malformed."""
-        return load_model(path)
+        """Read a recorded weights file; raises OSError or ValueError when it is missing, malformed
+        or outside the weights folder."""
+        return load_model(weights.resolve(path, self.weights_dir))
+
+    def remove_orphans(self, recorded_paths: list[str]) -> list[str]:
+        """Delete the weights files no `models` row points at; call it holding `exclusive`."""
+        removed = []
+        for path in weights.orphans(self.weights_dir, recorded_paths):
+            path.unlink(missing_ok=True)
+            removed.append(str(path))
+        return removed
 
 
 class Warehouse(DuckDBResource):

@@ -95,9 +95,18 @@ def trained_state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 @pytest.fixture
 def trained_db(project_env: dict[str, str], trained_state: dict[str, str]) -> str:
-    """This test's application database, a copy of `trained_state` (its weights file is shared)."""
+    """This test's application database and weights folder, copies of `trained_state`'s."""
     path = project_env["SPAM_FILTER_DATABASE"]
     shutil.copyfile(trained_state["database"], path)
+    weights_dir = Path(project_env["SPAM_FILTER_WEIGHTS_DIR"])
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    model_path = weights_dir / Path(trained_state["model_path"]).name
+    shutil.copyfile(trained_state["model_path"], model_path)
+    with database.connection(path) as conn:
+        conn.execute(
+            "UPDATE models SET path = ? WHERE path = ?",
+            [str(model_path), trained_state["model_path"]],
+        )
     return path
 
 

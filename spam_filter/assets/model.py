@@ -1,6 +1,7 @@
 """Model assets: train on the dataset, score against the active model, promote the better one."""
 
 from dataclasses import replace
+from pathlib import Path
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -9,6 +10,7 @@ import database as app_database
 from spam_filter import warehouse
 from spam_filter.assets.data import spam_dataset
 from spam_filter.evaluation import Score, promotion_decision, score_table
+from spam_filter.faults import crash_point
 from spam_filter.resources import ApplicationDatabase, ModelStorage
 from spam_filter.spam import SpamModel, decision_prior, smoothed_bags_of_words
 from spam_filter.sql import install_tokenizer, unnest_words
@@ -271,27 +273,39 @@ def model_file(
         compared_false_positive_rate=active.get("false_positive_rate"),
     )
     path = None
-    if promote:
-        model = SpamModel(
-            spam_bag_of_words,
-            non_spam_bag_of_words,
-            model_score["percent_spam"],
-            info={
-                "seed": record.seed,
-                "true_positive_rate": record.true_positive_rate,
-                "false_positive_rate": record.false_positive_rate,
-            },
-        )
-        path = model_storage.save(model)
-        record = replace(record, path=path)
-        try:
-            with database.connect() as conn:
-                app_database.promote_model(conn, record, replacing=active_path)
-        except app_database.ActiveModelChanged as error:
-            promote, reason = (
-                False,
-                f"not promoted: another run promoted a model meanwhile ({error})",
+    # The weights folder's lock covers cleanup, writing and the switch: a file is either recorded
+    # in `models` or, after a crash, an orphan that the next run removes here.
+    with model_storage.exclusive():
+        _remove_orphan_weights(context, database, model_storage)
+        if promote:
+            model = SpamModel(
+                spam_bag_of_words,
+                non_spam_bag_of_words,
+                model_score["percent_spam"],
+                info={
+                    "seed": record.seed,
+                    "true_positive_rate": record.true_positive_rate,
+                    "false_positive_rate": record.false_positive_rate,
+                },
             )
+            path = _write_weights(model_storage, model, active_path)
+            crash_point("weights_written")
+            record = replace(record, path=path)
+            try:
+                with database.connect() as conn:
+                    app_database.promote_model(conn, record, replacing=active_path)
+            except app_database.ActiveModelChanged as error:
+                promote, reason = (
+                    False,
+                    f"not promoted: another run promoted a model meanwhile ({error})",
+                )
+            except BaseException:
+                Path(path).unlink(missing_ok=True)
+                raise
+            if not promote:
+                Path(path).unlink(missing_ok=True)
+                path = None
+            crash_point("switch_committed")
     if not promote:
         with database.connect() as conn:
             app_database.record_rejected_model(conn, replace(record, reason=reason))
@@ -307,6 +321,37 @@ def model_file(
             "false_positive_rate": challenger.false_positive_rate,
         },
     )
+
+
+def _write_weights(storage: ModelStorage, model: SpamModel, active_path: str | None) -> str:
+    """Save the weights, or fail the run with what went wrong and which model stays active."""
+    try:
+        return storage.save(model)
+    except OSError as error:
+        raise dg.Failure(
+            description=(
+                f"cannot write the new model's weights into {storage.weights_dir}: "
+                f"{error.strerror or error}. Nothing was promoted; "
+                f"{active_path or 'no model'} stays active."
+            ),
+            metadata={"weights_dir": storage.weights_dir, "error": str(error)},
+        ) from error
+
+
+def _remove_orphan_weights(
+    context: dg.AssetExecutionContext, database: ApplicationDatabase, storage: ModelStorage
+) -> None:
+    """Delete weights files that runs killed before their switch committed left behind."""
+    try:
+        with database.connect(read_only=True) as conn:
+            recorded = app_database.recorded_model_paths(conn)
+        removed = storage.remove_orphans(recorded)
+    except OSError as error:
+        # Leftovers are never served; failing to remove them must not fail the run.
+        context.log.warning(f"could not remove orphaned weights files: {error}")
+        return
+    if removed:
+        context.log.info(f"removed {len(removed)} orphaned weights file(s): {', '.join(removed)}")
 
 
 def _latest_metadata(context: dg.AssetExecutionContext, asset: str) -> dict:

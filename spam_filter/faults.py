@@ -1,0 +1,26 @@
+"""Crash points: the places where the fault tests kill a process in the middle of its work.
+
+With `SPAM_FILTER_CRASH_AT` set to a point's name, the process kills itself with SIGKILL on
+reaching that point: no cleanup, no `finally`, no flush, exactly what `kill -9` or the OOM killer
+does. Unset, as everywhere but in the tests, a crash point costs one environment lookup.
+"""
+
+import os
+import signal
+
+CRASH_AT_VARIABLE = "SPAM_FILTER_CRASH_AT"
+
+# Where promoting a model can be interrupted, in the order a promotion passes them.
+PROMOTION_POINTS = (
+    "weights_written",
+    "switch_checked",
+    "switch_retired_old",
+    "switch_inserted_new",
+    "switch_committed",
+)
+
+
+def crash_point(name: str) -> None:
+    """Die here, at once, if the environment names this point."""
+    if os.environ.get(CRASH_AT_VARIABLE) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
