@@ -17,6 +17,7 @@ import duckdb
 
 from spam_filter import settings
 from spam_filter.faults import crash_point
+from spam_filter.sql import identifier
 
 SCHEMA = (
     """
@@ -97,11 +98,8 @@ def attach_read_only(
     conn: duckdb.DuckDBPyConnection, path: Path | str, alias: str, timeout: float = 60.0
 ) -> None:
     """ATTACH another database file read-only as `alias`, retrying lock conflicts like `connect`."""
-    if not alias.isidentifier():
-        raise ValueError(f"not an identifier: {alias!r}")
-    _retry_lock_conflicts(
-        lambda: conn.execute("ATTACH ? AS " + alias + " (READ_ONLY)", [str(path)]), timeout
-    )
+    statement = "ATTACH ? AS " + identifier(alias) + " (READ_ONLY)"
+    _retry_lock_conflicts(lambda: conn.execute(statement, [str(path)]), timeout)
 
 
 def _retry_lock_conflicts(open_database: Callable[[], T], timeout: float) -> T:

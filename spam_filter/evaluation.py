@@ -72,10 +72,12 @@ _SCORE_BATCH_ROWS = 500_000
 # keeps the prior alone. The null case is handled on the list, not with coalesce(body, ''), which
 # would make DuckDB tokenize every row instead of every distinct value of a dictionary column.
 # Identical messages (a spam campaign, a canned reply) are scored once and counted `copies` times.
-_SCORE_TABLE = """
+_SCORE_MESSAGES = """
     WITH messages AS (
         SELECT spam, body, count(*) AS copies
-        FROM {table}
+        FROM
+"""
+_SCORE_DECISIONS = """
         WHERE rowid >= $first AND rowid < $stop
         GROUP BY spam, body
     ),
@@ -127,7 +129,7 @@ def score_table(
     finally:
         conn.unregister("model_log_odds_frame")
     table = warehouse.table(table_name)
-    query = _SCORE_TABLE.format(table=table)
+    query = _SCORE_MESSAGES + table + _SCORE_DECISIONS
     (stop,) = conn.execute("SELECT coalesce(max(rowid) + 1, 0) FROM " + table).fetchone()
     totals = [0, 0, 0, 0]
     for first in range(0, stop, _SCORE_BATCH_ROWS):

@@ -3,6 +3,8 @@
 import duckdb
 import pandas as pd
 
+from spam_filter.sql import identifier
+
 # The DuckDB pandas IO manager stores and loads DataFrame assets as SCHEMA.<asset name>; assets
 # built in SQL write their tables (or views) at the same place, so any asset can still load them as
 # DataFrames.
@@ -15,6 +17,8 @@ TABLES = (
     "spam_dataset",
     "spam_training_dataframe",
     "spam_testing_dataframe",
+    # Not an asset: the seed and test share that the training split's view reads.
+    "spam_split_settings",
 )
 
 
@@ -22,7 +26,7 @@ def table(name: str) -> str:
     """The qualified name of a table asset, checked against the known asset tables."""
     if name not in TABLES:
         raise ValueError(f"unknown warehouse table {name!r}")
-    return f"{SCHEMA}.{name}"
+    return identifier(SCHEMA) + "." + identifier(name)
 
 
 def replace_view(conn: duckdb.DuckDBPyConnection, name: str, select: str) -> None:
@@ -43,7 +47,7 @@ def replace_table(conn: duckdb.DuckDBPyConnection, name: str, select: str) -> No
 
 def _drop_other_kind(conn: duckdb.DuckDBPyConnection, name: str, keep: str) -> None:
     # CREATE OR REPLACE refuses to replace a view with a table or a table with a view.
-    conn.execute("CREATE SCHEMA IF NOT EXISTS " + SCHEMA)
+    conn.execute("CREATE SCHEMA IF NOT EXISTS " + identifier(SCHEMA))
     existing = conn.execute(
         "SELECT table_type FROM information_schema.tables "
         "WHERE table_schema = ? AND table_name = ?",

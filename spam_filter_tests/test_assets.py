@@ -7,6 +7,7 @@ import duckdb
 import pytest
 
 import database
+from spam_filter import warehouse
 from spam_filter.assets import data
 from spam_filter.spam import load_model
 from spam_filter_tests.conftest import (
@@ -34,7 +35,7 @@ def _metadata(result: dg.ExecuteInProcessResult, node: str, key: str | None = No
 
 def _warehouse_rows(resources: dict, table: str) -> list[tuple]:
     with duckdb.connect(resources["warehouse_db"].database, read_only=True) as conn:
-        return conn.execute("SELECT * FROM public." + table).fetchall()
+        return conn.execute("SELECT * FROM " + warehouse.table(table)).fetchall()
 
 
 def _run(resources: dict, ops: dict | None = None) -> dg.ExecuteInProcessResult:

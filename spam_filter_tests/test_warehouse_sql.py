@@ -9,7 +9,7 @@ from spam_filter import evaluation, settings, warehouse
 from spam_filter.assets.data import read_sms_spam_collection
 from spam_filter.evaluation import score_table
 from spam_filter.spam import count_tokens, train_model
-from spam_filter.sql import install_tokenizer, unnest_words
+from spam_filter.sql import UNNEST_BODY_WORDS, install_tokenizer
 from spam_filter_tests.conftest import add_sample_messages, materialize_all
 
 EDGE_TEXTS = ["", "   ", "?!...", "WINNER!! call 08452810075 £1000", "lunch at noon"]
@@ -41,7 +41,7 @@ def test_unnested_words_count_like_python(sms):
     install_tokenizer(conn)
     conn.execute("CREATE TABLE m AS SELECT unnest($texts) AS body", {"texts": texts})
     counts = conn.execute(
-        "SELECT word, count(*) FROM (SELECT " + unnest_words("body") + " AS word FROM m) "
+        "SELECT word, count(*) FROM (SELECT " + UNNEST_BODY_WORDS + " AS word FROM m) "
         "WHERE word <> '' GROUP BY word"
     ).fetchall()
     assert Counter(dict(counts)) == count_tokens(texts)
@@ -105,9 +105,14 @@ def test_a_run_over_assets_of_another_kind_gives_the_same_model(resources, app_d
         )
         assert kinds["spam_dataset"] == kinds["spam_training_dataframe"] == "VIEW"
         assert kinds["spam_testing_dataframe"] == "BASE TABLE"
-        for name in ("spam_dataset", "spam_training_dataframe", "spam_testing_dataframe"):
-            table = warehouse.table(name)
-            conn.execute("CREATE TABLE " + table + "_copy AS SELECT * FROM " + table)
+        for statement in (
+            "CREATE TABLE public.spam_dataset_copy AS SELECT * FROM public.spam_dataset",
+            "CREATE TABLE public.spam_training_dataframe_copy AS "
+            "SELECT * FROM public.spam_training_dataframe",
+            "CREATE TABLE public.spam_testing_dataframe_copy AS "
+            "SELECT * FROM public.spam_testing_dataframe",
+        ):
+            conn.execute(statement)
         conn.execute("DROP VIEW public.spam_training_dataframe")
         conn.execute("DROP VIEW public.spam_dataset")
         conn.execute("ALTER TABLE public.spam_dataset_copy RENAME TO spam_dataset")

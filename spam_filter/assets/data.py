@@ -6,8 +6,9 @@ from dagster_duckdb import DuckDBResource
 
 from spam_filter import settings, warehouse
 from spam_filter.resources import ApplicationDatabase
-from spam_filter.sql import sql_string
+from spam_filter.sql import identifier
 
+# The `source` labels spam_dataset's SQL gives each row.
 _SMS_COLLECTION = "sms_spam_collection"
 _USER_MESSAGES = "user_messages"
 
@@ -56,7 +57,7 @@ def user_messages(
     """The product's own labelled messages, copied from the application database."""
     target = warehouse.table("user_messages")
     with warehouse_db.get_connection() as conn:
-        conn.execute("CREATE SCHEMA IF NOT EXISTS " + warehouse.SCHEMA)
+        conn.execute("CREATE SCHEMA IF NOT EXISTS " + identifier(warehouse.SCHEMA))
         # The copy happens inside DuckDB; the application file is attached read-only and only for
         # the copy, so the API's watcher and other writers are kept waiting as little as possible.
         database.attach_read_only(conn, "app")
@@ -101,14 +102,10 @@ def spam_dataset(
             conn,
             "spam_dataset",
             "SELECT spam, body, source FROM ("
-            "  SELECT spam, body, "
-            + sql_string(_SMS_COLLECTION)
-            + " AS source FROM "
+            "  SELECT spam, body, 'sms_spam_collection' AS source FROM "
             + warehouse.table("sms_spam_examples")
             + "  UNION ALL"
-            "  SELECT spam, body, "
-            + sql_string(_USER_MESSAGES)
-            + " AS source FROM "
+            "  SELECT spam, body, 'user_messages' AS source FROM "
             + warehouse.table("user_messages")
             + ") WHERE spam IS NOT NULL AND body IS NOT NULL AND trim(body) <> ''",
         )

@@ -13,7 +13,7 @@ from spam_filter.evaluation import Score, promotion_decision, score_table
 from spam_filter.faults import crash_point
 from spam_filter.resources import ApplicationDatabase, ModelStorage
 from spam_filter.spam import SpamModel, decision_prior, smoothed_bags_of_words
-from spam_filter.sql import install_tokenizer, unnest_words
+from spam_filter.sql import UNNEST_BODY_WORDS, install_tokenizer
 
 _DICT_IO_MANAGER = "dict_io_manager"
 _TOP_WORDS = 15
@@ -47,33 +47,37 @@ def spam_model(
     if not 0 < config.test_size < 1:
         raise dg.Failure(f"test_size must lie between 0 and 1, not {config.test_size}")
     dataset = warehouse.table("spam_dataset")
+    split_settings = warehouse.table("spam_split_settings")
     # A message goes to the test split when the hash of its text and the seed falls under
     # test_size: deterministic, needs no shuffle in memory, and keeps duplicate texts together.
-    # The training split is a view, so the numbers are part of its SQL text; the DOUBLE
-    # cast keeps the arithmetic of the DOUBLE parameter used before, so the same rows fall in.
-    in_test = (
-        f"hash(body, {int(config.seed)}) % 1000000 < {float(config.test_size)!r}::DOUBLE * 1000000"
-    )
+    # The training split is a view, which cannot hold parameters, so the seed and share live in a
+    # one-row table that both splits read.
+    in_test = "hash(body, split.seed) % 1000000 < split.test_size * 1000000"
     with warehouse_db.get_connection() as conn:
+        conn.execute(
+            "CREATE OR REPLACE TABLE "
+            + split_settings
+            + " AS SELECT $seed::INTEGER AS seed, $test_size::DOUBLE AS test_size",
+            {"seed": config.seed, "test_size": config.test_size},
+        )
+        from_dataset = " FROM " + dataset + ", " + split_settings + " AS split WHERE "
         warehouse.replace_view(
             conn,
             "spam_training_dataframe",
-            "SELECT spam, body FROM " + dataset + " WHERE NOT (" + in_test + ")",
+            "SELECT spam, body" + from_dataset + "NOT (" + in_test + ")",
         )
         # The test split stays a table: scoring numbers its messages by rowid, which a view lacks,
         # and numbering a view with row_number() copies every message's token list (seconds at
         # 10M). It is the smaller share, and a model is scored on it once or twice per run.
         warehouse.replace_table(
-            conn,
-            "spam_testing_dataframe",
-            "SELECT spam, body FROM " + dataset + " WHERE " + in_test,
+            conn, "spam_testing_dataframe", "SELECT spam, body" + from_dataset + in_test
         )
         context.log.info("split the dataset; counting words of the training messages")
         install_tokenizer(conn)
         counts = conn.execute(
             "SELECT word, count(*) FILTER (WHERE spam), count(*) FILTER (WHERE NOT spam) FROM ("
             "  SELECT spam, "
-            + unnest_words("body")
+            + UNNEST_BODY_WORDS
             + " AS word FROM "
             + warehouse.table("spam_training_dataframe")
             + ") WHERE word <> '' GROUP BY word"

@@ -1,0 +1,264 @@
+"""SQL injection: hostile messages round-trip verbatim, and no query is built by formatting.
+
+The scan reads every Python file of the project and follows the SQL text handed to DuckDB back to
+where it was made: it must be literal strings, module constants, and names passed through
+`identifier()`/`warehouse.table()`, joined with `+`; values travel as parameters. Anything else
+(an f-string, `%`, `.format()`, or a name the scan cannot trace) fails the test with its place.
+"""
+
+import ast
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import database
+from spam_filter_tests.conftest import PROJECT_ROOT, materialize_all
+
+HOSTILE_MESSAGES = [
+    "'; DROP TABLE messages; --",
+    "Robert'); DELETE FROM models WHERE ('1'='1",
+    '" OR 1=1 --',
+    "$1 $seed ? ?? :name @x",
+    "1; ATTACH '/etc/passwd' AS p; SELECT * FROM p",
+    "back\\slash \\' and a NUL\x00in the middle",
+    "UNION SELECT path, status FROM models /* comment */",
+    "''''",
+    "%s %(body)s {body} {0}",
+]
+
+# Calls that hand SQL text to DuckDB, and which argument holds it.
+_SQL_METHODS = {"execute", "executemany", "sql", "query"}
+# Project functions that pass their `select` argument into SQL text: checked at their call sites.
+_SQL_WRAPPERS = {"replace_view": (2, "select"), "replace_table": (2, "select")}
+# Functions that turn a name into an identifier or refuse it: their result is safe SQL text.
+_IDENTIFIER_FUNCTIONS = {"identifier", "table"}
+_SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ATTACH|ALTER|FROM|WHERE)\b")
+_SKIPPED_FOLDERS = {".venv", ".git", ".dagster_home", "data", "build"}
+
+
+def _project_sources() -> Iterator[Path]:
+    for path in sorted(PROJECT_ROOT.rglob("*.py")):
+        if not _SKIPPED_FOLDERS & set(path.relative_to(PROJECT_ROOT).parts):
+            yield path
+
+
+class _Scope:
+    """Where names in one module and function were bound, to trace SQL text to its origin."""
+
+    def __init__(self, module: ast.Module, function: ast.AST | None) -> None:
+        self.module = module
+        self.function = function
+
+    def bindings(self, name: str) -> list[ast.AST] | None:
+        """The expressions bound to `name` (None when it is a parameter of the function)."""
+        if self.function is not None:
+            arguments = self.function.args
+            parameters = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
+            if any(parameter.arg == name for parameter in parameters):
+                return None
+            found = _assigned(self.function, name)
+            if found:
+                return found
+        return _assigned(self.module, name, top_level=True)
+
+
+def _assigned(tree: ast.AST, name: str, top_level: bool = False) -> list[ast.AST]:
+    nodes = tree.body if top_level else list(ast.walk(tree))
+    values: list[ast.AST] = []
+    for node in nodes:
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                values.extend(_matching(target, node.value, name))
+        elif isinstance(node, ast.For) and isinstance(node.target, ast.Name):
+            if node.target.id == name:
+                values.append(ast.Starred(value=node.iter))
+    return values
+
+
+def _imports(module: ast.Module, name: str) -> bool:
+    return any(
+        isinstance(node, ast.ImportFrom) and any(alias.name == name for alias in node.names)
+        for node in module.body
+    )
+
+
+def _matching(target: ast.AST, value: ast.AST, name: str) -> list[ast.AST]:
+    if isinstance(target, ast.Name):
+        return [value] if target.id == name else []
+    if isinstance(target, ast.Tuple) and isinstance(value, ast.Tuple):
+        pairs = zip(target.elts, value.elts, strict=False)
+        return [found for t, v in pairs for found in _matching(t, v, name)]
+    return []
+
+
+def _problems(expression: ast.AST, scope: _Scope, wrapper_parameter: str | None) -> list[str]:
+    """Why `expression` is not SQL text made only of literals, constants and identifiers."""
+    node = expression
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return []
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _problems(node.left, scope, wrapper_parameter) + _problems(
+            node.right, scope, wrapper_parameter
+        )
+    if isinstance(node, ast.Tuple | ast.List):
+        return [p for element in node.elts for p in _problems(element, scope, wrapper_parameter)]
+    if isinstance(node, ast.IfExp):  # a choice between texts: both must be safe
+        return _problems(node.body, scope, wrapper_parameter) + _problems(
+            node.orelse, scope, wrapper_parameter
+        )
+    if isinstance(node, ast.Starred):  # the iterable of a `for` loop binding the name
+        return _problems(node.value, scope, wrapper_parameter)
+    if isinstance(node, ast.Call):
+        function = node.func
+        called = (
+            function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", "")
+        )
+        if called in _IDENTIFIER_FUNCTIONS:
+            return []
+        return [f"line {node.lineno}: SQL text from a call to {called or 'an expression'}()"]
+    if isinstance(node, ast.Attribute) and node.attr.isupper():
+        return []  # an imported module constant; its own module is scanned too
+    if isinstance(node, ast.Name):
+        bound = scope.bindings(node.id)
+        if bound is None:
+            if node.id == wrapper_parameter:
+                return []  # checked where the wrapper is called
+            return [f"line {node.lineno}: SQL text from the parameter {node.id!r}"]
+        if not bound and node.id.isupper() and _imports(scope.module, node.id):
+            return []  # an imported module constant; its own module is scanned too
+        if not bound:
+            return [f"line {node.lineno}: cannot trace where {node.id!r} comes from"]
+        return [p for value in bound for p in _problems(value, scope, wrapper_parameter)]
+    if isinstance(node, ast.JoinedStr):
+        return [f"line {node.lineno}: SQL text from an f-string"]
+    return [f"line {node.lineno}: SQL text from {type(node).__name__}"]
+
+
+def _sql_argument(call: ast.Call) -> ast.AST | None:
+    function = call.func
+    name = function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", None)
+    if name in _SQL_METHODS and isinstance(function, ast.Attribute):
+        return call.args[0] if call.args else None
+    if name in _SQL_WRAPPERS:
+        index, keyword = _SQL_WRAPPERS[name]
+        if len(call.args) > index:
+            return call.args[index]
+        return next((k.value for k in call.keywords if k.arg == keyword), None)
+    return None
+
+
+def _functions_by_node(module: ast.Module) -> dict[ast.AST, ast.AST]:
+    """Each node's innermost enclosing def (lambdas belong to the def around them)."""
+    owner: dict[ast.AST, ast.AST] = {}
+
+    def visit(node: ast.AST, function: ast.AST | None) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = child if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef) else function
+            if inner is not None:
+                owner[child] = inner
+            visit(child, inner)
+
+    visit(module, None)
+    return owner
+
+
+def unsafe_sql(source: str) -> list[str]:
+    """Every place in `source` where SQL text is built by formatting or cannot be traced."""
+    module = ast.parse(source)
+    owner = _functions_by_node(module)
+    problems = []
+    for node in ast.walk(module):
+        formatted = _formatted_text(node)
+        if formatted is not None and _SQL_WORDS.search(formatted):
+            problems.append(f"line {node.lineno}: SQL built by string formatting")
+        if isinstance(node, ast.Call) and (argument := _sql_argument(node)) is not None:
+            function = owner.get(node)
+            wrapper = None
+            if isinstance(function, ast.FunctionDef) and function.name in _SQL_WRAPPERS:
+                wrapper = _SQL_WRAPPERS[function.name][1]
+            problems.extend(_problems(argument, _Scope(module, function), wrapper))
+    return problems
+
+
+def _formatted_text(node: ast.AST) -> str | None:
+    """The literal text of an f-string, a `%` format or a `.format()` call; None otherwise."""
+    if isinstance(node, ast.JoinedStr):
+        return "".join(part.value for part in node.values if isinstance(part, ast.Constant))
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
+        if isinstance(node.left, ast.Constant) and isinstance(node.left.value, str):
+            return node.left.value
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in {"format", "format_map"}
+        and isinstance(node.func.value, ast.Constant)
+        and isinstance(node.func.value.value, str)
+    ):
+        return node.func.value.value
+    return None
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "conn.execute(f\"SELECT * FROM messages WHERE body = '{body}'\")",
+        "conn.execute(\"SELECT * FROM messages WHERE body = '%s'\" % body)",
+        "conn.execute(\"SELECT * FROM messages WHERE body = '{}'\".format(body))",
+        "conn.execute('SELECT * FROM t WHERE ' + ('a' if flag else where))",
+        "query = 'SELECT * FROM t WHERE id = ' + str(value)\nconn.execute(query)",
+        "def f(conn, where):\n    conn.execute('SELECT * FROM t WHERE ' + where)",
+        "conn.execute(unknown_name)",
+        "template = 'DELETE FROM {}'.format(name)",
+    ],
+)
+def test_the_scan_catches_formatted_and_untraceable_sql(source: str) -> None:
+    assert unsafe_sql(source)
+
+
+def test_the_scan_accepts_literals_constants_and_identifiers() -> None:
+    source = (
+        "QUERY = 'SELECT spam, body FROM messages'\n"
+        "def f(conn, name, body):\n"
+        "    select = QUERY + ' WHERE body = ?'\n"
+        "    conn.execute(select, [body])\n"
+        "    conn.execute('SELECT count(*) FROM ' + warehouse.table(name))\n"
+        "    for statement in ('BEGIN', 'COMMIT'):\n"
+        "        conn.execute(statement)\n"
+    )
+    assert unsafe_sql(source) == []
+
+
+def test_no_query_in_the_project_is_built_by_formatting() -> None:
+    scanned = list(_project_sources())
+    assert len(scanned) > 20  # the scan reads the project, not an empty folder
+    problems = [
+        f"{path.relative_to(PROJECT_ROOT)}: {problem}"
+        for path in scanned
+        for problem in unsafe_sql(path.read_text(encoding="utf-8"))
+    ]
+    assert problems == []
+
+
+def test_hostile_messages_are_stored_and_read_back_verbatim(app_db: str) -> None:
+    with database.connection(app_db) as conn:
+        database.insert_messages(conn, [(True, text) for text in HOSTILE_MESSAGES])
+        stored = [body for (body,) in conn.execute("SELECT body FROM messages").fetchall()]
+        tables = {name for (name,) in conn.execute("SHOW TABLES").fetchall()}
+    assert sorted(stored) == sorted(HOSTILE_MESSAGES)
+    assert tables == {"messages", "models"}
+
+
+def test_hostile_messages_reach_the_warehouse_verbatim(resources: dict, app_db: str) -> None:
+    with database.connection(app_db) as conn:
+        database.insert_messages(
+            conn, [(i % 2 == 0, text) for i, text in enumerate(HOSTILE_MESSAGES * 20)]
+        )
+    assert materialize_all(resources).success
+    with database.connection(resources["warehouse_db"].database, read_only=True) as conn:
+        copied = conn.execute("SELECT body FROM public.user_messages").fetchall()
+    assert sorted(body for (body,) in copied) == sorted(HOSTILE_MESSAGES * 20)
+    with database.connection(app_db, read_only=True) as conn:
+        assert database.message_count(conn) == len(HOSTILE_MESSAGES) * 20
