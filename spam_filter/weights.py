@@ -53,12 +53,14 @@ def exclusive(weights_dir: Path | str) -> Iterator[Path]:
     """
     folder = Path(weights_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / _LOCK_NAME).open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield folder
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    # Opened for reading, which is all flock needs: an existing lock file still locks when the
+    # folder has become read-only, so the write itself reports the real problem.
+    descriptor = os.open(folder / _LOCK_NAME, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield folder
+    finally:
+        os.close(descriptor)
 
 
 def write(weights: dict[str, Any], weights_dir: Path | str) -> Path:

@@ -279,37 +279,36 @@ def model_file(
     path = None
     # The weights folder's lock covers cleanup, writing and the switch: a file is either recorded
     # in `models` or, after a crash, an orphan that the next run removes here.
-    with model_storage.exclusive():
-        _remove_orphan_weights(context, database, model_storage)
-        if promote:
-            model = SpamModel(
-                spam_bag_of_words,
-                non_spam_bag_of_words,
-                model_score["percent_spam"],
-                info={
-                    "seed": record.seed,
-                    "true_positive_rate": record.true_positive_rate,
-                    "false_positive_rate": record.false_positive_rate,
-                },
-            )
-            path = _write_weights(model_storage, model, active_path)
-            crash_point("weights_written")
-            record = replace(record, path=path)
-            try:
-                with database.connect() as conn:
-                    app_database.promote_model(conn, record, replacing=active_path)
-            except app_database.ActiveModelChanged as error:
-                promote, reason = (
-                    False,
-                    f"not promoted: another run promoted a model meanwhile ({error})",
+    try:
+        with model_storage.exclusive():
+            _remove_orphan_weights(context, database, model_storage)
+            if promote:
+                model = SpamModel(
+                    spam_bag_of_words,
+                    non_spam_bag_of_words,
+                    model_score["percent_spam"],
+                    info={
+                        "seed": record.seed,
+                        "true_positive_rate": record.true_positive_rate,
+                        "false_positive_rate": record.false_positive_rate,
+                    },
                 )
-            except BaseException:
-                Path(path).unlink(missing_ok=True)
-                raise
-            if not promote:
-                Path(path).unlink(missing_ok=True)
-                path = None
-            crash_point("switch_committed")
+                path = model_storage.save(model)
+                crash_point("weights_written")
+                promote, reason = _promote(database, replace(record, path=path), active_path)
+                if not promote:
+                    Path(path).unlink(missing_ok=True)
+                    path = None
+                crash_point("switch_committed")
+    except OSError as error:
+        raise dg.Failure(
+            description=(
+                f"cannot write the new model's weights into {model_storage.weights_dir}: "
+                f"{error.strerror or error}. Nothing was promoted; "
+                f"{active_path or 'no model'} stays active."
+            ),
+            metadata={"weights_dir": model_storage.weights_dir, "error": str(error)},
+        ) from error
     if not promote:
         with database.connect() as conn:
             app_database.record_rejected_model(conn, replace(record, reason=reason))
@@ -327,19 +326,20 @@ def model_file(
     )
 
 
-def _write_weights(storage: ModelStorage, model: SpamModel, active_path: str | None) -> str:
-    """Save the weights, or fail the run with what went wrong and which model stays active."""
+def _promote(
+    database: ApplicationDatabase, record: app_database.ModelRecord, active_path: str | None
+) -> tuple[bool, str]:
+    """Switch the active model to `record`; (False, why) when another run promoted meanwhile."""
     try:
-        return storage.save(model)
-    except OSError as error:
-        raise dg.Failure(
-            description=(
-                f"cannot write the new model's weights into {storage.weights_dir}: "
-                f"{error.strerror or error}. Nothing was promoted; "
-                f"{active_path or 'no model'} stays active."
-            ),
-            metadata={"weights_dir": storage.weights_dir, "error": str(error)},
-        ) from error
+        with database.connect() as conn:
+            app_database.promote_model(conn, record, replacing=active_path)
+    except app_database.ActiveModelChanged as error:
+        return False, f"not promoted: another run promoted a model meanwhile ({error})"
+    except BaseException:
+        # Nothing points at the new file; left in place it would only wait for the next cleanup.
+        Path(record.path).unlink(missing_ok=True)
+        raise
+    return True, record.reason
 
 
 def _remove_orphan_weights(
