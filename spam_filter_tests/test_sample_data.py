@@ -1,11 +1,15 @@
 """Sample messages: labelled, seeded, and inserted as one transaction."""
 
+import os
+import signal
 import subprocess
 import sys
 
+import pytest
+
 import database
 import sample_data
-from spam_filter import settings
+from spam_filter import faults, settings
 
 
 def _messages(path: str) -> list[tuple[bool, str]]:
@@ -46,7 +50,9 @@ def test_same_seed_gives_same_messages(project_env, tmp_path):
     assert _messages(paths[0]) == _messages(paths[1])
 
 
-def test_a_killed_run_leaves_the_table_unchanged(app_db):
+# tqdm's count of rows inserted so far, uncommitted: after one, two and four chunks.
+@pytest.mark.parametrize("shown", ["500k/5.00M", "1.00M/5.00M", "2.00M/5.00M"])
+def test_a_run_killed_mid_insert_adds_no_rows(app_db, shown):
     with database.connection(app_db) as conn:
         sample_data.insert_sample_messages(conn, 10, progress=False)
     run = subprocess.Popen(
@@ -57,14 +63,32 @@ def test_a_killed_run_leaves_the_table_unchanged(app_db):
     )
     try:
         progress = ""
-        while "1.00M/5.00M" not in progress:  # two chunks are in, uncommitted
+        while shown not in progress:
             character = run.stderr.read(1)
             assert character, f"sample_data.py ended before it was killed: {progress}"
             progress += character
     finally:
-        run.kill()
+        run.send_signal(signal.SIGKILL)
         run.wait()
+    assert run.returncode == -signal.SIGKILL
     assert len(_messages(app_db)) == 10
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "rows_kept"),
+    [("sample_data_inserted", 0), ("sample_data_committed", 300_000)],
+)
+def test_a_run_killed_before_or_after_its_commit_adds_none_or_all(
+    app_db, project_env, crash_at, rows_kept
+):
+    run = subprocess.run(
+        [sys.executable, "sample_data.py", "--count", "300000"],
+        cwd=settings.PROJECT_ROOT,
+        env={**os.environ, faults.CRASH_AT_VARIABLE: crash_at},
+        capture_output=True,
+    )
+    assert run.returncode == -signal.SIGKILL
+    assert len(_messages(app_db)) == rows_kept
 
 
 def test_command_line_counts_and_if_empty(project_env):

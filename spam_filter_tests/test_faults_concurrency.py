@@ -1,0 +1,225 @@
+"""Concurrent writers: sample data beside a retrain, and two retrains launched at once.
+
+Everything here is a real process on real files: `sample_data.py`, the `dagster` CLI, and
+`dagster dev` taking launches through its GraphQL API as the UI's "Materialize" button does.
+Afterwards the database opens, every row is there, and exactly one model is active.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import database
+from spam_filter.spam import load_model
+from spam_filter_tests.conftest import PROJECT_ROOT, add_sample_messages
+from spam_filter_tests.test_end_to_end import _free_port
+
+BIN = Path(sys.executable).parent
+JOB = [str(BIN / "dagster"), "job", "execute", "-m", "spam_filter", "-j", "create_spam_model_job"]
+INITIAL_MESSAGES = 2_000
+# About 5 s of inserting on this machine: long enough to overlap the job's steps.
+INSERTED_MESSAGES = 2_500_000
+
+
+@pytest.fixture
+def env(project_env: dict[str, str], app_db: str, tmp_path: Path) -> dict[str, str]:
+    add_sample_messages(app_db, INITIAL_MESSAGES)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    return {**os.environ, **project_env, "DAGSTER_HOME": str(home)}
+
+
+def _consistent_state(db: str) -> tuple[int, list[str]]:
+    """(messages, active model paths), after reading every row of both tables."""
+    with database.connection(db, read_only=True) as conn:
+        (messages, characters) = conn.execute(
+            "SELECT count(*), sum(length(body)) FROM messages"
+        ).fetchone()
+        assert characters > 0
+        history = database.model_history(conn)
+    active = [record.path for record in history if record.status == "active"]
+    for path in active:
+        assert load_model(path).vocabulary_size > 0
+    return messages, active
+
+
+def _copied_user_messages(env: dict[str, str]) -> int:
+    with database.connection(env["SPAM_FILTER_WAREHOUSE"], read_only=True) as conn:
+        return conn.execute("SELECT count(*) FROM public.user_messages").fetchone()[0]
+
+
+def _start_sample_data(env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "sample_data.py", "--count", str(INSERTED_MESSAGES)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _start_job(env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        JOB, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+class _Output:
+    """Collects a process's output on a thread; `wait_for` blocks until a text appears."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+        self.text = ""
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for chunk in iter(lambda: self.process.stdout.read(256), ""):
+            with self._changed:
+                self.text += chunk
+                self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 120) -> None:
+        with self._changed:
+            found = self._changed.wait_for(lambda: text in self.text, timeout)
+        assert found, f"{text!r} never appeared in:\n{self.text[-3000:]}"
+
+    def finish(self, timeout: float = 180) -> int:
+        code = self.process.wait(timeout=timeout)
+        self._thread.join(timeout=10)
+        return code
+
+
+@pytest.mark.parametrize("first", ["sample_data", "job"])
+def test_sample_data_beside_a_retrain_both_finish_with_all_or_none_of_the_rows(
+    env: dict[str, str], app_db: str, first: str
+) -> None:
+    if first == "sample_data":
+        inserting = _Output(_start_sample_data(env))
+        inserting.wait_for("/2.50M")  # the transaction is open and holds the database
+        job = _Output(_start_job(env))
+    else:
+        job = _Output(_start_job(env))
+        job.wait_for('Started execution of step "sms_spam_examples"')
+        inserting = _Output(_start_sample_data(env))
+    assert inserting.finish() == 0, inserting.text[-3000:]
+    assert job.finish() == 0, job.text[-3000:]
+    assert "RUN_SUCCESS" in job.text
+
+    messages, active = _consistent_state(app_db)
+    assert messages == INITIAL_MESSAGES + INSERTED_MESSAGES
+    assert len(active) == 1
+    # The run trained on a snapshot: every inserted row or none of them, never part.
+    assert _copied_user_messages(env) in {INITIAL_MESSAGES, INITIAL_MESSAGES + INSERTED_MESSAGES}
+
+
+def test_two_retrains_from_the_cli_at_once_take_turns(env: dict[str, str], app_db: str) -> None:
+    runs = [_Output(_start_job(env)) for _ in range(2)]
+    codes = [run.finish() for run in runs]
+    assert codes == [0, 0], "\n".join(run.text[-3000:] for run in runs)
+    assert any("waiting for another run to release" in run.text for run in runs)
+    _, active = _consistent_state(app_db)
+    assert len(active) == 1
+    with database.connection(app_db, read_only=True) as conn:
+        assert len(database.model_history(conn)) == 2
+
+
+_LAUNCH = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+  }
+}
+"""
+_STATUS = "query Status($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+
+
+def _graphql(url: str, query: str, variables: dict) -> dict:
+    request = urllib.request.Request(
+        url,
+        data=json.dumps({"query": query, "variables": variables}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)["data"]
+
+
+@pytest.fixture
+def dagster_dev(env: dict[str, str]) -> Iterator[str]:
+    """`dagster dev` on a free port with no limit on concurrent runs; yields its GraphQL URL."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(BIN / "dagster"), "dev", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        start_new_session=True,
+        restore_signals=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}/graphql"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                _graphql(url, "{ version }", {})
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "dagster dev did not start"
+                assert server.poll() is None, "dagster dev exited"
+                time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+
+
+def test_two_launches_from_the_ui_both_succeed_one_after_the_other(
+    dagster_dev: str, app_db: str
+) -> None:
+    params = {
+        "selector": {
+            "repositoryLocationName": "spam_filter",
+            "repositoryName": "__repository__",
+            "jobName": "create_spam_model_job",
+        },
+        "runConfigData": {},
+    }
+    run_ids = []
+    for _ in range(2):
+        launched = _graphql(dagster_dev, _LAUNCH, {"params": params})["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_ids.append(launched["run"]["runId"])
+    deadline = time.monotonic() + 240
+    statuses: list[str] = []
+    while time.monotonic() < deadline:
+        statuses = [
+            _graphql(dagster_dev, _STATUS, {"id": run_id})["runOrError"]["status"]
+            for run_id in run_ids
+        ]
+        if all(status in {"SUCCESS", "FAILURE", "CANCELED"} for status in statuses):
+            break
+        time.sleep(1)
+    assert statuses == ["SUCCESS", "SUCCESS"]
+    _, active = _consistent_state(app_db)
+    assert len(active) == 1
+    with database.connection(app_db, read_only=True) as conn:
+        assert len(database.model_history(conn)) == 2
