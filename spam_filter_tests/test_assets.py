@@ -248,3 +248,22 @@ def test_unreadable_active_model_is_replaced_and_says_why(resources, app_db):
     assert decision["promoted"] is True
     assert "cannot be read" in decision["reason"] and "without a comparison" in decision["reason"]
     assert active_model(app_db).path != broken
+
+
+@pytest.mark.parametrize("stored_path", ["../../etc/passwd", "/etc/passwd", "../outside.json"])
+def test_an_active_row_pointing_outside_the_weights_folder_is_never_read(
+    resources, app_db, tmp_path, stored_path
+):
+    add_sample_messages(app_db)
+    (tmp_path / "outside.json").write_text('{"spam_bow": {}, "non_spam_bow": {}}')
+    with database.connection(app_db) as conn:
+        database.create_schema(conn)
+        conn.execute(
+            "INSERT INTO models (path, status, true_positive_rate, false_positive_rate) "
+            "VALUES (?, 'active', 1.0, 0.0)",
+            [stored_path],
+        )
+    decision = _metadata(_run(resources), "model_file")
+    assert "is not a .json file in" in decision["reason"]
+    assert decision["promoted"] is True
+    assert active_model(app_db).path == decision["model_file"]
