@@ -36,6 +36,15 @@ def _dagster_home() -> Path:
     config = home / "dagster.yaml"
     if not config.exists():
         config.write_text(DAGSTER_YAML)
+    if not (home / "history").exists():
+        # Create Dagster's storage once, now: two processes that find it missing at the same
+        # moment (two `dagster job execute`) race to create its tables, and one of them fails.
+        subprocess.run(
+            [BIN / "dagster", "instance", "migrate"],
+            cwd=PROJECT_ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     return home
 
 
