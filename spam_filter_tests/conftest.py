@@ -93,20 +93,28 @@ def trained_state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {"database": env["SPAM_FILTER_DATABASE"], "model_path": record.path}
 
 
-@pytest.fixture
-def trained_db(project_env: dict[str, str], trained_state: dict[str, str]) -> str:
-    """This test's application database and weights folder, copies of `trained_state`'s."""
-    path = project_env["SPAM_FILTER_DATABASE"]
-    shutil.copyfile(trained_state["database"], path)
-    weights_dir = Path(project_env["SPAM_FILTER_WEIGHTS_DIR"])
-    weights_dir.mkdir(parents=True, exist_ok=True)
-    model_path = weights_dir / Path(trained_state["model_path"]).name
+def copy_trained_state(trained_state: dict[str, str], database_path: str, weights_dir: str) -> Path:
+    """Copy the trained database and its model file; the copy's row points at the copied file.
+
+    The API refuses weights outside its own weights folder, so the row must be rewritten too.
+    """
+    shutil.copyfile(trained_state["database"], database_path)
+    Path(weights_dir).mkdir(parents=True, exist_ok=True)
+    model_path = Path(weights_dir) / Path(trained_state["model_path"]).name
     shutil.copyfile(trained_state["model_path"], model_path)
-    with database.connection(path) as conn:
+    with database.connection(database_path) as conn:
         conn.execute(
             "UPDATE models SET path = ? WHERE path = ?",
             [str(model_path), trained_state["model_path"]],
         )
+    return model_path
+
+
+@pytest.fixture
+def trained_db(project_env: dict[str, str], trained_state: dict[str, str]) -> str:
+    """This test's application database and weights folder, copies of `trained_state`'s."""
+    path = project_env["SPAM_FILTER_DATABASE"]
+    copy_trained_state(trained_state, path, project_env["SPAM_FILTER_WEIGHTS_DIR"])
     return path
 
 
