@@ -203,12 +203,26 @@ def _error(message: str, status: int):
     return jsonify(success=False, error=message), status
 
 
+def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refused if a key repeats.
+
+    Parsers disagree on which of two values for one key wins (the first, the last, an error), so a
+    proxy or a log reader could see another message than the one checked here.
+    """
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise BadRequest("request body repeats a key within an object")
+    return obj
+
+
 def _parse_texts(app: Flask) -> tuple[list[str], bool]:
     """The texts to check and whether the caller sent a batch (`texts`) rather than `text`."""
     if not request.is_json:
         raise BadRequest("Content-Type must be application/json")
     try:
-        payload = json.loads(request.get_data(cache=False))
+        payload = json.loads(
+            request.get_data(cache=False), object_pairs_hook=_object_without_repeated_keys
+        )
     except (ValueError, RecursionError):
         raise BadRequest("request body is not valid JSON") from None
     if not isinstance(payload, dict):
