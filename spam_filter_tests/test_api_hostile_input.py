@@ -5,6 +5,7 @@ a 200 has the documented shape. Generated requests with a known meaning get exac
 the contract gives them.
 """
 
+import io
 import json
 from collections.abc import Callable
 
@@ -195,3 +196,45 @@ def test_any_text_in_a_batch_scores_as_it_does_alone(
         single = roomy_client.post(hostile.URL, json={"text": text})
         assert single.status_code == 200
         assert {k: single.json[k] for k in result} == result
+
+
+def _as_gunicorn_passes(
+    client: FlaskClient, body: bytes, headers: dict[str, str], **environ: object
+) -> TestResponse:
+    """POST `body` as gunicorn hands it over: a stream that ends where the body ends."""
+    return client.post(
+        hostile.URL,
+        input_stream=io.BytesIO(body),
+        headers={"Content-Type": "application/json", **headers},
+        environ_overrides={"wsgi.input_terminated": True, **environ},
+    )
+
+
+def _streamed(client: FlaskClient, body: bytes) -> TestResponse:
+    """POST `body` chunked: no Content-Length to refuse it by."""
+    return _as_gunicorn_passes(client, body, {"Transfer-Encoding": "chunked"})
+
+
+def test_streamed_body_past_the_limit_is_refused_not_cut(client: FlaskClient) -> None:
+    # Cut at the limit, this body would be valid JSON asking about "hi".
+    padded = b'{"text": "hi"}' + b" " * hostile.MAX_BODY_BYTES
+    response = _streamed(client, padded)
+    assert response.status_code == 413
+    assert response.json == {"success": False, "error": "request body exceeds 65536 bytes"}
+
+
+def test_streamed_body_at_the_limit_is_read_whole(client: FlaskClient) -> None:
+    body = b'{"text": "hi"}'
+    response = _streamed(client, body + b" " * (hostile.MAX_BODY_BYTES - len(body)))
+    assert response.status_code == 200
+    assert response.json["success"] is True
+
+
+def test_body_shorter_than_its_content_length_is_refused(client: FlaskClient) -> None:
+    # What gunicorn hands over when the client closes early: the bytes that came, no error.
+    response = _as_gunicorn_passes(client, b'{"text": "hi"}', {}, CONTENT_LENGTH="1000")
+    assert response.status_code == 400
+    assert response.json == {
+        "success": False,
+        "error": "request body is shorter than its Content-Length",
+    }
