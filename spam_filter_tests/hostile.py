@@ -6,8 +6,17 @@ Shared by the Flask test-client tests and the sample sent to a real gunicorn ser
 import json
 from typing import Any
 
+from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+# Bounded runs for every test that uses these strategies. No example database: nothing is written
+# to the work tree, and each run draws afresh. Function-scoped fixtures (an app, a server) are
+# stateless across requests, so sharing one between examples is safe.
+BOUNDED = settings(
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    database=None,
+)
 URL = "/api/find_spam"
 MAX_BODY_BYTES = 64 * 1024
 MAX_BATCH_TEXTS = 1000

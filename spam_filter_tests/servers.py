@@ -187,6 +187,9 @@ def load(
             answers.append(Answer(started, status, body, None))
         except (OSError, ValueError, http.client.HTTPException) as error:
             answers.append(Answer(started, None, None, repr(error)))
+            # Back off as a client would: a refused connection fails in microseconds, and a
+            # server that is down must not use up the request budget.
+            time.sleep(0.02)
     return answers
 
 

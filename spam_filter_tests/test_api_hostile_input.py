@@ -12,19 +12,12 @@ from collections.abc import Callable
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
 from spam_filter_tests import hostile
 
-# The app is built once per test (a function-scoped fixture) and is stateless across requests, so
-# sharing it between examples is safe. No example database: nothing is written to the work tree.
-BOUNDED = settings(
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    database=None,
-)
 # Large enough that 100,000-digit numbers and 100,000 brackets reach the JSON parser.
 ROOMY_BODY_BYTES = 2 * 1024 * 1024
 
@@ -53,7 +46,7 @@ def _assert_contract(response: TestResponse) -> None:
     assert not problems, problems
 
 
-@settings(BOUNDED, max_examples=300)
+@settings(hostile.BOUNDED, max_examples=300)
 @given(
     payload=hostile.payloads,
     encoding=hostile.encodings,
@@ -73,7 +66,7 @@ def test_generated_json_gets_the_contracted_status(
         assert len(response.json["results"]) == len(payload["texts"])
 
 
-@settings(BOUNDED, max_examples=150)
+@settings(hostile.BOUNDED, max_examples=150)
 @given(payload=hostile.payloads, content_type=hostile.other_content_types)
 def test_anything_not_sent_as_json_is_refused_unread(
     client: FlaskClient, payload: object, content_type: str | None
@@ -85,7 +78,7 @@ def test_anything_not_sent_as_json_is_refused_unread(
 
 
 @pytest.mark.parametrize("roomy", [False, True], ids=["64 KiB limit", "2 MiB limit"])
-@settings(BOUNDED, max_examples=150)
+@settings(hostile.BOUNDED, max_examples=150)
 @given(body=hostile.raw_bodies, content_type=hostile.json_content_types)
 def test_raw_bytes_never_break_the_contract(
     client: FlaskClient, roomy_client: FlaskClient, roomy: bool, body: bytes, content_type: str
@@ -96,7 +89,7 @@ def test_raw_bytes_never_break_the_contract(
     assert response.status_code in ({413} if len(body) > limit else {200, 400}), response.json
 
 
-@settings(BOUNDED, max_examples=200)
+@settings(hostile.BOUNDED, max_examples=200)
 @given(documents=hostile.repeated_key_documents())
 def test_a_repeated_key_is_refused_at_any_depth(
     client: FlaskClient, documents: tuple[bytes, bytes]
@@ -184,7 +177,7 @@ def test_extreme_bodies_stop_at_the_default_limit(client: FlaskClient, body: byt
     assert response.json == {"success": False, "error": "request body exceeds 65536 bytes"}
 
 
-@settings(BOUNDED, max_examples=100)
+@settings(hostile.BOUNDED, max_examples=100)
 @given(texts=st.lists(hostile.texts, min_size=1, max_size=3))
 def test_any_text_in_a_batch_scores_as_it_does_alone(
     roomy_client: FlaskClient, texts: list[str]
