@@ -46,7 +46,7 @@ def _assert_contract(response: TestResponse) -> None:
     assert not problems, problems
 
 
-@settings(hostile.BOUNDED, max_examples=300)
+@settings(hostile.BOUNDED, max_examples=200)
 @given(
     payload=hostile.payloads,
     encoding=hostile.encodings,
@@ -89,7 +89,7 @@ def test_raw_bytes_never_break_the_contract(
     assert response.status_code in ({413} if len(body) > limit else {200, 400}), response.json
 
 
-@settings(hostile.BOUNDED, max_examples=200)
+@settings(hostile.BOUNDED, max_examples=100)
 @given(documents=hostile.repeated_key_documents())
 def test_a_repeated_key_is_refused_at_any_depth(
     client: FlaskClient, documents: tuple[bytes, bytes]
