@@ -20,6 +20,7 @@ from typing import Any
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wsgi import get_input_stream
 
 import database
 from spam_filter import settings, weights
@@ -203,12 +204,41 @@ def _error(message: str, status: int):
     return jsonify(success=False, error=message), status
 
 
+def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refused if a key repeats.
+
+    Parsers disagree on which of two values for one key wins (the first, the last, an error), so a
+    proxy or a log reader could see another message than the one checked here.
+    """
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise BadRequest("request body repeats a key within an object")
+    return obj
+
+
+def _read_body(max_bytes: int) -> bytes:
+    """The whole request body: a 413 past `max_bytes`, a 400 if it ends before its Content-Length.
+
+    werkzeug stops reading a streamed (chunked) body at its limit without saying the body went on,
+    so the limit given to it is one byte more: a body that fills it is too long. gunicorn ends the
+    body early, without an error, when the client closes before sending all it announced; half a
+    body must not be answered as if it were the whole.
+    """
+    data = get_input_stream(request.environ, max_content_length=max_bytes + 1).read()
+    if len(data) > max_bytes:
+        raise RequestEntityTooLarge()
+    if request.content_length is not None and len(data) < request.content_length:
+        raise BadRequest("request body is shorter than its Content-Length")
+    return data
+
+
 def _parse_texts(app: Flask) -> tuple[list[str], bool]:
     """The texts to check and whether the caller sent a batch (`texts`) rather than `text`."""
     if not request.is_json:
         raise BadRequest("Content-Type must be application/json")
+    body = _read_body(app.config["MAX_CONTENT_LENGTH"])
     try:
-        payload = json.loads(request.get_data(cache=False))
+        payload = json.loads(body, object_pairs_hook=_object_without_repeated_keys)
     except (ValueError, RecursionError):
         raise BadRequest("request body is not valid JSON") from None
     if not isinstance(payload, dict):

@@ -30,6 +30,8 @@ setup(
     extras_require={
         "dev": [
             "pytest>=8",
+            # Property-based tests that throw generated hostile input at the API.
+            "hypothesis>=6.100,<7",
             # Process-tree memory for the benchmarks.
             "psutil>=5.9",
             "ruff>=0.6",

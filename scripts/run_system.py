@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +29,10 @@ telemetry:
   enabled: false
 """
 BIN = Path(sys.executable).parent
+# Loopback unless told otherwise: the API has no authentication, so reaching it from other machines
+# is a choice to make explicitly (SPAM_FILTER_API_BIND=0.0.0.0:5000, behind a proxy or firewall).
+DEFAULT_API_BIND = "127.0.0.1:5000"
+DEFAULT_UI_HOST = "127.0.0.1"
 
 
 def _dagster_home() -> Path:
@@ -64,6 +69,21 @@ def _bootstrap() -> None:
         )
 
 
+def api_bind(environ: Mapping[str, str] = os.environ) -> str:
+    """The address gunicorn serves the API on: `SPAM_FILTER_API_BIND`, else loopback."""
+    return environ.get("SPAM_FILTER_API_BIND") or DEFAULT_API_BIND
+
+
+def ui_host(environ: Mapping[str, str] = os.environ) -> str:
+    """The host the Dagster UI listens on: `SPAM_FILTER_UI_HOST`, else loopback."""
+    return environ.get("SPAM_FILTER_UI_HOST") or DEFAULT_UI_HOST
+
+
+def api_command(bind: str, workers: str) -> list[str]:
+    """The gunicorn command line that serves the API on `bind`."""
+    return [str(BIN / "gunicorn"), "--workers", workers, "--bind", bind, "api:create_app()"]
+
+
 def _start(command: list[str]) -> subprocess.Popen:
     # A session of its own per service, so stopping a service stops all of its processes, and
     # default signal handling, without which `dagster dev` ignores SIGTERM.
@@ -91,21 +111,19 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     home = _dagster_home()
     _bootstrap()
-    bind = os.environ.get("SPAM_FILTER_API_BIND", "127.0.0.1:5000")
+    bind = api_bind()
     workers = os.environ.get("SPAM_FILTER_API_WORKERS", "2")
-    ui_host = os.environ.get("SPAM_FILTER_UI_HOST", "127.0.0.1")
+    host = ui_host()
     ui_port = os.environ.get("SPAM_FILTER_UI_PORT", "3000")
     services: list[subprocess.Popen] = []
     try:
-        services.append(
-            _start([BIN / "gunicorn", "--workers", workers, "--bind", bind, "api:create_app()"])
-        )
-        services.append(_start([BIN / "dagster", "dev", "--host", ui_host, "--port", ui_port]))
+        services.append(_start(api_command(bind, workers)))
+        services.append(_start([BIN / "dagster", "dev", "--host", host, "--port", ui_port]))
     except BaseException:
         _stop(services)
         raise
     print(
-        f"\nAPI on http://{bind}/api/find_spam, Dagster UI on http://{ui_host}:{ui_port} "
+        f"\nAPI on http://{bind}/api/find_spam, Dagster UI on http://{host}:{ui_port} "
         f"(DAGSTER_HOME={home}, database {settings.database_path()}). Ctrl-C stops both.\n",
         flush=True,
     )

@@ -5,12 +5,16 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
+from flask import Flask
 
+import api
 import database
 import sample_data
 from spam_filter import checks
@@ -18,6 +22,12 @@ from spam_filter.assets import data, model
 from spam_filter.definitions import build_resources
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# How often the apps built by `make_app` check the database for a newly promoted model.
+APP_REFRESH_SECONDS = 0.2
+# Longer than any test: changes must be noticed from the files, without the periodic full check.
+APP_FULL_CHECK_SECONDS = 60.0
+# How long a test waits for the watcher to notice a change: the issue's 5 s bound.
+SWAP_DEADLINE_SECONDS = 5.0
 ASSETS_AND_CHECKS = [
     *dg.load_assets_from_modules([data, model]),
     *dg.load_asset_checks_from_modules([checks]),
@@ -93,21 +103,62 @@ def trained_state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {"database": env["SPAM_FILTER_DATABASE"], "model_path": record.path}
 
 
-@pytest.fixture
-def trained_db(project_env: dict[str, str], trained_state: dict[str, str]) -> str:
-    """This test's application database and weights folder, copies of `trained_state`'s."""
-    path = project_env["SPAM_FILTER_DATABASE"]
-    shutil.copyfile(trained_state["database"], path)
-    weights_dir = Path(project_env["SPAM_FILTER_WEIGHTS_DIR"])
-    weights_dir.mkdir(parents=True, exist_ok=True)
-    model_path = weights_dir / Path(trained_state["model_path"]).name
+def copy_trained_state(trained_state: dict[str, str], database_path: str, weights_dir: str) -> Path:
+    """Copy the trained database and its model file; the copy's row points at the copied file.
+
+    The API refuses weights outside its own weights folder, so the row must be rewritten too.
+    """
+    shutil.copyfile(trained_state["database"], database_path)
+    Path(weights_dir).mkdir(parents=True, exist_ok=True)
+    model_path = Path(weights_dir) / Path(trained_state["model_path"]).name
     shutil.copyfile(trained_state["model_path"], model_path)
-    with database.connection(path) as conn:
+    with database.connection(database_path) as conn:
         conn.execute(
             "UPDATE models SET path = ? WHERE path = ?",
             [str(model_path), trained_state["model_path"]],
         )
+    return model_path
+
+
+@pytest.fixture
+def trained_db(project_env: dict[str, str], trained_state: dict[str, str]) -> str:
+    """This test's application database and weights folder, copies of `trained_state`'s."""
+    path = project_env["SPAM_FILTER_DATABASE"]
+    copy_trained_state(trained_state, path, project_env["SPAM_FILTER_WEIGHTS_DIR"])
     return path
+
+
+@pytest.fixture
+def make_app() -> Iterator[Callable[..., Flask]]:
+    """Build apps on a database; every watcher started here is stopped at teardown."""
+    apps: list[Flask] = []
+
+    def build(database_path: str, **config: Any) -> Flask:
+        app = api.create_app(
+            {
+                "TESTING": True,
+                "DATABASE": database_path,
+                "MODEL_REFRESH_SECONDS": APP_REFRESH_SECONDS,
+                "MODEL_FULL_CHECK_SECONDS": APP_FULL_CHECK_SECONDS,
+                **config,
+            }
+        )
+        apps.append(app)
+        return app
+
+    yield build
+    for app in apps:
+        app.extensions["model_watcher"].stop()
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = SWAP_DEADLINE_SECONDS) -> bool:
+    """Whether `condition` holds within `seconds`, polling it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
 
 
 _OTHER_PROCESS_SCRIPT = """

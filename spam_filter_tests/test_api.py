@@ -3,7 +3,7 @@
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,39 +14,16 @@ from flask.testing import FlaskClient
 import api
 from spam_filter.resources import ModelStorage
 from spam_filter.spam import SpamModel, train_model
-from spam_filter_tests.conftest import OtherProcess
+from spam_filter_tests.conftest import (
+    APP_REFRESH_SECONDS,
+    SWAP_DEADLINE_SECONDS,
+    OtherProcess,
+    wait_for,
+)
 
 URL = "/api/find_spam"
 SPAM = "you are the winner!"
 HAM = "Hi, the meeting moved to 3pm, see you soon"
-REFRESH_SECONDS = 0.2
-# Longer than any test: changes must be noticed from the files, without the periodic full check.
-FULL_CHECK_SECONDS = 60.0
-# How long a test waits for the watcher to notice a change: the issue's 5 s bound.
-SWAP_DEADLINE_SECONDS = 5.0
-
-
-@pytest.fixture
-def make_app() -> Iterator[Callable[..., Flask]]:
-    """Build apps on a database; every watcher started here is stopped at teardown."""
-    apps: list[Flask] = []
-
-    def build(database_path: str, **config) -> Flask:
-        app = api.create_app(
-            {
-                "TESTING": True,
-                "DATABASE": database_path,
-                "MODEL_REFRESH_SECONDS": REFRESH_SECONDS,
-                "MODEL_FULL_CHECK_SECONDS": FULL_CHECK_SECONDS,
-                **config,
-            }
-        )
-        apps.append(app)
-        return app
-
-    yield build
-    for app in apps:
-        app.extensions["model_watcher"].stop()
 
 
 @pytest.fixture
@@ -72,15 +49,6 @@ def _inverted_model() -> SpamModel:
         alpha=0.1,
         false_positive_cost=1.0,
     )
-
-
-def _wait_for(condition: Callable[[], bool], seconds: float = SWAP_DEADLINE_SECONDS) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def _check(client: FlaskClient, text: str = SPAM) -> dict:
@@ -345,9 +313,9 @@ def test_first_model_is_picked_up_without_restart(
     assert client.post(URL, json={"text": SPAM}).status_code == 503
     path = ModelStorage(weights_dir=project_env["SPAM_FILTER_WEIGHTS_DIR"]).save(_inverted_model())
     other_process.promote(app_db, path)
-    assert _wait_for(lambda: client.post(URL, json={"text": SPAM}).status_code == 200)
+    assert wait_for(lambda: client.post(URL, json={"text": SPAM}).status_code == 200)
     assert _check(client)["model"] == Path(path).name
-    assert _wait_for(lambda: _health(client)["status"] == "ok")
+    assert wait_for(lambda: _health(client)["status"] == "ok")
 
 
 # --- degraded: locked database, missing or corrupt weights ------------------------------------
@@ -384,7 +352,7 @@ def test_locked_database_keeps_serving_and_reports_degraded(
         assert slowest < 0.25
     finally:
         other_process.wait_released()
-    assert _wait_for(lambda: _health(client)["status"] == "ok")
+    assert wait_for(lambda: _health(client)["status"] == "ok")
 
 
 BAD_WEIGHTS = {
@@ -422,7 +390,7 @@ def test_bad_weights_keep_the_last_good_model(
     if content is not None:
         bad_path.write_bytes(content)
     other_process.promote(trained_db, str(bad_path))
-    assert _wait_for(lambda: _health(client)["degraded"])
+    assert wait_for(lambda: _health(client)["degraded"])
     health = _health(client)
     assert health["status"] == "degraded"
     assert health["model"] == old_name
@@ -430,7 +398,7 @@ def test_bad_weights_keep_the_last_good_model(
     if content is None:
         assert bad_path.name in health["problem"]
     # Several more checks fail the same way; the problem is still logged once.
-    time.sleep(REFRESH_SECONDS * 6)
+    time.sleep(APP_REFRESH_SECONDS * 6)
     for _ in range(20):
         body = _check(client)
         assert body["model"] == old_name
@@ -442,9 +410,9 @@ def test_bad_weights_keep_the_last_good_model(
     # Once the promoted file is readable, it is served and health recovers.
     good = ModelStorage(weights_dir=str(bad_path.parent)).save(_inverted_model())
     Path(good).replace(bad_path)
-    assert _wait_for(lambda: _check(client)["model"] == bad_path.name)
+    assert wait_for(lambda: _check(client)["model"] == bad_path.name)
     assert _check(client)["is_spam"] is False
-    assert _wait_for(lambda: _health(client)["status"] == "ok")
+    assert wait_for(lambda: _health(client)["status"] == "ok")
     assert any("model refresh recovered" in r.getMessage() for r in caplog.records)
 
 
