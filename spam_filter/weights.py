@@ -34,6 +34,8 @@ def resolve(stored_path: str, weights_dir: Path | str) -> Path:
     Raises:
         UnsafeWeightsPath: The path leaves the folder, or names a hidden or non-JSON file.
     """
+    if "\x00" in stored_path:
+        raise UnsafeWeightsPath(f"{stored_path!r} holds a NUL character")
     folder = Path(weights_dir).resolve()
     candidate = Path(stored_path)
     if not candidate.is_absolute():

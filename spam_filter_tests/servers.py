@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +62,36 @@ def stop_group(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@contextmanager
+def service(
+    command: list[str], env: dict[str, str], probe: Callable[[], object], name: str, seconds: float
+) -> Iterator[subprocess.Popen]:
+    """Start `command` in a session of its own; yield once `probe()` stops raising OSError, and
+    stop the whole group afterwards."""
+    process = subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        env=env,
+        start_new_session=True,
+        restore_signals=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + seconds
+        while True:
+            try:
+                probe()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, f"{name} did not start within {seconds} s"
+                assert process.poll() is None, f"{name} exited"
+                time.sleep(0.2)
+        yield process
+    finally:
+        stop_group(process)
 
 
 def server_env(tmp_path: Path, trained_state: dict[str, str], **overrides: str) -> dict[str, str]:

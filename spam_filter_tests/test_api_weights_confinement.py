@@ -202,6 +202,6 @@ def test_resolve_refuses_a_symlink_out_of_the_folder(folder: Path, tmp_path: Pat
 
 
 def test_resolve_refuses_a_nul_byte(folder: Path) -> None:
-    # The OS cannot name such a file; it is refused, if as a plain ValueError.
-    with pytest.raises(ValueError):
+    # The OS cannot name such a file; it is refused like any other path out of the folder.
+    with pytest.raises(weights.UnsafeWeightsPath):
         weights.resolve("spam_model_a.json\x00.json", folder)

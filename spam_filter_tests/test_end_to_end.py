@@ -2,11 +2,8 @@
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,14 +16,9 @@ from spam_filter import settings
 from spam_filter.assets.data import read_sms_spam_collection
 from spam_filter.resources import ModelStorage
 from spam_filter.spam import train_model
+from spam_filter_tests.servers import free_port, service
 
 BIN = Path(sys.executable).parent
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _post(url: str, payload: dict) -> dict:
@@ -40,30 +32,18 @@ def _post(url: str, payload: dict) -> dict:
 @contextmanager
 def _gunicorn(env: dict[str, str]) -> Iterator[str]:
     """Serve the API with gunicorn on a free port; yield its find_spam URL once it answers."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [BIN / "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", "api:create_app()"],
-        cwd=settings.PROJECT_ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api/find_spam"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                _post(url, {"text": "ping"})
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the API did not start"
-                assert server.poll() is None, "gunicorn exited"
-                time.sleep(0.2)
+    command = [
+        BIN / "gunicorn",
+        "--workers",
+        "2",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "api:create_app()",
+    ]
+    with service(command, env, lambda: _post(url, {"text": "ping"}), "gunicorn", 30):
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 def test_bootstrap_train_and_serve(project_env, tmp_path):

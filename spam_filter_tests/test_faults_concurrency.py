@@ -7,7 +7,6 @@ Afterwards the database opens, every row is there, and exactly one model is acti
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import pytest
 import database
 from spam_filter.spam import load_model
 from spam_filter_tests.conftest import PROJECT_ROOT, add_sample_messages
-from spam_filter_tests.test_end_to_end import _free_port
+from spam_filter_tests.servers import free_port, service
 
 BIN = Path(sys.executable).parent
 JOB = [str(BIN / "dagster"), "job", "execute", "-m", "spam_filter", "-j", "create_spam_model_job"]
@@ -170,35 +169,11 @@ def _graphql(url: str, query: str, variables: dict) -> dict:
 @pytest.fixture
 def dagster_dev(env: dict[str, str]) -> Iterator[str]:
     """`dagster dev` on a free port with no limit on concurrent runs; yields its GraphQL URL."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [str(BIN / "dagster"), "dev", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        start_new_session=True,
-        restore_signals=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    port = free_port()
     url = f"http://127.0.0.1:{port}/graphql"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                _graphql(url, "{ version }", {})
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "dagster dev did not start"
-                assert server.poll() is None, "dagster dev exited"
-                time.sleep(0.5)
+    command = [str(BIN / "dagster"), "dev", "--host", "127.0.0.1", "--port", str(port)]
+    with service(command, env, lambda: _graphql(url, "{ version }", {}), "dagster dev", 90):
         yield url
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
 
 
 def test_two_launches_from_the_ui_both_succeed_one_after_the_other(
