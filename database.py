@@ -222,6 +222,7 @@ def promote_model(
         crash_point("switch_retired_old")
         _insert_model(conn, replace(record, status="active"))
         crash_point("switch_inserted_new")
+    crash_point("switch_committed")
 
 
 def recorded_model_paths(conn: duckdb.DuckDBPyConnection) -> list[str]:

@@ -17,6 +17,7 @@ PROMOTION_POINTS = (
     "switch_retired_old",
     "switch_inserted_new",
     "switch_committed",
+    "switch_closed",
 )
 
 

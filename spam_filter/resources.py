@@ -2,7 +2,7 @@
 
 import fcntl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
@@ -39,14 +39,22 @@ class ModelStorage(dg.ConfigurableResource):
     """The folder of JSON weight files that the API loads (see `spam_filter.weights`)."""
 
     weights_dir: str
+    lock_timeout_seconds: float = 600.0
 
-    def exclusive(self) -> AbstractContextManager[Path]:
+    def exclusive(self, on_wait: Callable[[str], None] | None = None) -> AbstractContextManager:
         """Hold the folder's lock from writing a file until its `models` row is committed."""
-        return weights.exclusive(self.weights_dir)
+        return weights.exclusive(self.weights_dir, self.lock_timeout_seconds, on_wait)
 
     def save(self, model: SpamModel) -> str:
-        """Write the weights under a new unique name, atomically, and return the file's path."""
+        """Write the weights under a new unique name, atomically, and return the file's path.
+
+        The file stays marked pending until `settle`, so a crash before then leaves it to cleanup.
+        """
         return str(weights.write(model.to_weights(), self.weights_dir))
+
+    def settle(self, path: str) -> None:
+        """The file's row is committed, or the file deleted: it is no longer cleanup's concern."""
+        weights.settle(path)
 
     def load(self, path: str) -> SpamModel:
         """Read a recorded weights file; raises OSError or ValueError when it is missing, malformed
@@ -54,11 +62,11 @@ class ModelStorage(dg.ConfigurableResource):
         return load_model(weights.resolve(path, self.weights_dir))
 
     def remove_orphans(self, recorded_paths: list[str]) -> list[str]:
-        """Delete the weights files no `models` row points at; call it holding `exclusive`."""
+        """Delete what crashed runs left (see `weights.orphans`); call it holding `exclusive`."""
         removed = []
         for path in weights.orphans(self.weights_dir, recorded_paths):
             path.unlink(missing_ok=True)
-            removed.append(str(path))
+            removed.append(path.name)
         return removed
 
 

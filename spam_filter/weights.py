@@ -8,16 +8,16 @@ import fcntl
 import json
 import os
 import re
+import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-# Only names this module writes count as weights files: cleanup never touches anything else.
-_WEIGHTS_NAME = re.compile(r"spam_model_[0-9TZ]+_[0-9a-f]{8}\.json")
-_PARTIAL_NAME = re.compile(r"\.spam_model_[0-9TZ]+_[0-9a-f]{8}\.json\.partial")
+# Cleanup only ever acts on pending markers of names this module writes.
+_PENDING_NAME = re.compile(r"\.(spam_model_[0-9TZ]+_[0-9a-f]{8}\.json)\.pending")
 _LOCK_NAME = ".lock"
 
 
@@ -46,20 +46,46 @@ def resolve(stored_path: str, weights_dir: Path | str) -> Path:
     return resolved
 
 
+class WeightsFolderBusy(RuntimeError):
+    """Another process held the weights folder's lock for longer than the caller would wait."""
+
+
 @contextmanager
-def exclusive(weights_dir: Path | str) -> Iterator[Path]:
+def exclusive(
+    weights_dir: Path | str,
+    timeout_seconds: float = 600.0,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[Path]:
     """Hold the folder's lock: one process at a time writes, promotes or cleans up.
 
     Held from writing a file until its `models` row is committed, so cleanup never mistakes a file
     about to be promoted for an orphan. The kernel drops the lock when its holder dies.
+
+    Raises:
+        WeightsFolderBusy: The lock stayed taken for `timeout_seconds`.
     """
-    folder = Path(weights_dir)
+    folder = Path(weights_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
+    lock_path = folder / _LOCK_NAME
     # Opened for reading, which is all flock needs: an existing lock file still locks when the
     # folder has become read-only, so the write itself reports the real problem.
-    descriptor = os.open(folder / _LOCK_NAME, os.O_RDONLY | os.O_CREAT, 0o644)
+    descriptor = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        deadline = time.monotonic() + timeout_seconds
+        waiting = False
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise WeightsFolderBusy(
+                        f"another process has held {lock_path} for over {timeout_seconds:.0f} s"
+                    ) from None
+                if not waiting and on_wait is not None:
+                    on_wait(f"waiting for another process to release {lock_path}")
+                waiting = True
+                time.sleep(0.2)
         yield folder
     finally:
         os.close(descriptor)
@@ -68,16 +94,21 @@ def exclusive(weights_dir: Path | str) -> Iterator[Path]:
 def write(weights: dict[str, Any], weights_dir: Path | str) -> Path:
     """Write `weights` under a new unique name, atomically and durably; returns the file.
 
-    The file is written under a temporary name, flushed to disk and renamed, so a reader never sees
-    half a file; the name carries microseconds and a random suffix, so two runs finishing in the
-    same second never overwrite each other. On any error the partial file is removed.
+    A pending marker is made first and stays until `settle`: if the process dies before the file's
+    fate is recorded, the marker tells cleanup this file may be an orphan, and cleanup touches no
+    file without one (another database's files in a shared folder, files copied in by hand).
+    The weights go to a temporary name, are flushed to disk and renamed, so a reader never sees half
+    a file; the name carries microseconds and a random suffix, so runs never overwrite each other.
+    On any error nothing is left behind.
     """
-    folder = Path(weights_dir)
+    folder = Path(weights_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     final = folder / f"spam_model_{stamp}_{uuid.uuid4().hex[:8]}.json"
-    partial = folder / f".{final.name}.partial"
+    marker, partial = _pending_marker(final), folder / f".{final.name}.partial"
     try:
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        _fsync_folder(folder)
         with partial.open("w", encoding="utf-8") as handle:
             json.dump(weights, handle)
             handle.flush()
@@ -88,8 +119,18 @@ def write(weights: dict[str, Any], weights_dir: Path | str) -> Path:
         _fsync_folder(folder)
     except BaseException:
         partial.unlink(missing_ok=True)
+        marker.unlink(missing_ok=True)
         raise
     return final
+
+
+def settle(path: Path | str) -> None:
+    """Drop a written file's pending marker, once its row is committed or the file deleted."""
+    _pending_marker(Path(path)).unlink(missing_ok=True)
+
+
+def _pending_marker(path: Path) -> Path:
+    return path.with_name(f".{path.name}.pending")
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -101,22 +142,25 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def orphans(weights_dir: Path | str, recorded_paths: Iterable[str]) -> list[Path]:
-    """Weights and partial files no `models` row points at: left by runs that crashed.
+    """What runs that died between writing a file and recording it left behind, to delete in order.
 
-    Call it while holding `exclusive`, with the paths read from `models` under that lock.
+    For each pending marker: its weights file and partial file when no row names the file, then
+    the marker itself (last, so an interrupted cleanup finds it again). Call it holding
+    `exclusive`, with the paths read from `models` under that lock.
     """
     folder = Path(weights_dir).resolve()
     if not folder.is_dir():
         return []
-    recorded = set()
-    for path in recorded_paths:
-        try:
-            recorded.add(resolve(path, folder))
-        except UnsafeWeightsPath:
+    recorded_names = {Path(path).name for path in recorded_paths}
+    leftovers = []
+    for marker in sorted(folder.iterdir()):
+        match = _PENDING_NAME.fullmatch(marker.name)
+        if match is None:
             continue
-    return sorted(
-        entry
-        for entry in folder.iterdir()
-        if (_WEIGHTS_NAME.fullmatch(entry.name) and entry not in recorded)
-        or _PARTIAL_NAME.fullmatch(entry.name)
-    )
+        name = match.group(1)
+        if name not in recorded_names:
+            leftovers += [
+                path for path in (folder / name, folder / f".{name}.partial") if path.exists()
+            ]
+        leftovers.append(marker)
+    return leftovers

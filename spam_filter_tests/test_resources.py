@@ -4,7 +4,11 @@ import fcntl
 import json
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
+
+from spam_filter import weights
 from spam_filter.resources import ModelStorage, Warehouse
 from spam_filter.spam import train_model
 from spam_filter_tests.conftest import add_sample_messages, materialize_all
@@ -23,11 +27,16 @@ def test_saved_weights_get_unique_names_and_the_three_keys(tmp_path):
     model = train_model([("win cash now", True), ("lunch at noon", False)], 0.1, 1.0)
     paths = {storage.save(model) for _ in range(20)}
     assert len(paths) == 20
-    assert sorted(p.name for p in (tmp_path / "weights").iterdir()) == sorted(
-        p.rsplit("/", 1)[1] for p in paths
-    )
-    weights = json.loads(open(paths.pop()).read())
-    assert {"spam_bow", "non_spam_bow", "percent_spam"} <= set(weights)
+    names = sorted(Path(p).name for p in paths)
+    # Each file stays marked pending until its fate is recorded.
+    folder = tmp_path / "weights"
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == names
+    assert sorted(p.name for p in folder.glob(".*.pending")) == [f".{n}.pending" for n in names]
+    for path in paths:
+        storage.settle(path)
+    assert sorted(p.name for p in folder.iterdir()) == names
+    saved = json.loads(open(paths.pop()).read())
+    assert {"spam_bow", "non_spam_bow", "percent_spam"} <= set(saved)
 
 
 def test_a_run_waits_for_the_run_holding_the_warehouse(resources, app_db):
@@ -60,3 +69,58 @@ def test_a_run_waits_for_the_run_holding_the_warehouse(resources, app_db):
     # The run let go of the lock when it ended.
     with open(lock_path, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def test_cleanup_removes_only_what_crashed_runs_left(tmp_path):
+    storage = ModelStorage(weights_dir=str(tmp_path / "weights"))
+    folder = tmp_path / "weights"
+    model = train_model([("win cash now", True), ("lunch at noon", False)], 0.1, 1.0)
+    promoted = storage.save(model)
+    storage.settle(promoted)
+    committed_then_killed = storage.save(model)  # its row is in, its marker still there
+    never_recorded = storage.save(model)  # the run died before its row
+    (folder / f".{Path(never_recorded).name}.partial").write_text("{")
+    # Files cleanup knows nothing about: another database's model in a shared folder, a model
+    # copied in by hand, a note. None of them has a pending marker.
+    foreign = [folder / "spam_model_20200101T000000000000Z_0123abcd.json", folder / "mine.json"]
+    for path in [*foreign, folder / "README"]:
+        path.write_text("{}")
+    recorded = [promoted, committed_then_killed, str(folder / "moved_away.json")]
+
+    with storage.exclusive():
+        removed = storage.remove_orphans(recorded)
+
+    assert set(removed) == {
+        Path(never_recorded).name,
+        f".{Path(never_recorded).name}.partial",
+        f".{Path(never_recorded).name}.pending",
+        f".{Path(committed_then_killed).name}.pending",
+    }
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [".lock", "README", *(Path(p).name for p in [promoted, committed_then_killed, *foreign])]
+    )
+    with storage.exclusive():
+        assert storage.remove_orphans(recorded) == []
+
+
+def test_a_process_waiting_for_the_weights_folder_says_so_and_gives_up(tmp_path):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, str(folder / ".lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        storage = ModelStorage(weights_dir=str(folder), lock_timeout_seconds=0.5)
+        said = []
+        with pytest.raises(weights.WeightsFolderBusy), storage.exclusive(on_wait=said.append):
+            pass
+        assert said == [f"waiting for another process to release {folder / '.lock'}"]
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=10)
+    with storage.exclusive():
+        pass

@@ -277,38 +277,20 @@ def model_file(
         compared_false_positive_rate=active.get("false_positive_rate"),
     )
     path = None
-    # The weights folder's lock covers cleanup, writing and the switch: a file is either recorded
-    # in `models` or, after a crash, an orphan that the next run removes here.
-    try:
-        with model_storage.exclusive():
-            _remove_orphan_weights(context, database, model_storage)
-            if promote:
-                model = SpamModel(
-                    spam_bag_of_words,
-                    non_spam_bag_of_words,
-                    model_score["percent_spam"],
-                    info={
-                        "seed": record.seed,
-                        "true_positive_rate": record.true_positive_rate,
-                        "false_positive_rate": record.false_positive_rate,
-                    },
-                )
-                path = model_storage.save(model)
-                crash_point("weights_written")
-                promote, reason = _promote(database, replace(record, path=path), active_path)
-                if not promote:
-                    Path(path).unlink(missing_ok=True)
-                    path = None
-                crash_point("switch_committed")
-    except OSError as error:
-        raise dg.Failure(
-            description=(
-                f"cannot write the new model's weights into {model_storage.weights_dir}: "
-                f"{error.strerror or error}. Nothing was promoted; "
-                f"{active_path or 'no model'} stays active."
-            ),
-            metadata={"weights_dir": model_storage.weights_dir, "error": str(error)},
-        ) from error
+    if promote:
+        model = SpamModel(
+            spam_bag_of_words,
+            non_spam_bag_of_words,
+            model_score["percent_spam"],
+            info={
+                "seed": record.seed,
+                "true_positive_rate": record.true_positive_rate,
+                "false_positive_rate": record.false_positive_rate,
+            },
+        )
+        path, promote, reason = _write_and_promote(
+            context, model, record, database, model_storage, active_path
+        )
     if not promote:
         with database.connect() as conn:
             app_database.record_rejected_model(conn, replace(record, reason=reason))
@@ -326,20 +308,47 @@ def model_file(
     )
 
 
-def _promote(
-    database: ApplicationDatabase, record: app_database.ModelRecord, active_path: str | None
-) -> tuple[bool, str]:
-    """Switch the active model to `record`; (False, why) when another run promoted meanwhile."""
+def _write_and_promote(
+    context: dg.AssetExecutionContext,
+    model: SpamModel,
+    record: app_database.ModelRecord,
+    database: ApplicationDatabase,
+    storage: ModelStorage,
+    active_path: str | None,
+) -> tuple[str | None, bool, str]:
+    """Write the weights and switch the active model to them: (path or None, promoted, reason).
+
+    The weights folder's lock covers cleanup, writing and the switch. A run that dies in between
+    leaves its file marked pending: the next run deletes it unless its row was committed.
+    """
     try:
-        with database.connect() as conn:
-            app_database.promote_model(conn, record, replacing=active_path)
-    except app_database.ActiveModelChanged as error:
-        return False, f"not promoted: another run promoted a model meanwhile ({error})"
-    except BaseException:
-        # Nothing points at the new file; left in place it would only wait for the next cleanup.
-        Path(record.path).unlink(missing_ok=True)
-        raise
-    return True, record.reason
+        with storage.exclusive(on_wait=context.log.info):
+            _remove_orphan_weights(context, database, storage)
+            path = storage.save(model)
+            crash_point("weights_written")
+            try:
+                with database.connect() as conn:
+                    app_database.promote_model(conn, replace(record, path=path), active_path)
+            except app_database.ActiveModelChanged as error:
+                Path(path).unlink()
+                storage.settle(path)
+                return (
+                    None,
+                    False,
+                    f"not promoted: another run promoted a model meanwhile ({error})",
+                )
+            crash_point("switch_closed")
+            storage.settle(path)
+    except OSError as error:
+        raise dg.Failure(
+            description=(
+                f"cannot write the new model's weights into {storage.weights_dir}: "
+                f"{error.strerror or error}. Nothing was promoted; "
+                f"{active_path or 'no model'} stays active."
+            ),
+            metadata={"weights_dir": storage.weights_dir, "error": str(error)},
+        ) from error
+    return path, True, record.reason
 
 
 def _remove_orphan_weights(
@@ -351,7 +360,8 @@ def _remove_orphan_weights(
             recorded = app_database.recorded_model_paths(conn)
         removed = storage.remove_orphans(recorded)
     except OSError as error:
-        # Leftovers are never served; failing to remove them must not fail the run.
+        # Leftovers are never served; failing to delete them must not fail the run (an unreadable
+        # database still does: the promotion that follows needs it anyway).
         context.log.warning(f"could not remove orphaned weights files: {error}")
         return
     if removed:
