@@ -1,7 +1,6 @@
 """Resources: the application database and the store of model weight files."""
 
 import fcntl
-import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -13,6 +12,7 @@ from pydantic import PrivateAttr
 
 import database
 from spam_filter import weights
+from spam_filter.file_locks import LockTimeout, lock_exclusively
 from spam_filter.spam import SpamModel, load_model
 
 
@@ -86,20 +86,14 @@ class Warehouse(DuckDBResource):
         lock_path = Path(self.database + ".run-lock")
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         handle = lock_path.open("a")
-        deadline = time.monotonic() + self.run_lock_timeout_seconds
-        waiting = False
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    handle.close()
-                    raise dg.Failure(f"another run has held {lock_path} for too long") from None
-                if not waiting and context.log is not None:
-                    context.log.info(f"waiting for another run to release {lock_path}")
-                waiting = True
-                time.sleep(0.2)
+        on_wait = context.log.info if context.log is not None else None
+        try:
+            lock_exclusively(
+                handle.fileno(), lock_path, self.run_lock_timeout_seconds, on_wait, "another run"
+            )
+        except LockTimeout as error:
+            handle.close()
+            raise dg.Failure(str(error)) from None
         self._run_lock = handle
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:

@@ -4,17 +4,17 @@ Imports neither Dagster nor Flask: the pipeline writes through `ModelStorage` an
 through `resolve`, and both must agree on what a weights file may be.
 """
 
-import fcntl
 import json
 import os
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from spam_filter.file_locks import lock_exclusively
 
 # Cleanup only ever acts on pending markers of names this module writes.
 _PENDING_NAME = re.compile(r"\.(spam_model_[0-9TZ]+_[0-9a-f]{8}\.json)\.pending")
@@ -46,10 +46,6 @@ def resolve(stored_path: str, weights_dir: Path | str) -> Path:
     return resolved
 
 
-class WeightsFolderBusy(RuntimeError):
-    """Another process held the weights folder's lock for longer than the caller would wait."""
-
-
 @contextmanager
 def exclusive(
     weights_dir: Path | str,
@@ -62,7 +58,7 @@ def exclusive(
     about to be promoted for an orphan. The kernel drops the lock when its holder dies.
 
     Raises:
-        WeightsFolderBusy: The lock stayed taken for `timeout_seconds`.
+        LockTimeout: The lock stayed taken for `timeout_seconds`.
     """
     folder = Path(weights_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
@@ -71,21 +67,7 @@ def exclusive(
     # folder has become read-only, so the write itself reports the real problem.
     descriptor = os.open(lock_path, os.O_RDONLY | os.O_CREAT, 0o644)
     try:
-        deadline = time.monotonic() + timeout_seconds
-        waiting = False
-        while True:
-            try:
-                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise WeightsFolderBusy(
-                        f"another process has held {lock_path} for over {timeout_seconds:.0f} s"
-                    ) from None
-                if not waiting and on_wait is not None:
-                    on_wait(f"waiting for another process to release {lock_path}")
-                waiting = True
-                time.sleep(0.2)
+        lock_exclusively(descriptor, lock_path, timeout_seconds, on_wait)
         yield folder
     finally:
         os.close(descriptor)

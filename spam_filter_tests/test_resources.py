@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from spam_filter import weights
+from spam_filter.file_locks import LockTimeout
 from spam_filter.resources import ModelStorage, Warehouse
 from spam_filter.spam import train_model
 from spam_filter_tests.conftest import add_sample_messages, materialize_all
@@ -116,7 +116,7 @@ def test_a_process_waiting_for_the_weights_folder_says_so_and_gives_up(tmp_path)
         assert holder.stdout.readline().strip() == "held"
         storage = ModelStorage(weights_dir=str(folder), lock_timeout_seconds=0.5)
         said = []
-        with pytest.raises(weights.WeightsFolderBusy), storage.exclusive(on_wait=said.append):
+        with pytest.raises(LockTimeout), storage.exclusive(on_wait=said.append):
             pass
         assert said == [f"waiting for another process to release {folder / '.lock'}"]
     finally:
