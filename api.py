@@ -191,6 +191,11 @@ class ActiveModelWatcher:
         }
 
 
+# A request nests two levels. Far deeper documents are refused at one depth on every Python
+# version, rather than wherever the version's JSON parser runs out of recursion.
+MAX_JSON_DEPTH = 64
+
+
 class BadRequest(Exception):
     """The request cannot be answered as sent; the message says why."""
 
@@ -232,6 +237,18 @@ def _read_body(max_bytes: int) -> bytes:
     return data
 
 
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and objects nest more than `limit` levels deep in `value`."""
+    pending = [(value, 1)] if isinstance(value, dict | list) else []
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 def _parse_texts(app: Flask) -> tuple[list[str], bool]:
     """The texts to check and whether the caller sent a batch (`texts`) rather than `text`."""
     if not request.is_json:
@@ -241,6 +258,8 @@ def _parse_texts(app: Flask) -> tuple[list[str], bool]:
         payload = json.loads(body, object_pairs_hook=_object_without_repeated_keys)
     except (ValueError, RecursionError):
         raise BadRequest("request body is not valid JSON") from None
+    if _deeper_than(payload, MAX_JSON_DEPTH):
+        raise BadRequest(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
     if not isinstance(payload, dict):
         raise BadRequest('request body must be a JSON object such as {"text": "..."}')
     if ("text" in payload) == ("texts" in payload):

@@ -95,14 +95,28 @@ def connect(
 
 
 def attach_read_only(
-    conn: duckdb.DuckDBPyConnection, path: Path | str, alias: str, timeout: float = 60.0
+    conn: duckdb.DuckDBPyConnection,
+    path: Path | str,
+    alias: str,
+    timeout: float = 60.0,
+    on_wait: Callable[[str], None] | None = None,
 ) -> None:
-    """ATTACH another database file read-only as `alias`, retrying lock conflicts like `connect`."""
+    """ATTACH another database file read-only as `alias`, retrying lock conflicts like `connect`.
+
+    `on_wait`, if given, is told once when another process holds the file and this one waits.
+    """
     statement = "ATTACH ? AS " + identifier(alias) + " (READ_ONLY)"
-    _retry_lock_conflicts(lambda: conn.execute(statement, [str(path)]), timeout)
+    waiting = None if on_wait is None else f"waiting for another process to release {path}"
+    _retry_lock_conflicts(lambda: conn.execute(statement, [str(path)]), timeout, on_wait, waiting)
 
 
-def _retry_lock_conflicts(open_database: Callable[[], T], timeout: float) -> T:
+def _retry_lock_conflicts(
+    open_database: Callable[[], T],
+    timeout: float,
+    on_wait: Callable[[str], None] | None = None,
+    waiting: str | None = None,
+) -> T:
+    """Call `open_database` until it stops meeting a lock conflict; `waiting` is said once."""
     deadline = time.monotonic() + timeout
     delay = 0.02
     while True:
@@ -111,6 +125,9 @@ def _retry_lock_conflicts(open_database: Callable[[], T], timeout: float) -> T:
         except duckdb.Error as error:
             if not is_lock_conflict(error) or time.monotonic() + delay > deadline:
                 raise
+        if on_wait is not None and waiting is not None:
+            on_wait(waiting)
+            waiting = None
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
 

@@ -30,9 +30,16 @@ class ApplicationDatabase(dg.ConfigurableResource):
         ) as conn:
             yield conn
 
-    def attach_read_only(self, conn: duckdb.DuckDBPyConnection, alias: str) -> None:
+    def attach_read_only(
+        self,
+        conn: duckdb.DuckDBPyConnection,
+        alias: str,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
         """Make the application tables readable from another connection as `alias`.<table>."""
-        database.attach_read_only(conn, self.path, alias, timeout=self.lock_timeout_seconds)
+        database.attach_read_only(
+            conn, self.path, alias, timeout=self.lock_timeout_seconds, on_wait=on_wait
+        )
 
 
 class ModelStorage(dg.ConfigurableResource):

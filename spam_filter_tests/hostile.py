@@ -9,6 +9,8 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
+import api
+
 # Bounded runs for every test that uses these strategies. No example database: nothing is written
 # to the work tree, and each run draws afresh. Function-scoped fixtures (an app, a server) are
 # stateless across requests, so sharing one between examples is safe.
@@ -114,10 +116,21 @@ def encode(payload: Any, encoding: str) -> bytes:
     return json.dumps(payload, ensure_ascii=False).encode(encoding, "surrogatepass")
 
 
+def nesting_depth(value: Any) -> int:
+    """How many lists and objects deep `value` goes (0 for a scalar)."""
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, list):
+        return 1 + max((nesting_depth(item) for item in value), default=0)
+    return 0
+
+
 def expected_status(payload: Any, body: bytes, max_body: int = MAX_BODY_BYTES) -> int:
     """The status the API's contract gives for `payload` sent as `body` with a JSON type."""
     if len(body) > max_body:
         return 413
+    if nesting_depth(payload) > api.MAX_JSON_DEPTH:
+        return 400
     if not isinstance(payload, dict) or ("text" in payload) == ("texts" in payload):
         return 400
     if "text" in payload:

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
+import api
 from spam_filter_tests import hostile
 
 # Large enough that 100,000-digit numbers and 100,000 brackets reach the JSON parser.
@@ -120,12 +121,23 @@ EXTREME_BODIES = {
     "100,000 open brackets": (b"[" * 100_000, 400, "not valid JSON"),
     "100,000 open objects": (b'{"a":' * 100_000, 400, "not valid JSON"),
     "100,000 nested lists, closed": (_nested(100_000), 400, "not valid JSON"),
-    "nesting deeper than the parser allows": (
-        b'{"text": "hi", "x": ' + _nested(5_000) + b"}",
+    # Refused either by the limit or by the parser, whichever the Python version reaches first.
+    "nesting of 5,000 levels": (b'{"text": "hi", "x": ' + _nested(5_000) + b"}", 400, None),
+    "nesting one level past the limit": (
+        b'{"text": "hi", "x": ' + _nested(api.MAX_JSON_DEPTH) + b"}",
         400,
-        "not valid JSON",
+        f"nests deeper than {api.MAX_JSON_DEPTH} levels",
     ),
-    "nesting the parser allows": (b'{"text": "hi", "x": ' + _nested(500) + b"}", 200, None),
+    "nesting at the limit": (
+        b'{"text": "hi", "x": ' + _nested(api.MAX_JSON_DEPTH - 1) + b"}",
+        200,
+        None,
+    ),
+    "batch nested at the limit": (
+        b'{"texts": ["hi"], "x": ' + _nested(api.MAX_JSON_DEPTH - 2, "{}") + b"}",
+        200,
+        None,
+    ),
     "escaped lone surrogate": (b'{"text": "\\ud800 you won \\udfff"}', 200, None),
     "escaped NUL": (b'{"text": "a\\u0000b"}', 200, None),
     "raw NUL in a string": (b'{"text": "a\x00b"}', 400, "not valid JSON"),

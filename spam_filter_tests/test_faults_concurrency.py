@@ -5,6 +5,7 @@ Everything here is a real process on real files: `sample_data.py`, the `dagster`
 Afterwards the database opens, every row is there, and exactly one model is active.
 """
 
+import fcntl
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,8 +26,12 @@ from spam_filter_tests.servers import free_port, service
 BIN = Path(sys.executable).parent
 JOB = [str(BIN / "dagster"), "job", "execute", "-m", "spam_filter", "-j", "create_spam_model_job"]
 INITIAL_MESSAGES = 2_000
-# About 5 s of inserting on this machine: long enough to overlap the job's steps.
-INSERTED_MESSAGES = 2_500_000
+# About 9 s of inserting on this machine: well past the 5 s the CLI takes to reach `user_messages`.
+INSERTED_MESSAGES = 10_000_000
+INSERTED_LABEL = "10.0M"  # as tqdm shows it
+# The run trains on the newest of them only, so that it stays short; the inserted messages are
+# newer than the first ones, so the number copied still tells whether the run saw the insert.
+TRAINED_MESSAGES = 10_000
 
 
 @pytest.fixture
@@ -68,9 +73,15 @@ def _start_sample_data(env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def _start_job(env: dict[str, str]) -> subprocess.Popen:
+def _start_job(env: dict[str, str], run_config: Path | None = None) -> subprocess.Popen:
+    command = JOB if run_config is None else [*JOB, "--config", str(run_config)]
     return subprocess.Popen(
-        JOB, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -103,14 +114,22 @@ class _Output:
 
 @pytest.mark.parametrize("first", ["sample_data", "job"])
 def test_sample_data_beside_a_retrain_both_finish_with_all_or_none_of_the_rows(
-    env: dict[str, str], app_db: str, first: str
+    env: dict[str, str], app_db: str, first: str, tmp_path: Path
 ) -> None:
+    run_config = tmp_path / "run_config.json"
+    run_config.write_text(
+        json.dumps({"ops": {"user_messages": {"config": {"max_messages": TRAINED_MESSAGES}}}})
+    )
     if first == "sample_data":
         inserting = _Output(_start_sample_data(env))
-        inserting.wait_for("/2.50M")  # the transaction is open and holds the database
-        job = _Output(_start_job(env))
+        inserting.wait_for(f"/{INSERTED_LABEL}")  # the transaction is open and holds the database
+        job = _Output(_start_job(env, run_config))
+        job.wait_for('Started execution of step "user_messages"')
+        # The run reads the messages while the insert is still going: it has to wait for it.
+        assert inserting.process.poll() is None, "the insert ended before the run read messages"
+        job.wait_for(f"waiting for another process to release {app_db}")
     else:
-        job = _Output(_start_job(env))
+        job = _Output(_start_job(env, run_config))
         job.wait_for('Started execution of step "sms_spam_examples"')
         inserting = _Output(_start_sample_data(env))
     assert inserting.finish() == 0, inserting.text[-3000:]
@@ -120,8 +139,8 @@ def test_sample_data_beside_a_retrain_both_finish_with_all_or_none_of_the_rows(
     messages, active = _consistent_state(app_db)
     assert messages == INITIAL_MESSAGES + INSERTED_MESSAGES
     assert len(active) == 1
-    # The run trained on a snapshot: every inserted row or none of them, never part.
-    assert _copied_user_messages(env) in {INITIAL_MESSAGES, INITIAL_MESSAGES + INSERTED_MESSAGES}
+    # The run read a snapshot: the first messages alone, or the newest of the inserted ones.
+    assert _copied_user_messages(env) in {INITIAL_MESSAGES, TRAINED_MESSAGES}
 
 
 def test_two_retrains_from_the_cli_at_once_take_turns(env: dict[str, str], app_db: str) -> None:
@@ -154,6 +173,11 @@ mutation Launch($params: ExecutionParams!) {
 }
 """
 _STATUS = "query Status($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+_MESSAGES = """
+query Messages($id: ID!) {
+  logsForRun(runId: $id) { ... on EventConnection { events { ... on MessageEvent { message } } } }
+}
+"""
 
 
 def _graphql(url: str, query: str, variables: dict) -> dict:
@@ -176,8 +200,20 @@ def dagster_dev(env: dict[str, str]) -> Iterator[str]:
         yield url
 
 
-def test_two_launches_from_the_ui_both_succeed_one_after_the_other(
-    dagster_dev: str, app_db: str
+def _messages(url: str, run_id: str) -> list[str]:
+    events = _graphql(url, _MESSAGES, {"id": run_id})["logsForRun"]["events"]
+    return [event.get("message", "") for event in events]
+
+
+def _wait(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} within {seconds} s"
+        time.sleep(0.5)
+
+
+def test_two_launches_from_the_ui_both_wait_then_both_succeed(
+    dagster_dev: str, app_db: str, env: dict[str, str]
 ) -> None:
     params = {
         "selector": {
@@ -187,22 +223,37 @@ def test_two_launches_from_the_ui_both_succeed_one_after_the_other(
         },
         "runConfigData": {},
     }
-    run_ids = []
-    for _ in range(2):
-        launched = _graphql(dagster_dev, _LAUNCH, {"params": params})["launchRun"]
-        assert launched["__typename"] == "LaunchRunSuccess", launched
-        run_ids.append(launched["run"]["runId"])
-    deadline = time.monotonic() + 240
-    statuses: list[str] = []
-    while time.monotonic() < deadline:
-        statuses = [
+    # A run in progress holds the warehouse (this test stands in for it), so both launches are
+    # going at once whatever the daemon's pace; then they have only each other to wait for.
+    with open(env["SPAM_FILTER_WAREHOUSE"] + ".run-lock", "a") as run_in_progress:
+        fcntl.flock(run_in_progress, fcntl.LOCK_EX)
+        run_ids = []
+        for _ in range(2):
+            launched = _graphql(dagster_dev, _LAUNCH, {"params": params})["launchRun"]
+            assert launched["__typename"] == "LaunchRunSuccess", launched
+            run_ids.append(launched["run"]["runId"])
+        _wait(
+            lambda: all(
+                any("waiting for another run to release" in m for m in _messages(dagster_dev, r))
+                for r in run_ids
+            ),
+            120,
+            "both runs did not start and wait",
+        )
+        fcntl.flock(run_in_progress, fcntl.LOCK_UN)
+
+    def statuses() -> list[str]:
+        return [
             _graphql(dagster_dev, _STATUS, {"id": run_id})["runOrError"]["status"]
             for run_id in run_ids
         ]
-        if all(status in {"SUCCESS", "FAILURE", "CANCELED"} for status in statuses):
-            break
-        time.sleep(1)
-    assert statuses == ["SUCCESS", "SUCCESS"]
+
+    _wait(
+        lambda: all(s in {"SUCCESS", "FAILURE", "CANCELED"} for s in statuses()),
+        240,
+        "the runs did not end",
+    )
+    assert statuses() == ["SUCCESS", "SUCCESS"]
     _, active = _consistent_state(app_db)
     assert len(active) == 1
     with database.connection(app_db, read_only=True) as conn:

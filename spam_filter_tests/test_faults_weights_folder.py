@@ -56,7 +56,19 @@ def _weights_files(names: list[str]) -> list[str]:
     return sorted(name for name in names if name not in {".lock", "filler"})
 
 
+def _require_mount_namespaces() -> None:
+    probe = subprocess.run(
+        ["unshare", "--map-root-user", "--mount", "true"], capture_output=True, text=True
+    )
+    if probe.returncode != 0:
+        pytest.fail(
+            "these tests need unprivileged user and mount namespaces (`unshare --map-root-user "
+            f"--mount`), which this machine refuses: {probe.stderr.strip()}"
+        )
+
+
 def _run_job_in_namespace(setup: str, env: dict[str, str], stage: Path) -> dict:
+    _require_mount_namespaces()
     stage.mkdir()
     completed = subprocess.run(
         ["unshare", "--map-root-user", "--mount", "sh", "-c", setup],

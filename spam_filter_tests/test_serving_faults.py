@@ -76,7 +76,17 @@ def _post_generated(port: int, statuses: list[int], examples: int) -> None:
 def _read_response(sock: socket.socket) -> tuple[int, str | None, bytes]:
     """Status, Content-Type and body of the one response a connection carries."""
     raw = b""
-    while chunk := sock.recv(65536):
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            # The server closed with part of the request unread, which resets the connection;
+            # whatever it answered before that has arrived already.
+            if not raw:
+                raise
+            break
+        if not chunk:
+            break
         raw += chunk
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")

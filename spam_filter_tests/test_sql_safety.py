@@ -72,6 +72,9 @@ def _assigned(tree: ast.AST, name: str, top_level: bool = False) -> list[ast.AST
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 values.extend(_matching(target, node.value, name))
+        elif isinstance(node, ast.AugAssign) and isinstance(node.target, ast.Name):
+            if node.target.id == name:  # `q += piece` puts `piece` into q
+                values.append(node.value)
         elif isinstance(node, ast.For) and isinstance(node.target, ast.Name):
             if node.target.id == name:
                 values.append(ast.Starred(value=node.iter))
@@ -79,8 +82,10 @@ def _assigned(tree: ast.AST, name: str, top_level: bool = False) -> list[ast.AST
 
 
 def _imports(module: ast.Module, name: str) -> bool:
+    """Whether the module imports `name` at its top (`import name`, `from x import name`)."""
     return any(
-        isinstance(node, ast.ImportFrom) and any(alias.name == name for alias in node.names)
+        isinstance(node, ast.Import | ast.ImportFrom)
+        and any((alias.asname or alias.name) == name for alias in node.names)
         for node in module.body
     )
 
@@ -119,8 +124,13 @@ def _problems(expression: ast.AST, scope: _Scope, wrapper_parameter: str | None)
         if called in _IDENTIFIER_FUNCTIONS:
             return []
         return [f"line {node.lineno}: SQL text from a call to {called or 'an expression'}()"]
-    if isinstance(node, ast.Attribute) and node.attr.isupper():
-        return []  # an imported module constant; its own module is scanned too
+    if (
+        isinstance(node, ast.Attribute)
+        and node.attr.isupper()
+        and isinstance(node.value, ast.Name)
+        and _imports(scope.module, node.value.id)
+    ):
+        return []  # a constant of an imported module, which is scanned too
     if isinstance(node, ast.Name):
         bound = scope.bindings(node.id)
         if bound is None:
@@ -141,7 +151,9 @@ def _sql_argument(call: ast.Call) -> ast.AST | None:
     function = call.func
     name = function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", None)
     if name in _SQL_METHODS and isinstance(function, ast.Attribute):
-        return call.args[0] if call.args else None
+        if call.args:
+            return call.args[0]
+        return next((k.value for k in call.keywords if k.arg in {"query", "sql"}), None)
     if name in _SQL_WRAPPERS:
         index, keyword = _SQL_WRAPPERS[name]
         if len(call.args) > index:
@@ -211,6 +223,10 @@ def _formatted_text(node: ast.AST) -> str | None:
         "query = 'SELECT * FROM t WHERE id = ' + str(value)\nconn.execute(query)",
         "def f(conn, where):\n    conn.execute('SELECT * FROM t WHERE ' + where)",
         "conn.execute(unknown_name)",
+        "def f(conn, where):\n    q = 'SELECT * FROM t WHERE '\n    q += where\n"
+        "    conn.execute(q)",
+        "def f(conn, where):\n    conn.execute(query='SELECT * FROM t WHERE ' + where)",
+        "def f(conn, req):\n    conn.execute(req.SQL)",
         "template = 'DELETE FROM {}'.format(name)",
     ],
 )

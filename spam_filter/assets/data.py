@@ -60,7 +60,7 @@ def user_messages(
         conn.execute("CREATE SCHEMA IF NOT EXISTS " + identifier(warehouse.SCHEMA))
         # The copy happens inside DuckDB; the application file is attached read-only and only for
         # the copy, so the API's watcher and other writers are kept waiting as little as possible.
-        database.attach_read_only(conn, "app")
+        database.attach_read_only(conn, "app", on_wait=context.log.info)
         try:
             has_created_at = conn.execute(
                 "SELECT count(*) FROM duckdb_columns() WHERE database_name = 'app' "
