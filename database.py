@@ -106,17 +106,17 @@ def attach_read_only(
     `on_wait`, if given, is told once when another process holds the file and this one waits.
     """
     statement = "ATTACH ? AS " + identifier(alias) + " (READ_ONLY)"
-    waiting = None if on_wait is None else f"waiting for another process to release {path}"
-    _retry_lock_conflicts(lambda: conn.execute(statement, [str(path)]), timeout, on_wait, waiting)
+    message = f"waiting for another process to release {path}"
+    say_waiting = None if on_wait is None else lambda: on_wait(message)
+    _retry_lock_conflicts(lambda: conn.execute(statement, [str(path)]), timeout, say_waiting)
 
 
 def _retry_lock_conflicts(
     open_database: Callable[[], T],
     timeout: float,
-    on_wait: Callable[[str], None] | None = None,
-    waiting: str | None = None,
+    on_first_wait: Callable[[], None] | None = None,
 ) -> T:
-    """Call `open_database` until it stops meeting a lock conflict; `waiting` is said once."""
+    """Call `open_database` until it stops meeting a lock conflict; `on_first_wait` runs once."""
     deadline = time.monotonic() + timeout
     delay = 0.02
     while True:
@@ -125,9 +125,9 @@ def _retry_lock_conflicts(
         except duckdb.Error as error:
             if not is_lock_conflict(error) or time.monotonic() + delay > deadline:
                 raise
-        if on_wait is not None and waiting is not None:
-            on_wait(waiting)
-            waiting = None
+        if on_first_wait is not None:
+            on_first_wait()
+            on_first_wait = None
         time.sleep(delay)
         delay = min(delay * 2, 1.0)
 

@@ -151,13 +151,15 @@ def make_app() -> Iterator[Callable[..., Flask]]:
         app.extensions["model_watcher"].stop()
 
 
-def wait_for(condition: Callable[[], bool], seconds: float = SWAP_DEADLINE_SECONDS) -> bool:
-    """Whether `condition` holds within `seconds`, polling it."""
+def wait_for(
+    condition: Callable[[], bool], seconds: float = SWAP_DEADLINE_SECONDS, interval: float = 0.02
+) -> bool:
+    """Whether `condition` holds within `seconds`, polling it every `interval` seconds."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():
             return True
-        time.sleep(0.02)
+        time.sleep(interval)
     return condition()
 
 

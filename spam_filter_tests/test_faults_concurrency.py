@@ -11,16 +11,15 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import database
 from spam_filter.spam import load_model
-from spam_filter_tests.conftest import PROJECT_ROOT, add_sample_messages
+from spam_filter_tests.conftest import PROJECT_ROOT, add_sample_messages, wait_for
 from spam_filter_tests.servers import free_port, service
 
 BIN = Path(sys.executable).parent
@@ -205,13 +204,6 @@ def _messages(url: str, run_id: str) -> list[str]:
     return [event.get("message", "") for event in events]
 
 
-def _wait(condition: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} within {seconds} s"
-        time.sleep(0.5)
-
-
 def test_two_launches_from_the_ui_both_wait_then_both_succeed(
     dagster_dev: str, app_db: str, env: dict[str, str]
 ) -> None:
@@ -232,14 +224,15 @@ def test_two_launches_from_the_ui_both_wait_then_both_succeed(
             launched = _graphql(dagster_dev, _LAUNCH, {"params": params})["launchRun"]
             assert launched["__typename"] == "LaunchRunSuccess", launched
             run_ids.append(launched["run"]["runId"])
-        _wait(
+        both_wait = wait_for(
             lambda: all(
                 any("waiting for another run to release" in m for m in _messages(dagster_dev, r))
                 for r in run_ids
             ),
-            120,
-            "both runs did not start and wait",
+            seconds=120,
+            interval=0.5,
         )
+        assert both_wait, "both runs did not start and wait within 120 s"
         fcntl.flock(run_in_progress, fcntl.LOCK_UN)
 
     def statuses() -> list[str]:
@@ -248,11 +241,12 @@ def test_two_launches_from_the_ui_both_wait_then_both_succeed(
             for run_id in run_ids
         ]
 
-    _wait(
+    ended = wait_for(
         lambda: all(s in {"SUCCESS", "FAILURE", "CANCELED"} for s in statuses()),
-        240,
-        "the runs did not end",
+        seconds=240,
+        interval=0.5,
     )
+    assert ended, "the runs did not end within 240 s"
     assert statuses() == ["SUCCESS", "SUCCESS"]
     _, active = _consistent_state(app_db)
     assert len(active) == 1
