@@ -10,9 +10,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import database
-from spam_filter import settings
 from spam_filter.faults import crash_point
+from spam_filter.storage import queries
+from spam_filter.storage.duckdb_storage import DuckDBStorage
+from spam_filter.storage.factory import open_storage
 
 SPAM_OPENERS = [
     "WINNER!",
@@ -102,7 +103,11 @@ _INSERT_CHUNK = """
 
 
 def insert_sample_messages(
-    conn, count: int, seed: int = 0, spam_share: float = 0.3, progress: bool = True
+    storage: DuckDBStorage,
+    count: int,
+    seed: int = 0,
+    spam_share: float = 0.3,
+    progress: bool = True,
 ) -> int:
     """Insert `count` generated messages in one transaction and return how many were added.
 
@@ -110,7 +115,15 @@ def insert_sample_messages(
     """
     if count < 0 or not 0 <= spam_share <= 1:
         raise ValueError("count must be non-negative and spam_share within [0, 1]")
-    first = database.message_count(conn)
+    with storage.transaction() as conn:
+        (first,) = conn.execute(queries.COUNT_MESSAGES).fetchone()
+        _insert_chunks(conn, first, count, seed, spam_share, progress)
+        crash_point("sample_data_inserted")
+    crash_point("sample_data_committed")
+    return count
+
+
+def _insert_chunks(conn, first: int, count: int, seed: int, spam_share: float, progress: bool):
     newest = conn.execute("SELECT current_timestamp::TIMESTAMP").fetchone()[0]
     params = {
         "seed": seed,
@@ -124,19 +137,13 @@ def insert_sample_messages(
         "ham_topics": HAM_TOPICS,
         "ham_closers": HAM_CLOSERS,
     }
-    with (
-        database.transaction(conn),
-        tqdm(
-            total=count, unit="msg", unit_scale=True, disable=not progress or count <= _CHUNK_ROWS
-        ) as bar,
-    ):
+    with tqdm(
+        total=count, unit="msg", unit_scale=True, disable=not progress or count <= _CHUNK_ROWS
+    ) as bar:
         for start in range(first, first + count, _CHUNK_ROWS):
             stop = min(start + _CHUNK_ROWS, first + count)
             conn.execute(_INSERT_CHUNK, {**params, "start": start, "stop": stop})
             bar.update(stop - start)
-        crash_point("sample_data_inserted")
-    crash_point("sample_data_committed")
-    return count
 
 
 def main() -> None:
@@ -151,14 +158,14 @@ def main() -> None:
         "--database", type=Path, help="database file (default: SPAM_FILTER_DATABASE)"
     )
     args = parser.parse_args()
-    with database.connection(args.database or settings.database_path()) as conn:
-        database.create_schema(conn)
-        existing = database.message_count(conn)
-        if args.if_empty and existing:
-            print(f"messages already holds {existing:,} rows; nothing inserted")
-            return
-        added = insert_sample_messages(conn, args.count, args.seed, args.spam_share)
-        print(f"inserted {added:,} sample messages; messages now holds {existing + added:,} rows")
+    storage = open_storage(args.database)
+    storage.create_schema()
+    existing = storage.message_count()
+    if args.if_empty and existing:
+        print(f"messages already holds {existing:,} rows; nothing inserted")
+        return
+    added = insert_sample_messages(storage, args.count, args.seed, args.spam_share)
+    print(f"inserted {added:,} sample messages; messages now holds {existing + added:,} rows")
 
 
 if __name__ == "__main__":

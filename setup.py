@@ -5,7 +5,7 @@ setup(
     version="0.1.0",
     description="A spam filter trained by a Dagster pipeline and served by a Flask API.",
     packages=find_packages(exclude=["spam_filter_tests", "bench"]),
-    # The top-level scripts are importable too, so the code location and the API can use them.
+    # The top-level scripts are importable too, so that tests and benchmarks can call them.
     py_modules=["api", "database", "sample_data"],
     python_requires=">=3.11,<3.14",
     install_requires=[

@@ -23,7 +23,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -38,8 +37,9 @@ import psutil
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-import database  # noqa: E402
 import sample_data  # noqa: E402
+from spam_filter.processes import RETRAIN_JOB_ARGUMENTS, stop_process_group  # noqa: E402
+from spam_filter.storage.factory import open_storage  # noqa: E402
 
 BODY = json.dumps(
     {
@@ -128,21 +128,19 @@ def _post(port: int) -> int:
 
 def _prepare(folder: Path, env: dict[str, str], messages: int) -> None:
     """Create the schema, insert sample messages and run the job once through the CLI."""
-    with database.connection(env["SPAM_FILTER_DATABASE"]) as conn:
-        database.create_schema(conn)
-        sample_data.insert_sample_messages(conn, messages, progress=False)
+    storage = open_storage(env["SPAM_FILTER_DATABASE"])
+    storage.create_schema()
+    sample_data.insert_sample_messages(storage, messages, progress=False)
     print(f"training a model with create_spam_model_job on {messages:,} sample messages ...")
     subprocess.run(
-        [Path(sys.executable).parent / "dagster", "job", "execute"]
-        + ["-m", "spam_filter", "-j", "create_spam_model_job"],
+        [Path(sys.executable).parent / "dagster", *RETRAIN_JOB_ARGUMENTS],
         cwd=PROJECT_ROOT,
         env=env,
         stdout=(folder / "job.log").open("w"),
         stderr=subprocess.STDOUT,
         check=True,
     )
-    with database.connection(env["SPAM_FILTER_DATABASE"], read_only=True) as conn:
-        record = database.active_model(conn)
+    record = storage.active_model()
     if record is None:
         raise SystemExit(f"the job promoted no model; see {folder / 'job.log'}")
     print(f"active model {Path(record.path).name}")
@@ -168,18 +166,8 @@ def _serve(target: Target, port: int, env: dict[str, str], log: Path) -> subproc
         except OSError:
             pass
         time.sleep(0.2)
-    _stop(process)
+    stop_process_group(process)
     raise SystemExit(f"{target.label} did not answer within 60 s; see {log}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -252,7 +240,7 @@ def _measure(target: Target, port: int, env, args, folder: Path, script: Path | 
         rss_mb = sum(p.memory_info().rss for p in processes) / 2**20
         return Result(**{**result.__dict__, "rss_mb": rss_mb, "cpu_ms": cpu_ms})
     finally:
-        _stop(process)
+        stop_process_group(process)
 
 
 def main() -> int:

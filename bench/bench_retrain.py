@@ -28,25 +28,18 @@ import psutil
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-import database  # noqa: E402
 import sample_data  # noqa: E402
-from spam_filter.sql import TOKEN_TEXT_MACRO, TOKENIZE_MACRO  # noqa: E402
+from spam_filter.processes import RETRAIN_JOB_ARGUMENTS  # noqa: E402
+from spam_filter.storage.factory import open_storage  # noqa: E402
+from spam_filter.tokenizer_sql import TOKEN_TEXT_MACRO, TOKENIZE_MACRO  # noqa: E402
 
 BIN = Path(sys.executable).parent
-JOB_COMMAND = [
-    str(BIN / "dagster"),
-    "job",
-    "execute",
-    "-m",
-    "spam_filter",
-    "-j",
-    "create_spam_model_job",
-]
+JOB_COMMAND = [str(BIN / "dagster"), *RETRAIN_JOB_ARGUMENTS]
 # The cost of starting the CLI and loading the code location, without running anything.
-CLI_FLOOR_COMMAND = [str(BIN / "dagster"), "job", "list", "-m", "spam_filter"]
+CLI_FLOOR_COMMAND = [str(BIN / "dagster"), "job", "list", "-m", "spam_filter.definitions"]
 # Run in a fresh interpreter so its memory is measured alone; prints the query's own seconds. The
-# macro's text (what `spam_filter.sql.install_tokenizer` executes) comes as an argument, so the
-# measured process imports nothing but DuckDB.
+# macro's text (what `spam_filter.tokenizer_sql.install_tokenizer` executes) comes as an
+# argument, so the measured process imports nothing but DuckDB.
 BARE_QUERY_SCRIPT = """
 import sys, time
 import duckdb
@@ -61,7 +54,7 @@ rows = conn.execute(
 print(f"{time.perf_counter() - start:.4f} {len(rows)}")
 """
 DEFAULT_SIZES = "10k,15k,1M,10M"
-# The issue's goals.
+# The project's goals for a retrain.
 DEFAULT_DATA_SIZE = 10_000
 DEFAULT_DATA_SECONDS = 8.0
 LARGE_SIZE = 10_000_000
@@ -228,9 +221,9 @@ def measure_size(size: int, seed: int, timeout: float, verbose: bool) -> Row:
         folder = Path(tmp)
         env = base_env(folder)
         started = time.perf_counter()
-        with database.connection(env["SPAM_FILTER_DATABASE"]) as conn:
-            database.create_schema(conn)
-            sample_data.insert_sample_messages(conn, size, seed=seed, progress=False)
+        storage = open_storage(env["SPAM_FILTER_DATABASE"])
+        storage.create_schema()
+        sample_data.insert_sample_messages(storage, size, seed=seed, progress=False)
         print(
             f"[{format_size(size)}] inserted {size:,} messages in "
             f"{time.perf_counter() - started:.1f}s (not timed)",
@@ -324,7 +317,7 @@ def report(rows: list[Row], floor: Measurement | None) -> str:
     )
     if floor is not None:
         lines.append(
-            f"CLI floor (`dagster job list -m spam_filter`): {floor.seconds:.2f}s, "
+            f"CLI floor (`dagster job list -m spam_filter.definitions`): {floor.seconds:.2f}s, "
             f"{floor.tree_peak_mb:.0f} MB, other CPU {floor.background_cpu:.0%}"
         )
     steps = sorted({step for row in rows for step in row.steps})
@@ -342,7 +335,7 @@ def report(rows: list[Row], floor: Measurement | None) -> str:
 
 
 def goal_lines(rows: list[Row]) -> list[str]:
-    """PASS/FAIL for each goal of the issue that the measured sizes can answer."""
+    """PASS/FAIL for each goal that the measured sizes can answer."""
 
     def verdict(ok: bool) -> str:
         return "PASS" if ok else "FAIL"

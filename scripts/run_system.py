@@ -16,9 +16,10 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-import database  # noqa: E402
 import sample_data  # noqa: E402
 from spam_filter import settings  # noqa: E402
+from spam_filter.processes import RETRAIN_JOB_ARGUMENTS, stop_process_groups  # noqa: E402
+from spam_filter.storage.factory import open_storage  # noqa: E402
 
 # One retrain at a time: two runs would only take turns on the warehouse file's lock.
 DAGSTER_YAML = """\
@@ -54,16 +55,15 @@ def _dagster_home() -> Path:
 
 
 def _bootstrap() -> None:
-    with database.connection() as conn:
-        database.create_schema(conn)
-        if database.message_count(conn) == 0:
-            print("messages is empty: inserting 10,000 sample messages", flush=True)
-            sample_data.insert_sample_messages(conn, 10_000)
-        has_model = database.active_model(conn) is not None
-    if not has_model:
+    storage = open_storage()
+    storage.create_schema()
+    if storage.message_count() == 0:
+        print("messages is empty: inserting 10,000 sample messages", flush=True)
+        sample_data.insert_sample_messages(storage, 10_000)
+    if storage.active_model() is None:
         print("no active model: running create_spam_model_job once", flush=True)
         subprocess.run(
-            [BIN / "dagster", "job", "execute", "-m", "spam_filter", "-j", "create_spam_model_job"],
+            [BIN / "dagster", *RETRAIN_JOB_ARGUMENTS],
             cwd=PROJECT_ROOT,
             check=True,
         )
@@ -90,19 +90,6 @@ def _start(command: list[str]) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=PROJECT_ROOT, start_new_session=True, restore_signals=True)
 
 
-def _stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    for process in processes:
-        try:
-            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def main() -> int:
     # Handle Ctrl-C and SIGTERM here even when started with them ignored (as background jobs of a
     # non-interactive shell are): the services then start with default handling, as exec resets
@@ -120,7 +107,7 @@ def main() -> int:
         services.append(_start(api_command(bind, workers)))
         services.append(_start([BIN / "dagster", "dev", "--host", host, "--port", ui_port]))
     except BaseException:
-        _stop(services)
+        stop_process_groups(services, timeout_seconds=20)
         raise
     print(
         f"\nAPI on http://{bind}/api/find_spam, Dagster UI on http://{host}:{ui_port} "
@@ -136,7 +123,7 @@ def main() -> int:
         print("\nstopping the API and the Dagster UI", flush=True)
         return 0
     finally:
-        _stop(services)
+        stop_process_groups(services, timeout_seconds=20)
 
 
 if __name__ == "__main__":

@@ -1,76 +1,74 @@
-"""Data checks on the training set; a failure stops the run before a model is trained on it."""
-
-from collections.abc import Iterator
+"""Checks on the training set: the blocking ones stop the run before a model is trained on it."""
 
 import dagster as dg
-from dagster_duckdb import DuckDBResource
 
-from spam_filter import warehouse
-from spam_filter.assets.data import spam_dataset
+from spam_filter.assets.ingestion import spam_dataset
+from spam_filter.resources import Warehouse
 
+COUNT_CLASSES = """
+    SELECT count(*) FILTER (WHERE spam), count(*) FILTER (WHERE NOT spam)
+    FROM public.spam_dataset
+"""
 
-@dg.multi_asset_check(
-    specs=[
-        dg.AssetCheckSpec(
-            "check_spam_dataset_has_both_classes",
-            asset=spam_dataset,
-            blocking=True,
-            description="Both spam and non-spam messages are present: else nothing to learn.",
-        ),
-        dg.AssetCheckSpec(
-            "check_spam_dataset_text_present",
-            asset=spam_dataset,
-            blocking=True,
-            description=(
-                "No source message is null or blank (any such are left out of the dataset; a "
-                "warning, so that a few bad rows do not stop the monthly retrain)."
-            ),
-        ),
-        dg.AssetCheckSpec(
-            "check_spam_dataset_labels_boolean",
-            asset=spam_dataset,
-            blocking=True,
-            description=(
-                "Labels are booleans (an error) and none is missing in the sources (a warning: "
-                "unlabelled messages are left out of the dataset)."
-            ),
-        ),
-    ]
-)
-def spam_dataset_checks(warehouse_db: DuckDBResource) -> Iterator[dg.AssetCheckResult]:
-    """Check the dataset's classes, texts and labels in one step and one scan."""
-    # One step rather than one per check: each step costs the run about 0.1 s of Dagster's own
-    # bookkeeping, more than these counts take even on ten million messages.
-    with warehouse_db.get_connection() as conn:
-        spam, non_spam = conn.execute(
-            "SELECT count(*) FILTER (WHERE spam), count(*) FILTER (WHERE NOT spam) FROM "
-            + warehouse.table("spam_dataset")
-        ).fetchone()
-        # The dataset itself leaves bad rows out; the sources show how many it had to.
-        blank, missing = conn.execute(
-            "SELECT count(*) FILTER (WHERE body IS NULL OR trim(body) = ''), "
-            "count(*) FILTER (WHERE spam IS NULL) FROM ("
-            "SELECT spam, body FROM " + warehouse.table("sms_spam_examples") + " UNION ALL "
-            "SELECT spam, body FROM " + warehouse.table("user_messages") + ")"
-        ).fetchone()
-        (label_type,) = conn.execute(
-            "SELECT data_type FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = 'spam_dataset' AND column_name = 'spam'",
-            [warehouse.SCHEMA],
-        ).fetchone()
-    yield dg.AssetCheckResult(
-        check_name="check_spam_dataset_has_both_classes",
-        passed=spam > 0 and non_spam > 0,
-        metadata={"spam": spam, "non_spam": non_spam},
+# The dataset leaves bad rows out; the sources show how many it had to.
+COUNT_BLANK_SOURCE_MESSAGES = """
+    SELECT count(*)
+    FROM (
+        SELECT body FROM public.sms_spam_examples
+        UNION ALL
+        SELECT body FROM public.user_messages
     )
-    yield dg.AssetCheckResult(
-        check_name="check_spam_dataset_text_present",
+    WHERE body IS NULL OR trim(body) = ''
+"""
+
+COUNT_UNLABELLED_SOURCE_MESSAGES = """
+    SELECT count(*)
+    FROM (
+        SELECT spam FROM public.sms_spam_examples
+        UNION ALL
+        SELECT spam FROM public.user_messages
+    )
+    WHERE spam IS NULL
+"""
+
+LABEL_TYPE = """
+    SELECT data_type
+    FROM information_schema.columns
+    WHERE table_schema = 'public' AND table_name = 'spam_dataset' AND column_name = 'spam'
+"""
+
+
+@dg.asset_check(asset=spam_dataset, blocking=True)
+def check_spam_dataset_has_both_classes(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """Both spam and non-spam messages are present: else there is nothing to learn."""
+    with warehouse.get_connection() as conn:
+        spam, non_spam = conn.execute(COUNT_CLASSES).fetchone()
+    return dg.AssetCheckResult(
+        passed=spam > 0 and non_spam > 0, metadata={"spam": spam, "non_spam": non_spam}
+    )
+
+
+@dg.asset_check(asset=spam_dataset)
+def check_spam_dataset_text_present(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """No source message is null or blank; any such are left out of the dataset, so a few bad
+    rows warn rather than stop the monthly retrain."""
+    with warehouse.get_connection() as conn:
+        (blank,) = conn.execute(COUNT_BLANK_SOURCE_MESSAGES).fetchone()
+    return dg.AssetCheckResult(
         passed=blank == 0,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"blank_messages_left_out": blank},
     )
-    yield dg.AssetCheckResult(
-        check_name="check_spam_dataset_labels_boolean",
+
+
+@dg.asset_check(asset=spam_dataset, blocking=True)
+def check_spam_dataset_labels_boolean(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """Labels are booleans (an error otherwise); a missing label only warns, since unlabelled
+    messages are left out of the dataset."""
+    with warehouse.get_connection() as conn:
+        (label_type,) = conn.execute(LABEL_TYPE).fetchone()
+        (missing,) = conn.execute(COUNT_UNLABELLED_SOURCE_MESSAGES).fetchone()
+    return dg.AssetCheckResult(
         passed=label_type == "BOOLEAN" and missing == 0,
         severity=(
             dg.AssetCheckSeverity.ERROR if label_type != "BOOLEAN" else dg.AssetCheckSeverity.WARN

@@ -3,8 +3,8 @@
 import dagster as dg
 from dagster_duckdb_pandas import DuckDBPandasIOManager
 
-from spam_filter import checks, settings, warehouse
-from spam_filter.assets import data, model
+from spam_filter import checks, settings, tables
+from spam_filter.assets import deployment, ingestion, training
 from spam_filter.jobs import create_spam_model_job, monthly_retrain_schedule
 from spam_filter.resources import ApplicationDatabase, ModelStorage, Warehouse
 
@@ -14,30 +14,31 @@ WAREHOUSE_CONNECTION_CONFIG = {"memory_limit": "256MB", "preserve_insertion_orde
 
 
 def build_resources() -> dict:
-    """Resources pointing at the configured paths (read now, when the code location loads)."""
-    warehouse_file = str(settings.warehouse_path())
-    settings.warehouse_path().parent.mkdir(parents=True, exist_ok=True)
+    """Resources on the configured paths, read when the code location loads."""
+    warehouse_file = settings.warehouse_path()
+    warehouse_file.parent.mkdir(parents=True, exist_ok=True)
     return {
         "database": ApplicationDatabase(path=str(settings.database_path())),
         "model_storage": ModelStorage(weights_dir=str(settings.weights_dir())),
-        "warehouse_db": Warehouse(
-            database=warehouse_file, connection_config=WAREHOUSE_CONNECTION_CONFIG
+        "warehouse": Warehouse(
+            database=str(warehouse_file), connection_config=WAREHOUSE_CONNECTION_CONFIG
         ),
         "io_manager": DuckDBPandasIOManager(
-            database=warehouse_file,
-            schema=warehouse.SCHEMA,
+            database=str(warehouse_file),
+            schema=tables.SCHEMA,
             connection_config=WAREHOUSE_CONNECTION_CONFIG,
         ),
-        "dict_io_manager": dg.FilesystemIOManager(base_dir=str(settings.storage_dir())),
+        training.PICKLE_IO_MANAGER: dg.FilesystemIOManager(base_dir=str(settings.storage_dir())),
     }
 
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([data, model]),
-    asset_checks=dg.load_asset_checks_from_modules([checks]),
+    assets=dg.load_assets_from_modules([ingestion, training, deployment]),
+    asset_checks=dg.load_asset_checks_from_modules([checks, deployment]),
     jobs=[create_spam_model_job],
     schedules=[monthly_retrain_schedule],
     resources=build_resources(),
-    # Also for "Materialize selected" in the UI, which runs the implicit asset job.
+    # One process per run, for the job and for "Materialize" in the UI alike: a process per step
+    # spends more time starting than working.
     executor=dg.in_process_executor,
 )

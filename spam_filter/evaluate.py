@@ -20,10 +20,9 @@ from sklearn.model_selection import train_test_split
 from sklearn.naive_bayes import MultinomialNB
 from sklearn.pipeline import make_pipeline
 
-from spam_filter import settings
-from spam_filter.assets.data import read_sms_spam_collection
-from spam_filter.assets.model import ModelScoreConfig, SpamModelConfig
-from spam_filter.evaluation import Score
+from spam_filter import constants, settings
+from spam_filter.datasets import read_sms_spam_collection
+from spam_filter.scoring import Score
 from spam_filter.spam import compare_text_to_bow, train_model
 
 TUTORIAL_API = "tutorial, as its API scores"
@@ -32,7 +31,7 @@ THIS_PROJECT = "this project"
 SKLEARN = "scikit-learn MultinomialNB + CountVectorizer"
 METHODS = (TUTORIAL_API, TUTORIAL_NORMALISED, THIS_PROJECT, SKLEARN)
 RATES = ("true_positive_rate", "false_positive_rate", "accuracy")
-TEST_SIZE = 0.3
+TEST_SIZE = constants.TEST_SIZE
 
 # Trains on (texts, labels) and returns the spam decision for each of the test texts.
 Method = Callable[[Sequence[str], Sequence[bool], Sequence[str]], list[bool]]
@@ -210,16 +209,14 @@ def _positive_int(value: str) -> int:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    """Parse the command line; model defaults come from the pipeline's Dagster config."""
+    """Parse the command line; model defaults are the pipeline's (`spam_filter.constants`)."""
     parser = argparse.ArgumentParser(
         prog="python -m spam_filter.evaluate",
         description="Compare this project's spam model with the tutorial's and scikit-learn's.",
     )
-    parser.add_argument("--alpha", type=_positive_float, default=SpamModelConfig().alpha)
+    parser.add_argument("--alpha", type=_positive_float, default=constants.ALPHA)
     parser.add_argument(
-        "--false-positive-cost",
-        type=_positive_float,
-        default=ModelScoreConfig().false_positive_cost,
+        "--false-positive-cost", type=_positive_float, default=constants.FALSE_POSITIVE_COST
     )
     parser.add_argument("--splits", type=_positive_int, default=10)
     parser.add_argument("--csv", default=str(settings.spam_csv_path()))

@@ -6,8 +6,6 @@ create_spam_model_job = dg.define_asset_job(
     name="create_spam_model_job",
     selection=dg.AssetSelection.all(),
     description="Retrain the spam model and promote it if it beats the active one.",
-    # One process for the whole run: a process per step spends more time starting than working.
-    executor_def=dg.in_process_executor,
 )
 
 monthly_retrain_schedule = dg.ScheduleDefinition(

@@ -1,45 +1,30 @@
-"""Resources: the application database and the store of model weight files."""
+"""Resources: the application database, the store of model weight files, and the warehouse."""
 
 import fcntl
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
-import database
 from spam_filter import weights
 from spam_filter.file_locks import LockTimeout, lock_exclusively
 from spam_filter.spam import SpamModel, load_model
+from spam_filter.storage.base import ApplicationStorage
+from spam_filter.storage.factory import open_storage
 
 
 class ApplicationDatabase(dg.ConfigurableResource):
-    """The DuckDB file that holds `messages` and `models`, shared with the API."""
+    """The application database (`messages`, `models`), shared with the API and the scripts."""
 
     path: str
     lock_timeout_seconds: float = 120.0
 
-    @contextmanager
-    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A short-lived connection; held only for a step's query because the API polls the file."""
-        with database.connection(
-            self.path, read_only=read_only, timeout=self.lock_timeout_seconds
-        ) as conn:
-            yield conn
-
-    def attach_read_only(
-        self,
-        conn: duckdb.DuckDBPyConnection,
-        alias: str,
-        on_wait: Callable[[str], None] | None = None,
-    ) -> None:
-        """Make the application tables readable from another connection as `alias`.<table>."""
-        database.attach_read_only(
-            conn, self.path, alias, timeout=self.lock_timeout_seconds, on_wait=on_wait
-        )
+    def storage(self) -> ApplicationStorage:
+        """The database behind its storage interface; each call opens short connections only."""
+        return open_storage(self.path, self.lock_timeout_seconds)
 
 
 class ModelStorage(dg.ConfigurableResource):

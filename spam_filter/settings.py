@@ -7,6 +7,7 @@ the environment before they start.
 
 import os
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,3 +40,17 @@ def storage_dir() -> Path:
 def spam_csv_path() -> Path:
     """The SMS Spam Collection shipped with the project."""
     return _path_from_env("SPAM_FILTER_SPAM_CSV", PROJECT_ROOT / "spam.csv")
+
+
+def api_config() -> dict[str, Any]:
+    """The API's configuration: the paths above, then its own environment variables."""
+    return {
+        "DATABASE": str(database_path()),
+        "WEIGHTS_DIR": str(weights_dir()),
+        "MODEL_REFRESH_SECONDS": float(os.environ.get("SPAM_FILTER_MODEL_REFRESH_SECONDS", "2")),
+        "MODEL_FULL_CHECK_SECONDS": float(
+            os.environ.get("SPAM_FILTER_MODEL_FULL_CHECK_SECONDS", "30")
+        ),
+        "MAX_CONTENT_LENGTH": int(os.environ.get("SPAM_FILTER_MAX_BODY_BYTES", str(64 * 1024))),
+        "MAX_BATCH_TEXTS": int(os.environ.get("SPAM_FILTER_MAX_BATCH_TEXTS", "1000")),
+    }

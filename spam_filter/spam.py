@@ -44,8 +44,8 @@ def tokenize(text: str) -> list[str]:
         Lower-cased tokens; currency signs are tokens of their own and long numbers collapse to
         `LONG_NUMBER_TOKEN`.
     """
-    # translate() with a mapping looks up every character and was most of the time spent here;
-    # the two characters it maps are rare, so it runs only when one occurs.
+    # translate() with a mapping looks up every character, which costs more than the rest of
+    # tokenizing; the two characters it maps are rare, so it runs only when one occurs.
     if any(char in text for char in _DUCKDB_LOWERS):
         text = text.translate(_AS_DUCKDB_LOWERS)
     spaced = _LONG_NUMBER_RE.sub(_LONG_NUMBER_REPLACEMENT, text.lower())
@@ -190,6 +190,28 @@ class SpamModel:
         if any(p <= 0 for p in spam_bow.values()) or any(p <= 0 for p in non_spam_bow.values()):
             raise ValueError("malformed weights: probabilities must be positive")
         return cls(spam_bow, non_spam_bow, percent_spam, dict(weights.get("info") or {}))
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A model and what it was trained on: the value of the pipeline's `spam_model` asset."""
+
+    model: SpamModel
+    training_messages: int
+    training_spam: int
+    alpha: float
+    false_positive_cost: float
+    seed: int
+    test_size: float
+
+    @property
+    def spam_share(self) -> float:
+        """The share of spam among the training messages (the prior before the cost)."""
+        return self.training_spam / self.training_messages
+
+    def top_spam_words(self, count: int) -> list[tuple[str, float]]:
+        """The `count` words whose presence moves a message furthest towards spam."""
+        return sorted(self.model.log_odds.items(), key=lambda item: item[1], reverse=True)[:count]
 
 
 def train_model(

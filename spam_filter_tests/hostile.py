@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-import api
+from spam_filter.serving.request_parsing import MAX_JSON_DEPTH
 
 # Bounded runs for every test that uses these strategies. No example database: nothing is written
 # to the work tree, and each run draws afresh. Function-scoped fixtures (an app, a server) are
@@ -129,7 +129,7 @@ def expected_status(payload: Any, body: bytes, max_body: int = MAX_BODY_BYTES) -
     """The status the API's contract gives for `payload` sent as `body` with a JSON type."""
     if len(body) > max_body:
         return 413
-    if nesting_depth(payload) > api.MAX_JSON_DEPTH:
+    if nesting_depth(payload) > MAX_JSON_DEPTH:
         return 400
     if not isinstance(payload, dict) or ("text" in payload) == ("texts" in payload):
         return 400

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import psutil
 
-from spam_filter_tests.conftest import PROJECT_ROOT, copy_trained_state
+from spam_filter.processes import stop_process_group
+from spam_filter_tests.helpers import PROJECT_ROOT, copy_trained_state
 
 WORKERS = 2
 REFRESH_SECONDS = 1
@@ -53,17 +54,6 @@ def request(port: int, method: str, path: str, body: str | None = None) -> tuple
     return status, json.loads(data)
 
 
-def stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM the process's group, SIGKILL it if it is still up 15 s later."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 @contextmanager
 def service(
     command: list[str], env: dict[str, str], probe: Callable[[], object], name: str, seconds: float
@@ -91,7 +81,7 @@ def service(
                 time.sleep(0.2)
         yield process
     finally:
-        stop_group(process)
+        stop_process_group(process)
 
 
 def server_env(tmp_path: Path, trained_state: dict[str, str], **overrides: str) -> dict[str, str]:
@@ -171,7 +161,7 @@ class Server:
 
     def stop(self) -> None:
         if self.process is not None:
-            stop_group(self.process)
+            stop_process_group(self.process)
 
 
 @contextmanager

@@ -11,10 +11,11 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-import api
 from spam_filter.resources import ModelStorage
+from spam_filter.serving.model_watcher import EXTENSION_KEY
+from spam_filter.serving.routes import TRAIN_HINT
 from spam_filter.spam import SpamModel, train_model
-from spam_filter_tests.conftest import (
+from spam_filter_tests.helpers import (
     APP_REFRESH_SECONDS,
     SWAP_DEADLINE_SECONDS,
     OtherProcess,
@@ -206,8 +207,8 @@ def test_no_active_model_answers_503_with_how_to_train(
     client = make_app(app_db).test_client()
     response = client.post(URL, json={"text": SPAM})
     assert response.status_code == 503
-    assert response.json == {"success": False, "error": api.TRAIN_HINT}
-    assert "dagster job execute -m spam_filter -j create_spam_model_job" in api.TRAIN_HINT
+    assert response.json == {"success": False, "error": TRAIN_HINT}
+    assert "dagster job execute -m spam_filter.definitions -j create_spam_model_job" in TRAIN_HINT
     batch = client.post(URL, json={"texts": [SPAM]})
     assert batch.status_code == 503
     assert batch.json["success"] is False
@@ -253,7 +254,7 @@ def test_health_no_model(make_app: Callable[..., Flask], app_db: str) -> None:
 
 
 def test_health_stale_when_checks_stop(app: Flask, client: FlaskClient) -> None:
-    watcher = app.extensions["model_watcher"]
+    watcher = app.extensions[EXTENSION_KEY]
     watcher.stop()
     # Stands in for minutes without a check; waiting out the real threshold would take 5.6 s.
     watcher.last_checked_at = datetime.now(UTC) - timedelta(minutes=1)

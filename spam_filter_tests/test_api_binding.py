@@ -13,8 +13,8 @@ from types import ModuleType
 import psutil
 import pytest
 
-from spam_filter_tests.conftest import PROJECT_ROOT
-from spam_filter_tests.servers import free_port, send, stop_group
+from spam_filter_tests.helpers import PROJECT_ROOT
+from spam_filter_tests.servers import free_port, send, stop_process_group
 
 
 def _listening(pid: int) -> set[tuple[str, int]]:
@@ -58,7 +58,7 @@ def start_dev_server(app_db: str) -> Iterator[Callable[[dict[str, str]], subproc
 
     yield start
     for process in processes:
-        stop_group(process)
+        stop_process_group(process)
 
 
 def _wait_listening(process: subprocess.Popen) -> set[tuple[str, int]]:

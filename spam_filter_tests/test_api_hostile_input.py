@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from werkzeug.test import TestResponse
 
-import api
+from spam_filter.serving.request_parsing import MAX_JSON_DEPTH
 from spam_filter_tests import hostile
 
 # Large enough that 100,000-digit numbers and 100,000 brackets reach the JSON parser.
@@ -124,17 +124,17 @@ EXTREME_BODIES = {
     # Refused either by the limit or by the parser, whichever the Python version reaches first.
     "nesting of 5,000 levels": (b'{"text": "hi", "x": ' + _nested(5_000) + b"}", 400, None),
     "nesting one level past the limit": (
-        b'{"text": "hi", "x": ' + _nested(api.MAX_JSON_DEPTH) + b"}",
+        b'{"text": "hi", "x": ' + _nested(MAX_JSON_DEPTH) + b"}",
         400,
-        f"nests deeper than {api.MAX_JSON_DEPTH} levels",
+        f"nests deeper than {MAX_JSON_DEPTH} levels",
     ),
     "nesting at the limit": (
-        b'{"text": "hi", "x": ' + _nested(api.MAX_JSON_DEPTH - 1) + b"}",
+        b'{"text": "hi", "x": ' + _nested(MAX_JSON_DEPTH - 1) + b"}",
         200,
         None,
     ),
     "batch nested at the limit": (
-        b'{"texts": ["hi"], "x": ' + _nested(api.MAX_JSON_DEPTH - 2, "{}") + b"}",
+        b'{"texts": ["hi"], "x": ' + _nested(MAX_JSON_DEPTH - 2, "{}") + b"}",
         200,
         None,
     ),

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from spam_filter import weights
 from spam_filter.resources import ModelStorage
 from spam_filter.spam import train_model
-from spam_filter_tests.conftest import OtherProcess, wait_for
+from spam_filter_tests.helpers import OtherProcess, wait_for
 
 URL = "/api/find_spam"
 SPAM = "you are the winner!"

@@ -11,14 +11,14 @@ from pathlib import Path
 
 from sklearn.model_selection import train_test_split
 
-import database
 from spam_filter import settings
-from spam_filter.assets.data import read_sms_spam_collection
+from spam_filter.datasets import read_sms_spam_collection
 from spam_filter.resources import ModelStorage
 from spam_filter.spam import train_model
+from spam_filter.storage.duckdb_storage import DuckDBStorage
+from spam_filter.storage.records import ModelRecord
+from spam_filter_tests.helpers import BIN, JOB_COMMAND
 from spam_filter_tests.servers import free_port, service
-
-BIN = Path(sys.executable).parent
 
 
 def _post(url: str, payload: dict) -> dict:
@@ -54,7 +54,7 @@ def test_bootstrap_train_and_serve(project_env, tmp_path):
     subprocess.run([sys.executable, "database.py"], **run)
     subprocess.run([sys.executable, "sample_data.py", "--count", "2000"], **run)
     job = subprocess.run(
-        [BIN / "dagster", "job", "execute", "-m", "spam_filter", "-j", "create_spam_model_job"],
+        JOB_COMMAND,
         **{**run, "check": False},
     )
     assert job.returncode == 0, job.stderr.decode()[-3000:]
@@ -71,9 +71,7 @@ def test_api_agrees_with_offline_evaluation_on_raw_test_messages(project_env, ap
     train, test = train_test_split(frame, test_size=0.3, stratify=frame["spam"], random_state=0)
     model = train_model(zip(train["body"], train["spam"], strict=True), 0.1, 8.0)
     path = ModelStorage(weights_dir=project_env["SPAM_FILTER_WEIGHTS_DIR"]).save(model)
-    record = database.ModelRecord(path, "active", 0.9, 0.01)
-    with database.connection(app_db) as conn:
-        database.promote_model(conn, record, replacing=None)
+    DuckDBStorage(app_db).promote_model(ModelRecord(path, "active", 0.9, 0.01), replacing=None)
 
     texts = test["body"].tolist()
     offline = [model.verdict(text) for text in texts]

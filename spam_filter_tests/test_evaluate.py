@@ -6,9 +6,8 @@ import sys
 
 import pytest
 
-from spam_filter import evaluate, settings
-from spam_filter.assets.data import read_sms_spam_collection
-from spam_filter.assets.model import ModelScoreConfig, SpamModelConfig
+from spam_filter import constants, evaluate, settings
+from spam_filter.datasets import read_sms_spam_collection
 
 
 @pytest.fixture(scope="module")
@@ -19,8 +18,8 @@ def results() -> dict[str, dict[str, float]]:
         data["body"].tolist(),
         data["spam"].tolist(),
         splits=2,
-        alpha=SpamModelConfig().alpha,
-        false_positive_cost=ModelScoreConfig().false_positive_cost,
+        alpha=constants.ALPHA,
+        false_positive_cost=constants.FALSE_POSITIVE_COST,
     )
 
 

@@ -17,13 +17,11 @@ from pathlib import Path
 
 import pytest
 
-import database
 from spam_filter.spam import load_model
-from spam_filter_tests.conftest import PROJECT_ROOT, add_sample_messages, wait_for
+from spam_filter.storage.duckdb_storage import DuckDBStorage
+from spam_filter_tests.helpers import BIN, JOB_COMMAND, PROJECT_ROOT, add_sample_messages, wait_for
 from spam_filter_tests.servers import free_port, service
 
-BIN = Path(sys.executable).parent
-JOB = [str(BIN / "dagster"), "job", "execute", "-m", "spam_filter", "-j", "create_spam_model_job"]
 INITIAL_MESSAGES = 2_000
 # About 9 s of inserting on this machine: well past the 5 s the CLI takes to reach `user_messages`.
 INSERTED_MESSAGES = 10_000_000
@@ -44,12 +42,13 @@ def env(project_env: dict[str, str], app_db: str, tmp_path: Path) -> dict[str, s
 
 def _consistent_state(db: str) -> tuple[int, list[str]]:
     """(messages, active model paths), after reading every row of both tables."""
-    with database.connection(db, read_only=True) as conn:
+    storage = DuckDBStorage(db)
+    with storage.connection(read_only=True) as conn:
         (messages, characters) = conn.execute(
             "SELECT count(*), sum(length(body)) FROM messages"
         ).fetchone()
-        assert characters > 0
-        history = database.model_history(conn)
+    assert characters > 0
+    history = storage.model_history()
     active = [record.path for record in history if record.status == "active"]
     for path in active:
         assert load_model(path).vocabulary_size > 0
@@ -57,7 +56,7 @@ def _consistent_state(db: str) -> tuple[int, list[str]]:
 
 
 def _copied_user_messages(env: dict[str, str]) -> int:
-    with database.connection(env["SPAM_FILTER_WAREHOUSE"], read_only=True) as conn:
+    with DuckDBStorage(env["SPAM_FILTER_WAREHOUSE"]).connection(read_only=True) as conn:
         return conn.execute("SELECT count(*) FROM public.user_messages").fetchone()[0]
 
 
@@ -73,7 +72,7 @@ def _start_sample_data(env: dict[str, str]) -> subprocess.Popen:
 
 
 def _start_job(env: dict[str, str], run_config: Path | None = None) -> subprocess.Popen:
-    command = JOB if run_config is None else [*JOB, "--config", str(run_config)]
+    command = JOB_COMMAND if run_config is None else [*JOB_COMMAND, "--config", str(run_config)]
     return subprocess.Popen(
         command,
         cwd=PROJECT_ROOT,
@@ -158,8 +157,7 @@ def test_two_retrains_from_the_cli_at_once_take_turns(env: dict[str, str], app_d
     assert any("waiting for another run to release" in run.text for run in runs)
     _, active = _consistent_state(app_db)
     assert len(active) == 1
-    with database.connection(app_db, read_only=True) as conn:
-        assert len(database.model_history(conn)) == 2
+    assert len(DuckDBStorage(app_db).model_history()) == 2
 
 
 _LAUNCH = """
@@ -250,5 +248,4 @@ def test_two_launches_from_the_ui_both_wait_then_both_succeed(
     assert statuses() == ["SUCCESS", "SUCCESS"]
     _, active = _consistent_state(app_db)
     assert len(active) == 1
-    with database.connection(app_db, read_only=True) as conn:
-        assert len(database.model_history(conn)) == 2
+    assert len(DuckDBStorage(app_db).model_history()) == 2

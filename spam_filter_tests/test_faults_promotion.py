@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-import database
 from spam_filter import faults
 from spam_filter.spam import load_model
-from spam_filter_tests.conftest import PROJECT_ROOT, add_sample_messages
+from spam_filter.storage.duckdb_storage import DuckDBStorage
+from spam_filter_tests.helpers import PROJECT_ROOT, add_sample_messages
 
 # How many times the loop passes every crash point.
 ROUNDS = int(os.environ.get("SPAM_FILTER_FAULT_ROUNDS", "1"))
@@ -76,9 +76,9 @@ class JobRunner:
 
 def _state(db: str) -> tuple[list[str], list[str]]:
     """(paths of active models, every recorded path)."""
-    with database.connection(db, read_only=True) as conn:
-        active = conn.execute("SELECT path FROM models WHERE status = 'active'").fetchall()
-        return [path for (path,) in active], database.recorded_model_paths(conn)
+    storage = DuckDBStorage(db)
+    active = [record.path for record in storage.model_history() if record.status == "active"]
+    return active, storage.recorded_model_paths()
 
 
 def _weights_files(weights_dir: Path) -> set[str]:

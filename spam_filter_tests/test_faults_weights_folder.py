@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from spam_filter.spam import load_model
-from spam_filter_tests.conftest import PROJECT_ROOT, active_model, materialize_all
+from spam_filter_tests.helpers import PROJECT_ROOT, active_model, materialize_all
 
 # Runs the job once, then lists the weights folder as this namespace sees it: its tmpfs is gone
 # once the process ends, so whatever the failed run left there must be looked at from inside.

@@ -11,7 +11,7 @@ import pytest
 from spam_filter.file_locks import LockTimeout
 from spam_filter.resources import ModelStorage, Warehouse
 from spam_filter.spam import train_model
-from spam_filter_tests.conftest import add_sample_messages, materialize_all
+from spam_filter_tests.helpers import add_sample_messages, materialize_all
 
 _HOLD_LOCK = """
 import fcntl, sys, time
@@ -41,7 +41,7 @@ def test_saved_weights_get_unique_names_and_the_three_keys(tmp_path):
 
 def test_a_run_waits_for_the_run_holding_the_warehouse(resources, app_db):
     add_sample_messages(app_db)
-    warehouse = resources["warehouse_db"]
+    warehouse = resources["warehouse"]
     lock_path = warehouse.database + ".run-lock"
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLD_LOCK, lock_path],
@@ -53,7 +53,7 @@ def test_a_run_waits_for_the_run_holding_the_warehouse(resources, app_db):
         assert holder.stdout.readline().strip() == "held"
         impatient = {
             **resources,
-            "warehouse_db": Warehouse(
+            "warehouse": Warehouse(
                 database=warehouse.database,
                 connection_config=warehouse.connection_config,
                 run_lock_timeout_seconds=0.5,

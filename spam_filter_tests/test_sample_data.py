@@ -7,19 +7,18 @@ import sys
 
 import pytest
 
-import database
 import sample_data
 from spam_filter import faults, settings
+from spam_filter.storage.duckdb_storage import DuckDBStorage
 
 
 def _messages(path: str) -> list[tuple[bool, str]]:
-    with database.connection(path, read_only=True) as conn:
+    with DuckDBStorage(path).connection(read_only=True) as conn:
         return conn.execute("SELECT spam, body FROM messages ORDER BY created_at").fetchall()
 
 
 def test_messages_follow_their_labels(app_db):
-    with database.connection(app_db) as conn:
-        sample_data.insert_sample_messages(conn, 1_000, seed=3, progress=False)
+    sample_data.insert_sample_messages(DuckDBStorage(app_db), 1_000, seed=3, progress=False)
     rows = _messages(app_db)
     assert len(rows) == 1_000
     spam_share = sum(spam for spam, _ in rows) / len(rows)
@@ -29,8 +28,8 @@ def test_messages_follow_their_labels(app_db):
 
 
 def test_template_parts_are_chosen_independently(app_db):
-    with database.connection(app_db) as conn:
-        sample_data.insert_sample_messages(conn, 20_000, progress=False)
+    sample_data.insert_sample_messages(DuckDBStorage(app_db), 20_000, progress=False)
+    with DuckDBStorage(app_db).connection(read_only=True) as conn:
         distinct = dict(
             conn.execute("SELECT spam, count(DISTINCT body) FROM messages GROUP BY spam").fetchall()
         )
@@ -44,17 +43,16 @@ def test_template_parts_are_chosen_independently(app_db):
 def test_same_seed_gives_same_messages(project_env, tmp_path):
     paths = [str(tmp_path / "a.duckdb"), str(tmp_path / "b.duckdb")]
     for path in paths:
-        with database.connection(path) as conn:
-            database.create_schema(conn)
-            sample_data.insert_sample_messages(conn, 500, seed=7, progress=False)
+        storage = DuckDBStorage(path)
+        storage.create_schema()
+        sample_data.insert_sample_messages(storage, 500, seed=7, progress=False)
     assert _messages(paths[0]) == _messages(paths[1])
 
 
 # tqdm's count of rows inserted so far, uncommitted: after one, two and four chunks.
 @pytest.mark.parametrize("shown", ["500k/5.00M", "1.00M/5.00M", "2.00M/5.00M"])
 def test_a_run_killed_mid_insert_adds_no_rows(app_db, shown):
-    with database.connection(app_db) as conn:
-        sample_data.insert_sample_messages(conn, 10, progress=False)
+    sample_data.insert_sample_messages(DuckDBStorage(app_db), 10, progress=False)
     run = subprocess.Popen(
         [sys.executable, "sample_data.py", "--count", "5000000"],
         cwd=settings.PROJECT_ROOT,

@@ -1,7 +1,6 @@
 """End to end: a real gunicorn server under load while other processes promote models."""
 
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -10,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-import database
+from spam_filter.processes import stop_process_group
 from spam_filter.resources import ModelStorage
 from spam_filter.spam import train_model
-from spam_filter_tests.conftest import PROJECT_ROOT, OtherProcess
-from spam_filter_tests.servers import Server, load, running_server, stop_group, summary
+from spam_filter.storage.duckdb_storage import DuckDBStorage
+from spam_filter_tests.helpers import JOB_COMMAND, PROJECT_ROOT, SWAP_DEADLINE_SECONDS, OtherProcess
+from spam_filter_tests.servers import Server, load, running_server, summary
 
 LOAD_THREADS = 3
-SWAP_DEADLINE_SECONDS = 5.0
 
 
 @pytest.fixture
@@ -66,8 +65,7 @@ def test_hot_swap_under_load(
 
 
 def test_no_failures_while_the_real_job_promotes(server: Server, tmp_path: Path) -> None:
-    with database.connection(server.database, read_only=True) as conn:
-        old_path = database.active_model(conn).path
+    old_path = DuckDBStorage(server.database).active_model().path
     stop = threading.Event()
     job_log = tmp_path / "job.log"
     started = time.monotonic()
@@ -78,8 +76,7 @@ def test_no_failures_while_the_real_job_promotes(server: Server, tmp_path: Path)
         ]
         with job_log.open("w") as log_file:
             job = subprocess.Popen(
-                [Path(sys.executable).parent / "dagster", "job", "execute"]
-                + ["-m", "spam_filter", "-j", "create_spam_model_job"],
+                JOB_COMMAND,
                 cwd=PROJECT_ROOT,
                 env=server.env,
                 stdout=log_file,
@@ -89,7 +86,7 @@ def test_no_failures_while_the_real_job_promotes(server: Server, tmp_path: Path)
         try:
             returncode = job.wait(timeout=40)
         finally:
-            stop_group(job)
+            stop_process_group(job)
         job_done_at = time.monotonic()
         # About 20 s of load in all, and at least the swap deadline and a margin after the job.
         time.sleep(max(started + 20 - job_done_at, SWAP_DEADLINE_SECONDS + 1.5))
@@ -101,8 +98,7 @@ def test_no_failures_while_the_real_job_promotes(server: Server, tmp_path: Path)
         f"{summary(answers)}"
     )
     assert returncode == 0, job_log.read_text()[-5000:]
-    with database.connection(server.database, read_only=True) as conn:
-        new_path = database.active_model(conn).path
+    new_path = DuckDBStorage(server.database).active_model().path
     assert new_path != old_path
     assert not [a for a in answers if a.failed], summary(answers)
     late = [a for a in answers if a.started > job_done_at + SWAP_DEADLINE_SECONDS]

@@ -14,9 +14,9 @@ import psutil
 import pytest
 from hypothesis import given, settings
 
-import database
+from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter_tests import hostile
-from spam_filter_tests.conftest import wait_for
+from spam_filter_tests.helpers import wait_for
 from spam_filter_tests.servers import Answer, Server, load, running_server, send, summary
 
 MIB = 1024 * 1024
@@ -277,8 +277,7 @@ def test_killed_workers_are_replaced_without_failing_requests(server: Server) ->
 
 
 def test_whole_server_killed_and_restarted_serves_the_active_model(server: Server) -> None:
-    with database.connection(server.database, read_only=True) as conn:
-        active_name = Path(database.active_model(conn).path).name
+    active_name = Path(DuckDBStorage(server.database).active_model().path).name
     pool, futures, stop = _run_load(server.port, seconds=30)
     try:
         time.sleep(0.5)

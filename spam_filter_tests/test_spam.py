@@ -7,7 +7,7 @@ import duckdb
 import pytest
 
 from spam_filter import settings
-from spam_filter.assets.data import read_sms_spam_collection
+from spam_filter.datasets import read_sms_spam_collection
 from spam_filter.spam import (
     LONG_NUMBER_TOKEN,
     SpamModel,
@@ -19,7 +19,7 @@ from spam_filter.spam import (
     tokenize,
     train_model,
 )
-from spam_filter.sql import install_tokenizer
+from spam_filter.tokenizer_sql import install_tokenizer
 
 TRICKY_TEXTS = [
     "",

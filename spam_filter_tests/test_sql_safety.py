@@ -1,9 +1,10 @@
 """SQL injection: hostile messages round-trip verbatim, and no query is built by formatting.
 
-The scan reads every Python file of the project and follows the SQL text handed to DuckDB back to
-where it was made: it must be literal strings, module constants, and names passed through
-`identifier()`/`warehouse.table()`, joined with `+`; values travel as parameters. Anything else
-(an f-string, `%`, `.format()`, or a name the scan cannot trace) fails the test with its place.
+The scan reads every Python file of the project and follows the SQL text handed to a database
+back to where it was made: it must be a whole literal statement, a module constant holding one, or
+an entry of a constant table of such statements; values travel as parameters. Anything else (an
+f-string, `%`, `.format()`, pieces glued with `+`, or a name the scan cannot trace) fails the test
+with its place.
 """
 
 import ast
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-import database
-from spam_filter_tests.conftest import PROJECT_ROOT, materialize_all
+from spam_filter.storage.duckdb_storage import DuckDBStorage
+from spam_filter_tests.helpers import PROJECT_ROOT, materialize_all
 
 HOSTILE_MESSAGES = [
     "'; DROP TABLE messages; --",
@@ -30,10 +31,8 @@ HOSTILE_MESSAGES = [
 
 # Calls that hand SQL text to DuckDB, and which argument holds it.
 _SQL_METHODS = {"execute", "executemany", "sql", "query"}
-# Project functions that pass their `select` argument into SQL text: checked at their call sites.
-_SQL_WRAPPERS = {"replace_view": (2, "select"), "replace_table": (2, "select")}
-# Functions that turn a name into an identifier or refuse it: their result is safe SQL text.
-_IDENTIFIER_FUNCTIONS = {"identifier", "table"}
+# Project functions that pass an argument into SQL text: checked at their call sites.
+_SQL_WRAPPERS: dict[str, tuple[int, str]] = {}
 _SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ATTACH|ALTER|FROM|WHERE)\b")
 _SKIPPED_FOLDERS = {".venv", ".git", ".dagster_home", "data", "build"}
 
@@ -105,9 +104,11 @@ def _problems(expression: ast.AST, scope: _Scope, wrapper_parameter: str | None)
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return []
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-        return _problems(node.left, scope, wrapper_parameter) + _problems(
-            node.right, scope, wrapper_parameter
-        )
+        return [f"line {node.lineno}: SQL text glued from pieces with +"]
+    if isinstance(node, ast.Dict):  # a table of statements: every one must be safe
+        return [p for value in node.values for p in _problems(value, scope, wrapper_parameter)]
+    if isinstance(node, ast.Subscript):  # an entry of such a table
+        return _problems(node.value, scope, wrapper_parameter)
     if isinstance(node, ast.Tuple | ast.List):
         return [p for element in node.elts for p in _problems(element, scope, wrapper_parameter)]
     if isinstance(node, ast.IfExp):  # a choice between texts: both must be safe
@@ -121,8 +122,6 @@ def _problems(expression: ast.AST, scope: _Scope, wrapper_parameter: str | None)
         called = (
             function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", "")
         )
-        if called in _IDENTIFIER_FUNCTIONS:
-            return []
         return [f"line {node.lineno}: SQL text from a call to {called or 'an expression'}()"]
     if (
         isinstance(node, ast.Attribute)
@@ -228,19 +227,25 @@ def _formatted_text(node: ast.AST) -> str | None:
         "def f(conn, where):\n    conn.execute(query='SELECT * FROM t WHERE ' + where)",
         "def f(conn, req):\n    conn.execute(req.SQL)",
         "template = 'DELETE FROM {}'.format(name)",
+        "conn.execute('SELECT count(*) FROM ' + TABLE_NAME)",
+        "def f(conn, name):\n    conn.execute('SELECT count(*) FROM ' + identifier(name))",
+        "STATEMENTS = {'a': 'SELECT 1', 'b': 'SELECT ' + value}\nconn.execute(STATEMENTS[key])",
     ],
 )
 def test_the_scan_catches_formatted_and_untraceable_sql(source: str) -> None:
     assert unsafe_sql(source)
 
 
-def test_the_scan_accepts_literals_constants_and_identifiers() -> None:
+def test_the_scan_accepts_literal_statements_and_constants() -> None:
     source = (
-        "QUERY = 'SELECT spam, body FROM messages'\n"
+        "from spam_filter.storage import queries\n"
+        "QUERY = 'SELECT spam, body FROM messages WHERE body = ?'\n"
+        "COUNTS = {'messages': 'SELECT count(*) FROM messages'}\n"
         "def f(conn, name, body):\n"
-        "    select = QUERY + ' WHERE body = ?'\n"
+        "    select = QUERY\n"
         "    conn.execute(select, [body])\n"
-        "    conn.execute('SELECT count(*) FROM ' + warehouse.table(name))\n"
+        "    conn.execute(COUNTS[name])\n"
+        "    conn.execute(queries.INSERT_MESSAGE, [True, body])\n"
         "    for statement in ('BEGIN', 'COMMIT'):\n"
         "        conn.execute(statement)\n"
     )
@@ -259,8 +264,9 @@ def test_no_query_in_the_project_is_built_by_formatting() -> None:
 
 
 def test_hostile_messages_are_stored_and_read_back_verbatim(app_db: str) -> None:
-    with database.connection(app_db) as conn:
-        database.insert_messages(conn, [(True, text) for text in HOSTILE_MESSAGES])
+    storage = DuckDBStorage(app_db)
+    storage.insert_messages([(True, text) for text in HOSTILE_MESSAGES])
+    with storage.connection(read_only=True) as conn:
         stored = [body for (body,) in conn.execute("SELECT body FROM messages").fetchall()]
         tables = {name for (name,) in conn.execute("SHOW TABLES").fetchall()}
     assert sorted(stored) == sorted(HOSTILE_MESSAGES)
@@ -268,13 +274,10 @@ def test_hostile_messages_are_stored_and_read_back_verbatim(app_db: str) -> None
 
 
 def test_hostile_messages_reach_the_warehouse_verbatim(resources: dict, app_db: str) -> None:
-    with database.connection(app_db) as conn:
-        database.insert_messages(
-            conn, [(i % 2 == 0, text) for i, text in enumerate(HOSTILE_MESSAGES * 20)]
-        )
+    storage = DuckDBStorage(app_db)
+    storage.insert_messages([(i % 2 == 0, text) for i, text in enumerate(HOSTILE_MESSAGES * 20)])
     assert materialize_all(resources).success
-    with database.connection(resources["warehouse_db"].database, read_only=True) as conn:
+    with DuckDBStorage(resources["warehouse"].database).connection(read_only=True) as conn:
         copied = conn.execute("SELECT body FROM public.user_messages").fetchall()
     assert sorted(body for (body,) in copied) == sorted(HOSTILE_MESSAGES * 20)
-    with database.connection(app_db, read_only=True) as conn:
-        assert database.message_count(conn) == len(HOSTILE_MESSAGES) * 20
+    assert storage.message_count() == len(HOSTILE_MESSAGES) * 20

@@ -5,12 +5,13 @@ from collections import Counter
 import duckdb
 import pytest
 
-from spam_filter import evaluation, settings, warehouse
-from spam_filter.assets.data import read_sms_spam_collection
-from spam_filter.evaluation import score_table
+from spam_filter import scoring, settings, tables
+from spam_filter.assets.training import COUNT_TRAINING_WORDS
+from spam_filter.datasets import read_sms_spam_collection
+from spam_filter.scoring import score_test_split
 from spam_filter.spam import count_tokens, train_model
-from spam_filter.sql import UNNEST_BODY_WORDS, install_tokenizer
-from spam_filter_tests.conftest import add_sample_messages, materialize_all
+from spam_filter.tokenizer_sql import install_tokenizer
+from spam_filter_tests.helpers import add_sample_messages, materialize_all
 
 EDGE_TEXTS = ["", "   ", "?!...", "WINNER!! call 08452810075 £1000", "lunch at noon"]
 
@@ -24,14 +25,10 @@ def sms() -> list[tuple[str, bool]]:
 def _warehouse_with(rows: list[tuple[bool, str | None]]) -> duckdb.DuckDBPyConnection:
     """An in-memory warehouse whose spam_dataset and spam_testing_dataframe tables hold `rows`."""
     conn = duckdb.connect()
-    conn.execute("CREATE SCHEMA " + warehouse.SCHEMA)
-    conn.execute(
-        "CREATE TABLE " + warehouse.table("spam_dataset") + " (spam BOOLEAN, body VARCHAR)"
-    )
-    conn.executemany("INSERT INTO " + warehouse.table("spam_dataset") + " VALUES (?, ?)", rows)
-    warehouse.replace_table(
-        conn, "spam_testing_dataframe", "SELECT spam, body FROM " + warehouse.table("spam_dataset")
-    )
+    conn.execute("CREATE SCHEMA public")
+    conn.execute("CREATE TABLE public.spam_dataset (spam BOOLEAN, body VARCHAR)")
+    conn.executemany("INSERT INTO public.spam_dataset VALUES (?, ?)", rows)
+    conn.execute("CREATE TABLE public.spam_testing_dataframe AS SELECT * FROM public.spam_dataset")
     return conn
 
 
@@ -39,19 +36,25 @@ def test_unnested_words_count_like_python(sms):
     texts = [text for text, _ in sms] + EDGE_TEXTS
     conn = duckdb.connect()
     install_tokenizer(conn)
-    conn.execute("CREATE TABLE m AS SELECT unnest($texts) AS body", {"texts": texts})
-    counts = conn.execute(
-        "SELECT word, count(*) FROM (SELECT " + UNNEST_BODY_WORDS + " AS word FROM m) "
-        "WHERE word <> '' GROUP BY word"
-    ).fetchall()
-    assert Counter(dict(counts)) == count_tokens(texts)
+    conn.execute("CREATE SCHEMA public")
+    conn.execute(
+        "CREATE TABLE public.spam_training_dataframe AS "
+        "SELECT i % 2 = 0 AS spam, texts[i + 1] AS body FROM range(len($texts)) AS r(i), "
+        "(SELECT $texts AS texts)",
+        {"texts": texts},
+    )
+    counts = conn.execute(COUNT_TRAINING_WORDS).fetchall()
+    spam_counts = Counter({word: spam for word, spam, _ in counts if spam})
+    ham_counts = Counter({word: ham for word, _, ham in counts if ham})
+    assert spam_counts == count_tokens(texts[0::2])
+    assert ham_counts == count_tokens(texts[1::2])
 
 
 # A batch of 7 rows makes the scoring run over many rowid ranges, the last one partial; spam.csv's
 # duplicate messages check that identical texts scored once still count once per copy.
-@pytest.mark.parametrize("batch_rows", [evaluation._SCORE_BATCH_ROWS, 7])
-def test_score_table_decides_every_message_like_python(sms, batch_rows, monkeypatch):
-    monkeypatch.setattr(evaluation, "_SCORE_BATCH_ROWS", batch_rows)
+@pytest.mark.parametrize("batch_rows", [scoring.SCORE_BATCH_ROWS, 7])
+def test_scoring_decides_every_message_like_python(sms, batch_rows, monkeypatch):
+    monkeypatch.setattr(scoring, "SCORE_BATCH_ROWS", batch_rows)
     model = train_model(sms[:4000], alpha=0.1, false_positive_cost=8.0)
     # Texts without any token, with only unknown words, and a null body keep the prior alone.
     rows = [(spam, text) for text, spam in sms[4000:]] + [
@@ -59,9 +62,7 @@ def test_score_table_decides_every_message_like_python(sms, batch_rows, monkeypa
     ]
     conn = _warehouse_with(rows)
     reports = []
-    score = score_table(
-        conn, "spam_testing_dataframe", model, lambda done, total: reports.append((done, total))
-    )
+    score = score_test_split(conn, model, lambda done, total: reports.append((done, total)))
     assert reports[-1] == (len(rows), len(rows))
     assert len(reports) == -(-len(rows) // batch_rows)
     flagged = [(spam, text is not None and model.is_spam(text)) for spam, text in rows]
@@ -73,20 +74,31 @@ def test_score_table_decides_every_message_like_python(sms, batch_rows, monkeypa
     assert score.false_negatives == sum(spam and not hit for spam, hit in flagged)
 
 
-def test_replace_view_replaces_a_table_left_by_an_earlier_version():
-    conn = _warehouse_with([(True, "win cash"), (False, "lunch")])
-    warehouse.replace_view(
-        conn, "spam_testing_dataframe", "SELECT spam, body FROM public.spam_dataset WHERE spam"
-    )
-    warehouse.replace_view(
-        conn, "spam_testing_dataframe", "SELECT spam, body FROM public.spam_dataset"
-    )
-    kind = conn.execute(
-        "SELECT table_type FROM information_schema.tables WHERE table_name = ?",
-        ["spam_testing_dataframe"],
+def _kind(conn: duckdb.DuckDBPyConnection, name: str) -> str:
+    return conn.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_name = ?", [name]
     ).fetchone()[0]
-    assert kind == "VIEW"
-    assert warehouse.row_count(conn, "spam_testing_dataframe") == 2
+
+
+def test_making_room_drops_only_an_object_of_the_other_kind():
+    conn = _warehouse_with([(True, "win cash"), (False, "lunch")])
+    conn.execute("CREATE VIEW public.spam_training_dataframe AS SELECT * FROM public.spam_dataset")
+    # The testing split is a table and the training split a view, as the pipeline writes them.
+    tables.make_room_for(conn, "spam_testing_dataframe")
+    tables.make_room_for(conn, "spam_training_dataframe")
+    assert tables.row_count(conn, "spam_testing_dataframe") == 2
+    assert _kind(conn, "spam_training_dataframe") == "VIEW"
+    # A table where the pipeline writes a view, and the other way round, are dropped.
+    tables.make_room_for(conn, "spam_dataset")
+    assert conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'spam_dataset'"
+    ).fetchone() == (0,)
+    conn.execute("DROP TABLE public.spam_testing_dataframe")
+    conn.execute("CREATE VIEW public.spam_testing_dataframe AS SELECT 1 AS spam")
+    tables.make_room_for(conn, "spam_testing_dataframe")
+    assert conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'spam_testing_dataframe'"
+    ).fetchone() == (0,)
 
 
 def test_a_run_over_assets_of_another_kind_gives_the_same_model(resources, app_db):
@@ -95,7 +107,7 @@ def test_a_run_over_assets_of_another_kind_gives_the_same_model(resources, app_d
     assert first.success
     # Flip each SQL-built asset between table and view, as another version of the pipeline may
     # have left them, and run again.
-    path = resources["warehouse_db"].database
+    path = resources["warehouse"].database
     with duckdb.connect(path) as conn:
         kinds = dict(
             conn.execute(
@@ -127,8 +139,15 @@ def test_a_run_over_assets_of_another_kind_gives_the_same_model(resources, app_d
     second = materialize_all(resources)
     assert second.success
 
-    def score(result):
-        return result.asset_materializations_for_node("model_score")[0].metadata
+    def metadata(result, asset):
+        events = result.get_asset_materialization_events()
+        return next(
+            e for e in events if e.asset_key.to_user_string() == asset
+        ).materialization.metadata
 
-    for key in ("true_positive_rate", "false_positive_rate", "test_messages", "vocabulary_size"):
-        assert score(second)[key].value == score(first)[key].value
+    for key in ("true_positive_rate", "false_positive_rate", "test_messages"):
+        assert (
+            metadata(second, "model_score")[key].value == metadata(first, "model_score")[key].value
+        )
+    for key in ("training_messages", "vocabulary_size"):
+        assert metadata(second, "spam_model")[key].value == metadata(first, "spam_model")[key].value

@@ -1,4 +1,4 @@
-"""Scoring a model on a warehouse table in SQL, and the promotion rule."""
+"""Scoring a model on the warehouse's test split, in SQL."""
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -6,9 +6,8 @@ from dataclasses import asdict, dataclass
 import duckdb
 import pandas as pd
 
-from spam_filter import warehouse
 from spam_filter.spam import SpamModel
-from spam_filter.sql import install_tokenizer
+from spam_filter.tokenizer_sql import install_tokenizer
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,11 @@ class Score:
 
 # Messages are scored a batch of rowids at a time: the per-message sums are the only state that
 # grows with the number of messages, and batches keep it bounded (about 40 MB each).
-_SCORE_BATCH_ROWS = 500_000
+SCORE_BATCH_ROWS = 500_000
+
+STORE_LOG_ODDS = "CREATE OR REPLACE TEMP TABLE model_log_odds AS SELECT * FROM model_log_odds_frame"
+DROP_LOG_ODDS = "DROP TABLE model_log_odds"
+TEST_SPLIT_ROWID_END = "SELECT coalesce(max(rowid) + 1, 0) FROM public.spam_testing_dataframe"
 
 # One pass, with no join back to the messages: splitting always yields at least one piece (an
 # empty text gives [''], a null one is given ['']), so every message keeps a row, and pieces outside
@@ -72,12 +75,10 @@ _SCORE_BATCH_ROWS = 500_000
 # keeps the prior alone. The null case is handled on the list, not with coalesce(body, ''), which
 # would make DuckDB tokenize every row instead of every distinct value of a dictionary column.
 # Identical messages (a spam campaign, a canned reply) are scored once and counted `copies` times.
-_SCORE_MESSAGES = """
+SCORE_TEST_SPLIT_BATCH = """
     WITH messages AS (
         SELECT spam, body, count(*) AS copies
-        FROM
-"""
-_SCORE_DECISIONS = """
+        FROM public.spam_testing_dataframe
         WHERE rowid >= $first AND rowid < $stop
         GROUP BY spam, body
     ),
@@ -105,13 +106,12 @@ _SCORE_DECISIONS = """
 """
 
 
-def score_table(
+def score_test_split(
     conn: duckdb.DuckDBPyConnection,
-    table_name: str,
     model: SpamModel,
     progress: Callable[[int, int], None] | None = None,
 ) -> Score:
-    """Score every message of a warehouse table (not a view: it needs rowid) inside DuckDB.
+    """Score every message of the warehouse's `spam_testing_dataframe` table inside DuckDB.
 
     Joins each message's tokens to the model's per-word log-odds, which is the same sum
     `SpamModel.score` computes in Python, so no message is ever held in Python. `progress`, if
@@ -123,44 +123,22 @@ def score_table(
     )
     conn.register("model_log_odds_frame", log_odds)
     try:
-        conn.execute(
-            "CREATE OR REPLACE TEMP TABLE model_log_odds AS SELECT * FROM model_log_odds_frame"
-        )
+        conn.execute(STORE_LOG_ODDS)
     finally:
         conn.unregister("model_log_odds_frame")
-    table = warehouse.table(table_name)
-    query = _SCORE_MESSAGES + table + _SCORE_DECISIONS
-    (stop,) = conn.execute("SELECT coalesce(max(rowid) + 1, 0) FROM " + table).fetchone()
+    (stop,) = conn.execute(TEST_SPLIT_ROWID_END).fetchone()
     totals = [0, 0, 0, 0]
-    for first in range(0, stop, _SCORE_BATCH_ROWS):
+    for first in range(0, stop, SCORE_BATCH_ROWS):
         row = conn.execute(
-            query,
+            SCORE_TEST_SPLIT_BATCH,
             {
                 "prior_log_odds": model.prior_log_odds,
                 "first": first,
-                "stop": first + _SCORE_BATCH_ROWS,
+                "stop": first + SCORE_BATCH_ROWS,
             },
         ).fetchone()
         totals = [total + int(count) for total, count in zip(totals, row, strict=True)]
         if progress is not None:
-            progress(min(first + _SCORE_BATCH_ROWS, stop), stop)
-    conn.execute("DROP TABLE model_log_odds")
+            progress(min(first + SCORE_BATCH_ROWS, stop), stop)
+    conn.execute(DROP_LOG_ODDS)
     return Score(*totals)
-
-
-def promotion_decision(challenger: Score, active: Score | None) -> tuple[bool, str]:
-    """Promote when there is no active model, or when the challenger catches at least as much spam
-    and flags at most as many legitimate messages as the active model on the same test messages."""
-    if active is None:
-        return True, "no active model to compare with"
-    tpr_ok = challenger.true_positive_rate >= active.true_positive_rate
-    fpr_ok = challenger.false_positive_rate <= active.false_positive_rate
-    summary = (
-        f"true-positive rate {challenger.true_positive_rate:.4f} "
-        f"vs {active.true_positive_rate:.4f}, "
-        f"false-positive rate {challenger.false_positive_rate:.4f} vs "
-        f"{active.false_positive_rate:.4f} on the same test messages"
-    )
-    if tpr_ok and fpr_ok:
-        return True, "at least as good as the active model: " + summary
-    return False, "worse than the active model: " + summary

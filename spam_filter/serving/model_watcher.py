@@ -1,0 +1,183 @@
+"""The active model, kept in memory by each API process and swapped when a new one is promoted.
+
+Answering a request never touches the database: DuckDB lets one process write or several read,
+and a request path that opened it would fail whenever the pipeline writes.
+"""
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, current_app
+
+from spam_filter import weights
+from spam_filter.spam import SpamModel, load_model
+from spam_filter.storage.base import ApplicationStorage
+from spam_filter.storage.factory import open_storage
+
+EXTENSION_KEY = "model_watcher"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model in memory and where it came from."""
+
+    model: SpamModel
+    path: str
+    loaded_at: datetime
+    # Every answer carries the name: derive it once, not per request.
+    name: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", Path(self.path).name)
+
+
+class ActiveModelWatcher:
+    """Keeps the active model in memory and swaps in a newly promoted one.
+
+    A daemon thread checks every `refresh_seconds`. When the storage's change marker (for DuckDB,
+    the file and its write-ahead log) is unchanged since a successful check, the check ends there;
+    otherwise, and at least every `full_check_seconds`, it reads the `models` table with a short
+    read-only connection. While the database or the weights file is locked, missing or corrupt,
+    the last good model keeps serving and the problem is logged once, not on every check.
+
+    Skipping the connection keeps requests fast: opening DuckDB takes tens of milliseconds and
+    releases and retakes the GIL many times, each time waiting behind the thread that serves.
+    """
+
+    def __init__(
+        self,
+        storage: ApplicationStorage,
+        weights_dir: str,
+        refresh_seconds: float,
+        logger: logging.Logger,
+        full_check_seconds: float = 30.0,
+    ):
+        self.storage = storage
+        self.weights_dir = weights_dir
+        self.refresh_seconds = refresh_seconds
+        self.full_check_seconds = full_check_seconds
+        self.logger = logger
+        self.loaded: LoadedModel | None = None
+        self.problem: str | None = None
+        self.last_checked_at: datetime | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._owner_pid: int | None = None
+        self._start_lock = threading.Lock()
+        # (change marker, monotonic time) of the last check that found the active model loaded.
+        self._verified: tuple[Any, float] | None = None
+
+    def refresh(self) -> None:
+        """Check the active model once and load it if it changed."""
+        marker = self.storage.change_marker()
+        verified = self._verified
+        if (
+            marker is not None
+            and verified is not None
+            and verified[0] == marker
+            and time.monotonic() - verified[1] < self.full_check_seconds
+        ):
+            self.last_checked_at = datetime.now(UTC)
+            return
+        checked_at = time.monotonic()
+        try:
+            record = self.storage.active_model()
+            if record is None:
+                self._report("no active model recorded in the database yet")
+            elif self.loaded is None or record.path != self.loaded.path:
+                # The row is not trusted to point outside the weights folder.
+                model = load_model(weights.resolve(record.path, self.weights_dir))
+                self.loaded = LoadedModel(model, record.path, datetime.now(UTC))
+                self.logger.info("serving model %s", record.path)
+                self._report(None)
+            else:
+                self._report(None)
+        except Exception as error:  # keep serving the last good model whatever went wrong
+            self._report(f"cannot refresh the model: {type(error).__name__}: {error}")
+        self._verified = (marker, checked_at) if self.problem is None else None
+        self.last_checked_at = datetime.now(UTC)
+
+    def _report(self, problem: str | None) -> None:
+        if problem == self.problem:
+            return
+        if problem is None:
+            self.logger.info("model refresh recovered")
+        else:
+            self.logger.warning("%s; still serving %s", problem, self.model_name or "no model")
+        self.problem = problem
+
+    @property
+    def model_name(self) -> str | None:
+        loaded = self.loaded
+        return loaded.name if loaded else None
+
+    def current(self) -> LoadedModel | None:
+        """The model to answer with; restarts the watcher in a forked worker."""
+        if self._owner_pid != os.getpid():
+            with self._start_lock:
+                if self._owner_pid != os.getpid():
+                    self.start()
+        return self.loaded
+
+    def start(self) -> None:
+        self._owner_pid = os.getpid()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.refresh_seconds):
+            self.refresh()
+
+    def health(self) -> dict[str, Any]:
+        loaded = self.loaded
+        checked = self.last_checked_at
+        stale = checked is None or (
+            (datetime.now(UTC) - checked).total_seconds() > 3 * self.refresh_seconds + 5
+        )
+        degraded = self.problem is not None or stale
+        status = "no_model" if loaded is None else ("degraded" if degraded else "ok")
+        return {
+            "success": loaded is not None,
+            "status": status,
+            "model": loaded.name if loaded else None,
+            "loaded_at": loaded.loaded_at.isoformat() if loaded else None,
+            "last_checked_at": checked.isoformat() if checked else None,
+            "stale": stale,
+            "degraded": degraded,
+            "problem": self.problem,
+        }
+
+
+def init_app(app: Flask) -> None:
+    """Load the active model for `app` now, and keep it fresh from a background thread."""
+    refresh_seconds = app.config["MODEL_REFRESH_SECONDS"]
+    # A check waits briefly while the pipeline holds the database, then gives up until the next
+    # one; requests never wait for it.
+    storage = open_storage(app.config["DATABASE"], lock_timeout_seconds=min(refresh_seconds, 2.0))
+    watcher = ActiveModelWatcher(
+        storage,
+        app.config["WEIGHTS_DIR"],
+        refresh_seconds,
+        app.logger,
+        full_check_seconds=app.config["MODEL_FULL_CHECK_SECONDS"],
+    )
+    watcher.refresh()
+    watcher.start()
+    app.extensions[EXTENSION_KEY] = watcher
+
+
+def current_watcher() -> ActiveModelWatcher:
+    """The watcher of the app handling the current request."""
+    return current_app.extensions[EXTENSION_KEY]

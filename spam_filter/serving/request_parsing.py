@@ -1,0 +1,94 @@
+"""Reading and validating request bodies: every way a body can be wrong becomes an
+`InvalidRequest` with a message for the client."""
+
+import json
+from typing import Any
+
+from flask import Request
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.wsgi import get_input_stream
+
+# A request nests two levels. Far deeper documents are refused at one depth on every Python
+# version, rather than wherever the version's JSON parser runs out of recursion.
+MAX_JSON_DEPTH = 64
+
+
+class InvalidRequest(Exception):
+    """The request cannot be answered as sent; the message says why."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object as a dict, refused if a key repeats.
+
+    Parsers disagree on which of two values for one key wins (the first, the last, an error), so a
+    proxy or a log reader could see another message than the one checked here.
+    """
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise InvalidRequest("request body repeats a key within an object")
+    return obj
+
+
+def read_body(request: Request, max_bytes: int) -> bytes:
+    """The whole request body: a 413 past `max_bytes`, a 400 if it ends before its Content-Length.
+
+    werkzeug stops reading a streamed (chunked) body at its limit without saying the body went on,
+    so the limit given to it is one byte more: a body that fills it is too long. gunicorn ends the
+    body early, without an error, when the client closes before sending all it announced; half a
+    body must not be answered as if it were the whole.
+    """
+    data = get_input_stream(request.environ, max_content_length=max_bytes + 1).read()
+    if len(data) > max_bytes:
+        raise RequestEntityTooLarge()
+    if request.content_length is not None and len(data) < request.content_length:
+        raise InvalidRequest("request body is shorter than its Content-Length")
+    return data
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether lists and objects nest more than `limit` levels deep in `value`."""
+    pending = [(value, 1)] if isinstance(value, dict | list) else []
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        pending.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The body as a JSON object, refused unless it is one, sent as JSON, and within limits."""
+    if not request.is_json:
+        raise InvalidRequest("Content-Type must be application/json")
+    body = read_body(request, max_bytes)
+    try:
+        payload = json.loads(body, object_pairs_hook=_object_without_repeated_keys)
+    except (ValueError, RecursionError):
+        raise InvalidRequest("request body is not valid JSON") from None
+    if _deeper_than(payload, MAX_JSON_DEPTH):
+        raise InvalidRequest(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+    if not isinstance(payload, dict):
+        raise InvalidRequest('request body must be a JSON object such as {"text": "..."}')
+    return payload
+
+
+def texts_to_check(payload: dict[str, Any], max_texts: int) -> tuple[list[str], bool]:
+    """The texts of a `find_spam` request, and whether they came as a batch (`texts`)."""
+    if ("text" in payload) == ("texts" in payload):
+        raise InvalidRequest('send either "text" (a string) or "texts" (a list of strings)')
+    if "text" in payload:
+        if not isinstance(payload["text"], str):
+            raise InvalidRequest('"text" must be a string')
+        return [payload["text"]], False
+    texts = payload["texts"]
+    if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
+        raise InvalidRequest('"texts" must be a list of strings')
+    if not 1 <= len(texts) <= max_texts:
+        raise InvalidRequest(f'"texts" must hold between 1 and {max_texts} strings')
+    return texts, True

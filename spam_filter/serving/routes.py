@@ -1,0 +1,74 @@
+"""The API's routes, and the handlers that make every error a JSON answer."""
+
+from flask import Blueprint, current_app, jsonify, request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from spam_filter.serving.model_watcher import current_watcher
+from spam_filter.serving.request_parsing import InvalidRequest, json_object, texts_to_check
+
+TRAIN_HINT = (
+    "no active model yet: train one with `dagster job execute -m spam_filter.definitions -j "
+    "create_spam_model_job` or materialize all assets in the Dagster UI"
+)
+
+blueprint = Blueprint("api", __name__, url_prefix="/api")
+
+
+def error_answer(message: str, status: int) -> ResponseReturnValue:
+    return jsonify(success=False, error=message), status
+
+
+# No automatic OPTIONS answer: it would be an empty HTML page; OPTIONS gets a JSON 405.
+@blueprint.post("/find_spam", provide_automatic_options=False)
+def find_spam() -> ResponseReturnValue:
+    """Tell whether each sent message is spam, using the active model."""
+    payload = json_object(request, current_app.config["MAX_CONTENT_LENGTH"])
+    texts, batch = texts_to_check(payload, current_app.config["MAX_BATCH_TEXTS"])
+    loaded = current_watcher().current()
+    if loaded is None:
+        return error_answer(TRAIN_HINT, 503)
+    results = [
+        {"is_spam": spam, "spam_probability": probability}
+        for spam, probability in map(loaded.model.verdict, texts)
+    ]
+    if batch:
+        return jsonify(success=True, results=results, model=loaded.name)
+    return jsonify(success=True, model=loaded.name, **results[0])
+
+
+@blueprint.get("/health", provide_automatic_options=False)
+def health() -> ResponseReturnValue:
+    """Report which model is served, since when, and whether refreshing it works."""
+    report = current_watcher().health()
+    return jsonify(report), 200 if report["success"] else 503
+
+
+@blueprint.app_errorhandler(InvalidRequest)
+def invalid_request(error: InvalidRequest) -> ResponseReturnValue:
+    """Say what is wrong with the request."""
+    return error_answer(error.message, error.status)
+
+
+@blueprint.app_errorhandler(RequestEntityTooLarge)
+def too_large(error: RequestEntityTooLarge) -> ResponseReturnValue:
+    """Say how large a body may be."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    return error_answer(f"request body exceeds {limit} bytes", 413)
+
+
+@blueprint.app_errorhandler(HTTPException)
+def http_error(error: HTTPException) -> ResponseReturnValue:
+    """Any other HTTP error (404, 405, ...) as JSON, keeping its headers such as a 405's Allow."""
+    response, status = error_answer(error.description or error.name, error.code or 500)
+    for header, value in error.get_headers():
+        if header.lower() != "content-type":
+            response.headers[header] = value
+    return response, status
+
+
+@blueprint.app_errorhandler(Exception)
+def unexpected_error(error: Exception) -> ResponseReturnValue:
+    """Log the failure and answer without leaking it."""
+    current_app.logger.exception("unexpected error")
+    return error_answer("internal error", 500)

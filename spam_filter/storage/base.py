@@ -1,0 +1,165 @@
+"""The application database's interface: messages and models, the same on every backend.
+
+Everything that is the same across backends (the statements, the promotion's compare-and-swap)
+is written here once; a backend supplies connections, transactions, its schema and the bulk copy
+of messages into the warehouse.
+"""
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import replace
+from typing import Any
+
+from spam_filter.faults import crash_point
+from spam_filter.storage import queries
+from spam_filter.storage.records import ActiveModelChanged, ModelRecord
+
+# A connection of the backend's driver. DuckDB's and psycopg's (with a raw cursor) share what is
+# used here: `execute(sql, params)` returning something with `fetchone()` and `fetchall()`.
+Connection = Any
+
+
+class ApplicationStorage(ABC):
+    """The `messages` and `models` tables, shared by the pipeline, the API and the scripts."""
+
+    @abstractmethod
+    def connection(self, *, read_only: bool = False) -> AbstractContextManager[Connection]:
+        """A short-lived connection, closed on exit: no process holds the database for long."""
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A read-write connection in one transaction: committed on exit, rolled back on error."""
+        with self.connection() as conn, in_transaction(conn):
+            yield conn
+
+    @abstractmethod
+    def create_schema(self) -> None:
+        """Create the tables that do not exist yet; existing rows are left alone."""
+
+    @abstractmethod
+    def copy_messages_into(
+        self,
+        warehouse: Connection,
+        max_messages: int,
+        sample_seed: int,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
+        """Write the labelled messages into the warehouse's `user_messages` table, in bulk.
+
+        Args:
+            warehouse: A DuckDB connection to the pipeline's warehouse.
+            max_messages: Cap on the rows copied (0 = all): the newest, or a seeded sample when
+                the table has no `created_at`.
+            sample_seed: Seed of that sample.
+            on_wait: Told once if the database is busy and the copy waits for it.
+        """
+
+    def change_marker(self) -> Hashable | None:
+        """A cheap value that changes whenever a commit may have changed `models`.
+
+        None means the backend cannot tell without a query, so readers query every time.
+        """
+        return None
+
+    def insert_messages(self, messages: Iterable[tuple[bool, str]]) -> int:
+        """Insert labelled (spam, body) messages in one transaction; returns how many."""
+        rows = [(bool(spam), body) for spam, body in messages]
+        with self.transaction() as conn:
+            conn.executemany(queries.INSERT_MESSAGE, rows)
+        return len(rows)
+
+    def message_count(self) -> int:
+        with self.connection(read_only=True) as conn:
+            return conn.execute(queries.COUNT_MESSAGES).fetchone()[0]
+
+    def active_model(self) -> ModelRecord | None:
+        """The model the API should serve, or None before the first promotion."""
+        with self.connection(read_only=True) as conn:
+            row = conn.execute(queries.SELECT_ACTIVE_MODEL).fetchone()
+        return ModelRecord(*row) if row else None
+
+    def model_history(self) -> list[ModelRecord]:
+        """Every recorded model, newest first."""
+        with self.connection(read_only=True) as conn:
+            rows = conn.execute(queries.SELECT_MODEL_HISTORY).fetchall()
+        return [ModelRecord(*row) for row in rows]
+
+    def recorded_model_paths(self) -> list[str]:
+        """Every weights file a row of `models` points at, whatever its status."""
+        with self.connection(read_only=True) as conn:
+            rows = conn.execute(queries.SELECT_RECORDED_PATHS).fetchall()
+        return [path for (path,) in rows]
+
+    def promote_model(self, record: ModelRecord, replacing: str | None) -> None:
+        """Make `record` the one active model, in one transaction with retiring the previous one.
+
+        Args:
+            record: The new model; its status is stored as 'active'.
+            replacing: Path of the active model the caller compared against (None if none).
+
+        Raises:
+            ActiveModelChanged: Another run promoted a different model meanwhile; nothing changed.
+        """
+        with self.connection() as conn:
+            with in_transaction(conn):
+                current = [path for (path,) in conn.execute(queries.SELECT_ACTIVE_PATHS).fetchall()]
+                if current != ([replacing] if replacing is not None else []):
+                    raise ActiveModelChanged(
+                        f"expected active model {replacing!r}, found {current!r}"
+                    )
+                crash_point("switch_checked")
+                conn.execute(queries.RETIRE_ACTIVE_MODEL)
+                crash_point("switch_retired_old")
+                _insert_model(conn, replace(record, status="active"))
+                crash_point("switch_inserted_new")
+            crash_point("switch_committed")
+
+    def record_rejected_model(self, record: ModelRecord) -> None:
+        """Keep a row for a model that was not promoted, so the decision stays visible."""
+        with self.transaction() as conn:
+            _insert_model(conn, replace(record, status="rejected"))
+
+    def describe(self) -> str:
+        """A printable summary of each table: its columns and row count."""
+        lines = []
+        with self.connection(read_only=True) as conn:
+            for table in queries.TABLE_ROW_COUNTS:
+                columns = conn.execute(queries.SELECT_COLUMNS, [table]).fetchall()
+                (rows,) = conn.execute(queries.TABLE_ROW_COUNTS[table]).fetchone()
+                lines.append(f"{table} ({rows} rows)")
+                lines.extend(f"    {name} {data_type}" for name, data_type in columns)
+        return "\n".join(lines)
+
+
+@contextmanager
+def in_transaction(conn: Connection) -> Iterator[Connection]:
+    """Run the body as one transaction on `conn`: committed when it returns, rolled back when it
+    raises. Both backends take these statements; PostgreSQL connections run in autocommit mode."""
+    conn.execute(queries.BEGIN)
+    try:
+        yield conn
+    except BaseException:
+        try:
+            conn.execute(queries.ROLLBACK)
+        except Exception:  # the connection itself failed: the server rolls back without us
+            pass
+        raise
+    conn.execute(queries.COMMIT)
+
+
+def _insert_model(conn: Connection, record: ModelRecord) -> None:
+    conn.execute(
+        queries.INSERT_MODEL,
+        [
+            record.path,
+            record.status,
+            record.true_positive_rate,
+            record.false_positive_rate,
+            record.seed,
+            record.reason,
+            record.compared_with,
+            record.compared_true_positive_rate,
+            record.compared_false_positive_rate,
+        ],
+    )

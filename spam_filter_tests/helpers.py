@@ -1,0 +1,163 @@
+"""What tests share beyond fixtures: paths, data set-up, waiting, and a second writing process."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import dagster as dg
+
+import sample_data
+from spam_filter import checks
+from spam_filter.assets import deployment, ingestion, training
+from spam_filter.processes import RETRAIN_JOB_ARGUMENTS
+from spam_filter.storage.duckdb_storage import DuckDBStorage
+from spam_filter.storage.records import ModelRecord
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+JOB_COMMAND = [str(BIN / "dagster"), *RETRAIN_JOB_ARGUMENTS]
+# How often the apps built by the `make_app` fixture check the database for a new model.
+APP_REFRESH_SECONDS = 0.2
+# Longer than any test: changes must be noticed from the files, without the periodic full check.
+APP_FULL_CHECK_SECONDS = 60.0
+# How long a test waits for the API to serve a newly promoted model.
+SWAP_DEADLINE_SECONDS = 5.0
+ASSETS_AND_CHECKS = [
+    *dg.load_assets_from_modules([ingestion, training, deployment]),
+    *dg.load_asset_checks_from_modules([checks, deployment]),
+]
+
+
+def project_paths(root: Path) -> dict[str, str]:
+    """The environment that points every configurable path into `root`."""
+    return {
+        "SPAM_FILTER_DATABASE": str(root / "app.duckdb"),
+        "SPAM_FILTER_WAREHOUSE": str(root / "warehouse.duckdb"),
+        "SPAM_FILTER_WEIGHTS_DIR": str(root / "weights"),
+        "SPAM_FILTER_STORAGE_DIR": str(root / "storage"),
+    }
+
+
+def add_sample_messages(path: str, count: int = 2_000, seed: int = 0) -> None:
+    sample_data.insert_sample_messages(DuckDBStorage(path), count, seed=seed, progress=False)
+
+
+def materialize_all(resources: dict, run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+    """Materialize every asset and check, in process, as `create_spam_model_job` would."""
+    return dg.materialize(
+        ASSETS_AND_CHECKS, resources=resources, run_config=run_config, raise_on_error=False
+    )
+
+
+def active_model(path: str) -> ModelRecord | None:
+    return DuckDBStorage(path).active_model()
+
+
+def copy_trained_state(trained_state: dict[str, str], database_path: str, weights_dir: str) -> Path:
+    """Copy the trained database and its model file; the copy's row points at the copied file.
+
+    The API refuses weights outside its own weights folder, so the row must be rewritten too.
+    """
+    shutil.copyfile(trained_state["database"], database_path)
+    Path(weights_dir).mkdir(parents=True, exist_ok=True)
+    model_path = Path(weights_dir) / Path(trained_state["model_path"]).name
+    shutil.copyfile(trained_state["model_path"], model_path)
+    with DuckDBStorage(database_path).connection() as conn:
+        conn.execute(
+            "UPDATE models SET path = ? WHERE path = ?",
+            [str(model_path), trained_state["model_path"]],
+        )
+    return model_path
+
+
+def wait_for(
+    condition: Callable[[], bool], seconds: float = SWAP_DEADLINE_SECONDS, interval: float = 0.02
+) -> bool:
+    """Whether `condition` holds within `seconds`, polling it every `interval` seconds."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()
+
+
+_OTHER_PROCESS_SCRIPT = """
+import json
+import sys
+import time
+
+from spam_filter.storage.duckdb_storage import DuckDBStorage
+from spam_filter.storage.records import ModelRecord
+
+for line in sys.stdin:
+    command, db, argument = json.loads(line)
+    try:
+        storage = DuckDBStorage(db, lock_timeout_seconds=30)
+        if command == "promote":
+            current = storage.active_model()
+            record = ModelRecord(argument, "active", 0.9, 0.01, reason="a test")
+            storage.promote_model(record, replacing=current.path if current else None)
+            print("ok", flush=True)
+        elif command == "lock":
+            conn = storage.connect()
+            print("ok", flush=True)
+            time.sleep(argument)
+            conn.close()
+            print("released", flush=True)
+    except Exception as error:
+        print(f"error {type(error).__name__}: {error}", flush=True)
+"""
+
+
+class OtherProcess:
+    """A second Python process that writes the database, as the pipeline does beside the API.
+
+    Another process, because inside one process DuckDB refuses a read-write connection next to the
+    watcher's read-only one without the lock error that the storage retries. It stays up for the
+    session so that each write does not pay for starting Python again.
+    """
+
+    def __init__(self) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", _OTHER_PROCESS_SCRIPT],
+            cwd=PROJECT_ROOT,
+            env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def _call(self, command: str, db: str, argument: object) -> None:
+        self._process.stdin.write(json.dumps([command, db, argument]) + "\n")
+        self._process.stdin.flush()
+        self._expect("ok")
+
+    def _expect(self, answer: str) -> None:
+        line = self._process.stdout.readline().strip()
+        if line != answer:
+            raise RuntimeError(f"the other process answered {line!r}, not {answer!r}")
+
+    def promote(self, db: str, model_path: str) -> None:
+        """Make `model_path` the active model, replacing whichever is active."""
+        self._call("promote", db, model_path)
+
+    def hold_lock(self, db: str, seconds: float) -> None:
+        """Open `db` read-write and return once it is held; `wait_released` waits for the end."""
+        self._call("lock", db, seconds)
+
+    def wait_released(self) -> None:
+        self._expect("released")
+
+    def close(self) -> None:
+        self._process.stdin.close()
+        try:
+            self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()

@@ -1,0 +1,104 @@
+"""The assets' own logic on tiny inputs, called directly: seconds, not a run through the CLI."""
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from spam_filter.assets import training
+from spam_filter.assets.deployment import check_false_positive_rate
+from spam_filter.assets.training import SpamModelConfig
+from spam_filter.promotion import ModelScore, PromotionDecision
+from spam_filter.resources import Warehouse
+from spam_filter.scoring import Score
+from spam_filter.spam import TrainedModel
+
+TINY_DATASET = [
+    (True, "WINNER! claim your free cash prize now"),
+    (True, "free entry to win a prize, text WIN now"),
+    (True, "urgent: claim your cash reward, call now"),
+    (False, "are we still on for lunch tomorrow?"),
+    (False, "running late, see you at the station"),
+    (False, "thanks for dinner, see you soon"),
+    (False, "can you send me the notes from today?"),
+    (False, "the kids are at football until six"),
+] * 5
+
+
+@pytest.fixture
+def tiny_warehouse(tmp_path: Path) -> Warehouse:
+    """A warehouse whose spam_dataset holds TINY_DATASET, as the ingestion assets would leave it."""
+    path = str(tmp_path / "warehouse.duckdb")
+    with duckdb.connect(path) as conn:
+        conn.execute("CREATE SCHEMA public")
+        conn.execute("CREATE TABLE public.spam_dataset (spam BOOLEAN, body VARCHAR)")
+        conn.executemany("INSERT INTO public.spam_dataset VALUES (?, ?)", TINY_DATASET)
+    return Warehouse(database=path)
+
+
+def _outputs(warehouse: Warehouse, config: SpamModelConfig) -> dict[str, object]:
+    context = dg.build_asset_context()
+    events = list(training.spam_model(context, config, warehouse))
+    return {event.output_name: event.value for event in events if isinstance(event, dg.Output)} | {
+        event.asset_key.to_user_string(): event.metadata
+        for event in events
+        if isinstance(event, dg.MaterializeResult)
+    }
+
+
+def test_training_counts_and_smooths_the_training_split(tiny_warehouse):
+    outputs = _outputs(tiny_warehouse, SpamModelConfig(test_size=0.3, seed=1))
+    trained = outputs["spam_model"]
+    assert isinstance(trained, TrainedModel)
+    training_rows = outputs["spam_training_dataframe"]["row_count"]
+    testing_rows = outputs["spam_testing_dataframe"]["row_count"]
+    # Identical texts stay on one side of the split, so the eight texts split as wholes.
+    assert training_rows + testing_rows == len(TINY_DATASET)
+    assert training_rows % 5 == 0 and testing_rows % 5 == 0
+    assert trained.training_messages == training_rows
+    assert trained.model.vocabulary_size == len(outputs["spam_bag_of_words"])
+    assert set(outputs["spam_bag_of_words"]) == set(outputs["non_spam_bag_of_words"])
+    assert sum(outputs["spam_bag_of_words"].values()) == pytest.approx(1.0)
+
+
+def test_the_false_positive_cost_lowers_the_prior_not_the_share(tiny_warehouse):
+    cheap = _outputs(tiny_warehouse, SpamModelConfig(false_positive_cost=1.0))["spam_model"]
+    costly = _outputs(tiny_warehouse, SpamModelConfig(false_positive_cost=8.0))["spam_model"]
+    assert cheap.spam_share == costly.spam_share
+    assert cheap.model.percent_spam == pytest.approx(cheap.spam_share)
+    assert costly.model.percent_spam < cheap.model.percent_spam
+    assert cheap.model.log_odds == costly.model.log_odds
+
+
+def test_a_bad_test_size_fails_before_touching_the_warehouse(tiny_warehouse):
+    with pytest.raises(dg.Failure, match="test_size"):
+        _outputs(tiny_warehouse, SpamModelConfig(test_size=1.5))
+
+
+def test_a_split_without_spam_fails_with_a_reason(tmp_path):
+    path = str(tmp_path / "warehouse.duckdb")
+    with duckdb.connect(path) as conn:
+        conn.execute("CREATE SCHEMA public")
+        conn.execute("CREATE TABLE public.spam_dataset AS SELECT false AS spam, 'hi' AS body")
+    with pytest.raises(dg.Failure, match="both spam and non-spam"):
+        _outputs(Warehouse(database=path), SpamModelConfig())
+
+
+def test_most_indicative_words_come_from_the_spam_side(tiny_warehouse):
+    trained = _outputs(tiny_warehouse, SpamModelConfig(seed=3))["spam_model"]
+    top = [word for word, _ in trained.top_spam_words(3)]
+    assert all(trained.model.log_odds[word] > 0 for word in top)
+    assert not {"lunch", "see", "you"} & set(top)
+
+
+def _score(false_positives: int, ceiling: float) -> ModelScore:
+    challenger = Score(90, false_positives, 100 - false_positives, 10)
+    return ModelScore(challenger, None, None, ceiling, PromotionDecision(True, "test"))
+
+
+@pytest.mark.parametrize(("false_positives", "passed"), [(0, True), (1, True), (2, False)])
+def test_false_positive_check_holds_the_ceiling(false_positives, passed):
+    result = check_false_positive_rate(_score(false_positives, ceiling=0.01))
+    assert result.passed is passed
+    assert result.metadata["false_positive_rate"].value == false_positives / 100
