@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask
 
 from spam_filter import settings
-from spam_filter.serving import model_watcher, routes
+from spam_filter.serving import database_watcher, rate_limits, routes
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -21,7 +21,8 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if test_config:
         app.config.from_mapping(test_config)
     app.logger.setLevel(logging.INFO)
-    model_watcher.init_app(app)
+    database_watcher.init_app(app)
+    rate_limits.init_app(app)
     app.register_blueprint(routes.blueprint)
     return app
 

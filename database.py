@@ -1,25 +1,87 @@
-"""The application database's command line: `python database.py` creates the tables.
+"""The application database's command line.
 
-The schema, the queries and the promotion transaction live in `spam_filter.storage`; this script
-only calls them.
+    python database.py                       create the tables (idempotent) and print them
+    python database.py add-reporter NAME     create a reporter; prints its key on the last line
+    python database.py reporters             list reporters with their reports and status
+    python database.py revoke-reporter NAME  revoke a reporter's key
+
+The schema, the queries and the transactions live in `spam_filter.storage`; this script only
+calls them.
 """
 
 import argparse
+import sys
 from pathlib import Path
 
+from spam_filter.reporter_keys import key_hash, new_key
+from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.factory import open_storage
+from spam_filter.storage.records import ReporterExists
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Create the application database's tables.")
+def bootstrap(storage: ApplicationStorage, _: argparse.Namespace) -> int:
+    storage.create_schema()
+    print(f"database {storage}\n{storage.describe()}")
+    return 0
+
+
+def add_reporter(storage: ApplicationStorage, args: argparse.Namespace) -> int:
+    storage.create_schema()
+    key = new_key()
+    try:
+        storage.add_reporter(args.name, key_hash(key))
+    except ReporterExists as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"reporter {args.name!r} created. Its key, shown only now (send it as `Authorization:")
+    print("Bearer <key>` to POST /api/report; only its hash is stored):")
+    print(key)
+    return 0
+
+
+def list_reporters(storage: ApplicationStorage, _: argparse.Namespace) -> int:
+    storage.create_schema()
+    storage.drain_reports()
+    reporters = storage.reporters()
+    if not reporters:
+        print("no reporters yet: create one with `python database.py add-reporter NAME`")
+        return 0
+    width = max(len(reporter.name) for reporter in reporters)
+    print(f"{'name':<{width}}  {'reports':>9}  {'status':<8}  created            note")
+    for reporter in reporters:
+        note = reporter.flag_reason or ""
+        created = reporter.created_at.strftime("%Y-%m-%d %H:%M")
+        line = f"{reporter.name:<{width}}  {reporter.reports:>9,}  {reporter.status:<8}  "
+        print(f"{line}{created:<17}  {note}".rstrip())
+    return 0
+
+
+def revoke_reporter(storage: ApplicationStorage, args: argparse.Namespace) -> int:
+    if not storage.revoke_reporter(args.name):
+        print(f"error: no active reporter named {args.name!r}", file=sys.stderr)
+        return 1
+    print(f"reporter {args.name!r} revoked; API servers refuse its key within seconds")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Manage the application database.")
     parser.add_argument(
         "--database", type=Path, help="database file (default: SPAM_FILTER_DATABASE)"
     )
+    parser.set_defaults(command=bootstrap)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    add = commands.add_parser("add-reporter", help="create a reporter and print its new key")
+    add.add_argument("name")
+    add.set_defaults(command=add_reporter)
+    listing = commands.add_parser("reporters", help="list reporters, their reports and status")
+    listing.set_defaults(command=list_reporters)
+    revoke = commands.add_parser("revoke-reporter", help="revoke a reporter's key")
+    revoke.add_argument("name")
+    revoke.set_defaults(command=revoke_reporter)
     args = parser.parse_args(argv)
-    storage = open_storage(args.database)
-    storage.create_schema()
-    print(f"database {storage}\n{storage.describe()}")
+    return args.command(open_storage(args.database), args)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,4 +1,6 @@
-"""Insert labelled sample messages into the application database, as a product's users would send.
+"""Insert labelled synthetic messages into the application database, for load tests and benchmarks.
+
+The rows are marked `synthetic`: they never count in the model's gold metrics.
 
 Messages are built inside DuckDB from spammy and innocuous templates, chosen by a seeded hash of
 the row number, so ten million rows take seconds and the same seed gives the same messages. All
@@ -82,7 +84,7 @@ _CHUNK_ROWS = 500_000
 # each template part. (Hashing (row, seed, part) instead would not do: DuckDB combines the hashes
 # of several arguments so that their low bits agree, and every row would pick matching parts.)
 _INSERT_CHUNK = """
-    INSERT INTO messages (spam, body, created_at)
+    INSERT INTO messages (spam, body, created_at, synthetic)
     SELECT
         spam,
         CASE WHEN spam THEN
@@ -94,7 +96,8 @@ _INSERT_CHUNK = """
             || $ham_topics[(1 + (h >> 32) % len($ham_topics))::BIGINT] || ', '
             || $ham_closers[(1 + (h >> 48) % len($ham_closers))::BIGINT]
         END,
-        $newest::TIMESTAMP - to_milliseconds($last - i)
+        $newest::TIMESTAMP - to_milliseconds($last - i),
+        true
     FROM (
         SELECT i, h, h % 10000 < $spam_share * 10000 AS spam
         FROM (SELECT i, hash(i, $seed) AS h FROM range($start, $stop) AS rows(i))

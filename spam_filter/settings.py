@@ -42,15 +42,26 @@ def spam_csv_path() -> Path:
     return _path_from_env("SPAM_FILTER_SPAM_CSV", PROJECT_ROOT / "spam.csv")
 
 
+def _number(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value else default
+
+
 def api_config() -> dict[str, Any]:
     """The API's configuration: the paths above, then its own environment variables."""
     return {
         "DATABASE": str(database_path()),
         "WEIGHTS_DIR": str(weights_dir()),
-        "MODEL_REFRESH_SECONDS": float(os.environ.get("SPAM_FILTER_MODEL_REFRESH_SECONDS", "2")),
-        "MODEL_FULL_CHECK_SECONDS": float(
-            os.environ.get("SPAM_FILTER_MODEL_FULL_CHECK_SECONDS", "30")
-        ),
-        "MAX_CONTENT_LENGTH": int(os.environ.get("SPAM_FILTER_MAX_BODY_BYTES", str(64 * 1024))),
-        "MAX_BATCH_TEXTS": int(os.environ.get("SPAM_FILTER_MAX_BATCH_TEXTS", "1000")),
+        "MODEL_REFRESH_SECONDS": _number("SPAM_FILTER_MODEL_REFRESH_SECONDS", 2),
+        "MODEL_FULL_CHECK_SECONDS": _number("SPAM_FILTER_MODEL_FULL_CHECK_SECONDS", 30),
+        "MAX_CONTENT_LENGTH": int(_number("SPAM_FILTER_MAX_BODY_BYTES", 64 * 1024)),
+        "MAX_BATCH_TEXTS": int(_number("SPAM_FILTER_MAX_BATCH_TEXTS", 1000)),
+        # A report body fits 1,000 SMS-length reports.
+        "MAX_REPORT_BODY_BYTES": int(_number("SPAM_FILTER_MAX_REPORT_BODY_BYTES", 512 * 1024)),
+        "MAX_REPORTS_PER_REQUEST": int(_number("SPAM_FILTER_MAX_REPORTS_PER_REQUEST", 1000)),
+        "MAX_REPORT_TEXT_CHARACTERS": int(_number("SPAM_FILTER_MAX_REPORT_TEXT_CHARACTERS", 2000)),
+        # Per reporter and API process: a steady 100 reports a second, bursts of two full batches.
+        "REPORT_RATE_PER_SECOND": _number("SPAM_FILTER_REPORT_RATE", 100),
+        "REPORT_BURST": _number("SPAM_FILTER_REPORT_BURST", 2000),
+        "REPORT_RETRY_AFTER_SECONDS": 5,
     }

@@ -9,7 +9,7 @@ from flask import Flask
 
 import api
 from spam_filter.definitions import build_resources
-from spam_filter.serving.model_watcher import EXTENSION_KEY
+from spam_filter.serving.database_watcher import EXTENSION_KEY
 from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter_tests.helpers import (
     APP_FULL_CHECK_SECONDS,

@@ -12,7 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from spam_filter.resources import ModelStorage
-from spam_filter.serving.model_watcher import EXTENSION_KEY
+from spam_filter.serving.database_watcher import EXTENSION_KEY
 from spam_filter.serving.routes import TRAIN_HINT
 from spam_filter.spam import SpamModel, train_model
 from spam_filter_tests.helpers import (

@@ -3,6 +3,9 @@
 import subprocess
 import sys
 
+from spam_filter.reporter_keys import key_hash
+from spam_filter.storage.duckdb_storage import DuckDBStorage
+from spam_filter.storage.records import Report
 from spam_filter_tests.helpers import PROJECT_ROOT
 
 
@@ -25,3 +28,53 @@ def test_database_script_keeps_existing_rows(project_env):
     subprocess.run([sys.executable, "sample_data.py", "--count", "3"], env=project_env, **run)
     again = subprocess.run([sys.executable, "database.py"], env=project_env, **run)
     assert "messages (3 rows)" in again.stdout
+
+
+def _cli(project_env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "database.py", *arguments],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env=project_env,
+    )
+
+
+def test_add_reporter_prints_a_new_key_alone_on_the_last_line(project_env):
+    first = _cli(project_env, "add-reporter", "support-desk")
+    second = _cli(project_env, "add-reporter", "moderators")
+    assert first.returncode == second.returncode == 0
+    keys = [run.stdout.splitlines()[-1] for run in (first, second)]
+    assert all(key.startswith("sfr_") and len(key) > 40 and " " not in key for key in keys)
+    assert keys[0] != keys[1]
+    stored = DuckDBStorage(project_env["SPAM_FILTER_DATABASE"]).reporter_keys()
+    # Only the hash is stored, and it is the hash of the printed key.
+    assert set(stored) == {key_hash(key) for key in keys}
+    assert not any(key in stored for key in keys)
+
+
+def test_a_reporter_name_is_taken_once(project_env):
+    assert _cli(project_env, "add-reporter", "desk").returncode == 0
+    again = _cli(project_env, "add-reporter", "desk")
+    assert again.returncode == 1
+    assert "exists already" in again.stderr
+    assert again.stdout == ""
+
+
+def test_reporters_lists_report_counts_and_status(project_env):
+    key = _cli(project_env, "add-reporter", "desk").stdout.splitlines()[-1]
+    _cli(project_env, "add-reporter", "moderators")
+    storage = DuckDBStorage(project_env["SPAM_FILTER_DATABASE"])
+    reporter = storage.reporter_keys()[key_hash(key)]
+    storage.record_reports(reporter.reporter_id, [Report("a", True), Report("b", False)])
+    assert _cli(project_env, "revoke-reporter", "moderators").returncode == 0
+    listing = _cli(project_env, "reporters").stdout.splitlines()
+    rows = {line.split()[0]: line.split()[1:3] for line in listing[1:]}
+    assert rows == {"desk": ["2", "active"], "moderators": ["0", "revoked"]}
+
+
+def test_revoking_an_unknown_reporter_fails(project_env):
+    _cli(project_env, "add-reporter", "desk")
+    unknown = _cli(project_env, "revoke-reporter", "nobody")
+    assert unknown.returncode == 1
+    assert "no active reporter named 'nobody'" in unknown.stderr

@@ -5,8 +5,16 @@ import time
 import duckdb
 import pytest
 
+from spam_filter.reporter_keys import key_hash
 from spam_filter.storage.duckdb_storage import DuckDBStorage, is_lock_conflict
-from spam_filter.storage.records import ActiveModelChanged, ModelRecord
+from spam_filter.storage.records import (
+    ActiveModelChanged,
+    ModelRecord,
+    Report,
+    ReporterExists,
+    ReportOutcome,
+    StorageUnavailable,
+)
 
 
 @pytest.fixture
@@ -121,3 +129,80 @@ def test_connect_gives_up_after_its_timeout(app_db, other_process):
         assert is_lock_conflict(error.value)
     finally:
         other_process.wait_released()
+
+
+# --- reporters and reports -------------------------------------------------------------------
+
+
+def test_reporters_are_created_once_and_revoked(storage):
+    alice = storage.add_reporter("alice", key_hash("key-a"))
+    storage.add_reporter("bob", key_hash("key-b"))
+    with pytest.raises(ReporterExists):
+        storage.add_reporter("alice", key_hash("key-c"))
+    assert set(storage.reporter_keys()) == {key_hash("key-a"), key_hash("key-b")}
+    assert storage.revoke_reporter("alice") is True
+    assert storage.revoke_reporter("alice") is False
+    assert storage.revoke_reporter("nobody") is False
+    assert set(storage.reporter_keys()) == {key_hash("key-b")}
+    statuses = {reporter.name: reporter.status for reporter in storage.reporters()}
+    assert statuses == {"alice": "revoked", "bob": "active"}
+    storage.flag_reporter(alice, "made the model worse")
+    flagged = {reporter.name: reporter.flag_reason for reporter in storage.reporters()}
+    assert flagged["alice"] == "made the model worse"
+
+
+def test_one_vote_per_reporter_and_message(storage):
+    alice = storage.add_reporter("alice", key_hash("key-a"))
+    bob = storage.add_reporter("bob", key_hash("key-b"))
+    assert storage.record_reports(
+        alice, [Report("Win cash", True), Report("win  CASH", True), Report("hi", False, "m1")]
+    ) == ReportOutcome(accepted=2, duplicates=1)
+    # Another reporter's vote on the same message is a vote of its own.
+    assert storage.record_reports(bob, [Report("Win cash", True)]) == ReportOutcome(1, 0)
+    # A changed label replaces the reporter's earlier vote; the same label is a duplicate.
+    assert storage.record_reports(alice, [Report("hi", True, "m1")]) == ReportOutcome(1, 0)
+    assert storage.record_reports(alice, [Report("hi", True, "m1")]) == ReportOutcome(0, 1)
+    assert storage.report_sequence() == 4
+    assert storage.drain_reports() == 3
+    with storage.connection(read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT reporter_id, message_id, body, spam FROM reports ORDER BY reporter_id, body"
+        ).fetchall()
+    assert rows == [
+        (alice, None, "Win cash", True),
+        (alice, "m1", "hi", True),
+        (bob, None, "Win cash", True),
+    ]
+    assert {r.name: r.reports for r in storage.reporters()} == {"alice": 2, "bob": 1}
+
+
+def test_moving_reports_again_changes_nothing(storage):
+    alice = storage.add_reporter("alice", key_hash("key-a"))
+    storage.record_reports(alice, [Report(f"message {i}", i % 2 == 0) for i in range(50)])
+    assert storage.drain_reports() == 50
+    assert storage.drain_reports() == 0
+    storage.record_reports(alice, [Report("message 1", True)])
+    assert storage.drain_reports() == 1
+    with storage.connection(read_only=True) as conn:
+        assert conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE spam) FROM reports"
+        ).fetchone() == (50, 26)
+
+
+def test_reports_are_accepted_while_another_process_holds_the_database(storage, other_process):
+    alice = storage.add_reporter("alice", key_hash("key-a"))
+    other_process.hold_lock(str(storage.path), 2.0)
+    try:
+        assert storage.record_reports(alice, [Report("held", True)]) == ReportOutcome(1, 0)
+    finally:
+        other_process.wait_released()
+    assert storage.drain_reports() == 1
+
+
+def test_an_unwritable_inbox_stores_nothing_and_says_so(storage, tmp_path):
+    alice = storage.add_reporter("alice", key_hash("key-a"))
+    broken = DuckDBStorage(tmp_path / "elsewhere" / "app.duckdb")
+    broken.inbox.path.parent.mkdir()
+    broken.inbox.path.mkdir()  # a folder where the inbox file should be
+    with pytest.raises(StorageUnavailable):
+        broken.record_reports(alice, [Report("lost?", True)])

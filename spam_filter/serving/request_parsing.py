@@ -8,6 +8,9 @@ from flask import Request
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
+from spam_filter.reporter_keys import key_hash
+from spam_filter.storage.records import Report
+
 # A request nests two levels. Far deeper documents are refused at one depth on every Python
 # version, rather than wherever the version's JSON parser runs out of recursion.
 MAX_JSON_DEPTH = 64
@@ -16,10 +19,11 @@ MAX_JSON_DEPTH = 64
 class InvalidRequest(Exception):
     """The request cannot be answered as sent; the message says why."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.message = message
         self.status = status
+        self.headers = headers or {}
 
 
 def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -42,9 +46,13 @@ def read_body(request: Request, max_bytes: int) -> bytes:
     body early, without an error, when the client closes before sending all it announced; half a
     body must not be answered as if it were the whole.
     """
-    data = get_input_stream(request.environ, max_content_length=max_bytes + 1).read()
+    too_large = InvalidRequest(f"request body exceeds {max_bytes} bytes", 413)
+    try:
+        data = get_input_stream(request.environ, max_content_length=max_bytes + 1).read()
+    except RequestEntityTooLarge:  # a Content-Length past the limit: refused before reading
+        raise too_large from None
     if len(data) > max_bytes:
-        raise RequestEntityTooLarge()
+        raise too_large
     if request.content_length is not None and len(data) < request.content_length:
         raise InvalidRequest("request body is shorter than its Content-Length")
     return data
@@ -92,3 +100,57 @@ def texts_to_check(payload: dict[str, Any], max_texts: int) -> tuple[list[str], 
     if not 1 <= len(texts) <= max_texts:
         raise InvalidRequest(f'"texts" must hold between 1 and {max_texts} strings')
     return texts, True
+
+
+_REPORT_FIELDS = {"text", "is_spam", "message_id"}
+
+
+def presented_key_hash(request: Request) -> str:
+    """The hash of the Bearer key the request carries; a 401 when it carries none."""
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise InvalidRequest(
+            "send a reporter key as `Authorization: Bearer <key>`",
+            401,
+            {"WWW-Authenticate": 'Bearer realm="spam-filter"'},
+        )
+    return key_hash(key.strip())
+
+
+def reports_to_record(
+    payload: dict[str, Any], max_reports: int, max_text_characters: int
+) -> list[Report]:
+    """The reports of a `report` request: one report object, or `{"reports": [...]}`."""
+    if "reports" in payload:
+        if set(payload) != {"reports"}:
+            raise InvalidRequest('send either one report or {"reports": [...]}, not both')
+        reports = payload["reports"]
+        if not isinstance(reports, list) or not 1 <= len(reports) <= max_reports:
+            raise InvalidRequest(f'"reports" must be a list of 1 to {max_reports} reports')
+        return [
+            _report(item, max_text_characters, f"reports[{index}]")
+            for index, item in enumerate(reports)
+        ]
+    return [_report(payload, max_text_characters, "the report")]
+
+
+def _report(item: Any, max_text_characters: int, where: str) -> Report:
+    if not isinstance(item, dict):
+        raise InvalidRequest(
+            f'{where} must be an object such as {{"text": "...", "is_spam": true}}'
+        )
+    unknown = set(item) - _REPORT_FIELDS
+    if unknown:
+        raise InvalidRequest(f"{where} has unknown fields: {', '.join(sorted(unknown))}")
+    text, is_spam, message_id = item.get("text"), item.get("is_spam"), item.get("message_id")
+    if not isinstance(text, str) or not text.strip():
+        raise InvalidRequest(f'{where} needs "text": a non-empty string')
+    if len(text) > max_text_characters:
+        raise InvalidRequest(f'{where}: "text" is longer than {max_text_characters} characters')
+    if not isinstance(is_spam, bool):
+        raise InvalidRequest(f'{where} needs "is_spam": true or false')
+    if message_id is not None and (
+        not isinstance(message_id, str) or not 1 <= len(message_id) <= 200
+    ):
+        raise InvalidRequest(f'{where}: "message_id" must be a string of 1 to 200 characters')
+    return Report(text, is_spam, message_id)

@@ -4,8 +4,16 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from spam_filter.serving.model_watcher import current_watcher
-from spam_filter.serving.request_parsing import InvalidRequest, json_object, texts_to_check
+from spam_filter.serving.database_watcher import current_watcher
+from spam_filter.serving.rate_limits import current_buckets, retry_after_header
+from spam_filter.serving.request_parsing import (
+    InvalidRequest,
+    json_object,
+    presented_key_hash,
+    reports_to_record,
+    texts_to_check,
+)
+from spam_filter.storage.records import ReporterKey, StorageUnavailable
 
 TRAIN_HINT = (
     "no active model yet: train one with `dagster job execute -m spam_filter.definitions -j "
@@ -37,6 +45,50 @@ def find_spam() -> ResponseReturnValue:
     return jsonify(success=True, model=loaded.name, **results[0])
 
 
+@blueprint.post("/report", provide_automatic_options=False)
+def report() -> ResponseReturnValue:
+    """Record users' reports of spam and not-spam; 202 once they are on disk."""
+    reporter = _authenticated_reporter()
+    config = current_app.config
+    payload = json_object(request, config["MAX_REPORT_BODY_BYTES"])
+    reports = reports_to_record(
+        payload, config["MAX_REPORTS_PER_REQUEST"], config["MAX_REPORT_TEXT_CHARACTERS"]
+    )
+    buckets = current_buckets()
+    wait = buckets.take(reporter.reporter_id, len(reports))
+    if wait:
+        raise InvalidRequest(
+            f"reporter {reporter.name!r} is over its rate limit of {buckets.rate:g} reports a "
+            "second; retry later",
+            429,
+            {"Retry-After": retry_after_header(wait)},
+        )
+    try:
+        outcome = current_watcher().storage.record_reports(reporter.reporter_id, reports)
+    except StorageUnavailable as error:
+        buckets.give_back(reporter.reporter_id, len(reports))
+        current_app.logger.warning("reports not stored: %s", error)
+        raise InvalidRequest(
+            "reports cannot be stored right now; nothing was stored, retry later",
+            503,
+            {"Retry-After": retry_after_header(config["REPORT_RETRY_AFTER_SECONDS"])},
+        ) from error
+    return jsonify(success=True, accepted=outcome.accepted, duplicates=outcome.duplicates), 202
+
+
+def _authenticated_reporter() -> ReporterKey:
+    """The reporter whose key the request carries; a 401 for a missing, unknown or revoked key."""
+    presented = presented_key_hash(request)
+    reporter = current_watcher().reporter_keys.get(presented)
+    if reporter is None:
+        raise InvalidRequest(
+            "unknown or revoked reporter key",
+            401,
+            {"WWW-Authenticate": 'Bearer realm="spam-filter", error="invalid_token"'},
+        )
+    return reporter
+
+
 @blueprint.get("/health", provide_automatic_options=False)
 def health() -> ResponseReturnValue:
     """Report which model is served, since when, and whether refreshing it works."""
@@ -47,7 +99,9 @@ def health() -> ResponseReturnValue:
 @blueprint.app_errorhandler(InvalidRequest)
 def invalid_request(error: InvalidRequest) -> ResponseReturnValue:
     """Say what is wrong with the request."""
-    return error_answer(error.message, error.status)
+    response, status = error_answer(error.message, error.status)
+    response.headers.update(error.headers)
+    return response, status
 
 
 @blueprint.app_errorhandler(RequestEntityTooLarge)

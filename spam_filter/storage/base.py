@@ -13,7 +13,15 @@ from typing import Any
 
 from spam_filter.faults import crash_point
 from spam_filter.storage import queries
-from spam_filter.storage.records import ActiveModelChanged, ModelRecord
+from spam_filter.storage.records import (
+    ActiveModelChanged,
+    ModelRecord,
+    Report,
+    Reporter,
+    ReporterExists,
+    ReporterKey,
+    ReportOutcome,
+)
 
 # A connection of the backend's driver. DuckDB's and psycopg's (with a raw cursor) share what is
 # used here: `execute(sql, params)` returning something with `fetchone()` and `fetchall()`.
@@ -54,6 +62,22 @@ class ApplicationStorage(ABC):
             sample_seed: Seed of that sample.
             on_wait: Told once if the database is busy and the copy waits for it.
         """
+
+    @abstractmethod
+    def record_reports(self, reporter_id: int, reports: list[Report]) -> ReportOutcome:
+        """Store one request's reports durably, one vote per reporter and message.
+
+        Raises:
+            StorageUnavailable: Nothing was stored; the caller may retry later.
+        """
+
+    @abstractmethod
+    def report_sequence(self) -> int:
+        """A number that grows by one with every accepted or changed vote, cheap to read."""
+
+    def drain_reports(self) -> int:
+        """Move reports accepted elsewhere into `reports`; how many moved (none by default)."""
+        return 0
 
     def change_marker(self) -> Hashable | None:
         """A cheap value that changes whenever a commit may have changed `models`.
@@ -119,6 +143,39 @@ class ApplicationStorage(ABC):
         """Keep a row for a model that was not promoted, so the decision stays visible."""
         with self.transaction() as conn:
             _insert_model(conn, replace(record, status="rejected"))
+
+    def add_reporter(self, name: str, key_hash: str) -> int:
+        """Create a reporter with the hash of its key; returns its id.
+
+        Raises:
+            ReporterExists: A reporter of that name exists, revoked or not.
+        """
+        with self.transaction() as conn:
+            if conn.execute(queries.SELECT_REPORTER_BY_NAME, [name]).fetchone() is not None:
+                raise ReporterExists(f"a reporter named {name!r} exists already")
+            (reporter_id,) = conn.execute(queries.INSERT_REPORTER, [name, key_hash]).fetchone()
+        return reporter_id
+
+    def revoke_reporter(self, name: str) -> bool:
+        """Revoke the reporter's key; False when no active reporter has that name."""
+        with self.transaction() as conn:
+            return bool(conn.execute(queries.REVOKE_REPORTER, [name]).fetchall())
+
+    def flag_reporter(self, reporter_id: int, reason: str) -> None:
+        """Mark a reporter whose reports a run left out, with the reason."""
+        with self.transaction() as conn:
+            conn.execute(queries.FLAG_REPORTER, [reporter_id, reason])
+
+    def reporters(self) -> list[Reporter]:
+        """Every reporter with its status and recorded votes, by name."""
+        with self.connection(read_only=True) as conn:
+            return [Reporter(*row) for row in conn.execute(queries.SELECT_REPORTERS).fetchall()]
+
+    def reporter_keys(self) -> dict[str, ReporterKey]:
+        """The keys the API accepts: each unrevoked reporter by the hash of its key."""
+        with self.connection(read_only=True) as conn:
+            rows = conn.execute(queries.SELECT_REPORTER_KEYS).fetchall()
+        return {key_hash: ReporterKey(reporter_id, name) for key_hash, reporter_id, name in rows}
 
     def describe(self) -> str:
         """A printable summary of each table: its columns and row count."""

@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import duckdb
+import pandas as pd
 
 from spam_filter.storage.base import ApplicationStorage
+from spam_filter.storage.records import Report, ReportOutcome
+from spam_filter.storage.report_inbox import ReportInbox
 
 SCHEMA = (
     """
@@ -24,6 +27,7 @@ SCHEMA = (
         created_at TIMESTAMP DEFAULT current_timestamp
     )
     """,
+    "ALTER TABLE messages ADD COLUMN IF NOT EXISTS synthetic BOOLEAN DEFAULT false",
     """
     CREATE TABLE IF NOT EXISTS models (
         path VARCHAR,
@@ -38,7 +42,52 @@ SCHEMA = (
         compared_false_positive_rate FLOAT
     )
     """,
+    "CREATE SEQUENCE IF NOT EXISTS reporter_ids START 1",
+    """
+    CREATE TABLE IF NOT EXISTS reporters (
+        reporter_id INTEGER PRIMARY KEY DEFAULT nextval('reporter_ids'),
+        name VARCHAR NOT NULL UNIQUE,
+        key_hash VARCHAR NOT NULL UNIQUE,
+        created_at TIMESTAMP NOT NULL DEFAULT current_timestamp,
+        revoked_at TIMESTAMP,
+        flagged_at TIMESTAMP,
+        flag_reason VARCHAR
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS reports (
+        reporter_id INTEGER NOT NULL,
+        message_key VARCHAR NOT NULL,
+        text_key VARCHAR NOT NULL,
+        message_id VARCHAR,
+        body VARCHAR NOT NULL,
+        spam BOOLEAN NOT NULL,
+        reported_at TIMESTAMP NOT NULL,
+        PRIMARY KEY (reporter_id, message_key)
+    )
+    """,
+    # The number of the last inbox change moved into `reports` (see `report_inbox`).
+    "CREATE TABLE IF NOT EXISTS report_inbox_progress (last_change BIGINT NOT NULL)",
+    """
+    INSERT INTO report_inbox_progress
+    SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM report_inbox_progress)
+    """,
 )
+
+DRAINED_UP_TO = "SELECT last_change FROM report_inbox_progress"
+SET_DRAINED_UP_TO = "UPDATE report_inbox_progress SET last_change = $1"
+UPSERT_INBOX_BATCH = """
+    INSERT INTO reports (reporter_id, message_key, text_key, message_id, body, spam, reported_at)
+    SELECT reporter_id, message_key, text_key, message_id, body, spam, reported_at::TIMESTAMP
+    FROM inbox_batch
+    ON CONFLICT (reporter_id, message_key) DO UPDATE SET
+        text_key = excluded.text_key,
+        message_id = excluded.message_id,
+        body = excluded.body,
+        spam = excluded.spam,
+        reported_at = excluded.reported_at
+"""
+_DRAIN_BATCH_VOTES = 100_000
 
 ATTACH_READ_ONLY = "ATTACH $1 AS app (READ_ONLY)"
 DETACH = "DETACH app"
@@ -65,12 +114,18 @@ COPY_SAMPLED_MESSAGES = """
     LIMIT $cap
 """
 
-_LOCK_ERROR_MARKERS = ("Could not set lock", "Conflicting lock")
+# Another process holds the file; or, within one process, another thread holds it open read-only
+# while this one opens it read-write (as a test beside an app's watcher does). Both pass soon.
+_LOCK_ERROR_MARKERS = (
+    "Could not set lock",
+    "Conflicting lock",
+    "with a different configuration than existing connections",
+)
 T = TypeVar("T")
 
 
 def is_lock_conflict(error: BaseException) -> bool:
-    """Whether DuckDB refused to open a file because another process holds its lock."""
+    """Whether DuckDB refused to open a file because someone else holds it for now."""
     return isinstance(error, duckdb.Error) and any(m in str(error) for m in _LOCK_ERROR_MARKERS)
 
 
@@ -105,6 +160,7 @@ class DuckDBStorage(ApplicationStorage):
     def __init__(self, path: Path | str, lock_timeout_seconds: float = 60.0) -> None:
         self.path = Path(path)
         self.lock_timeout_seconds = lock_timeout_seconds
+        self.inbox = ReportInbox(self.path.with_name(self.path.stem + ".report-inbox.sqlite"))
 
     def __repr__(self) -> str:
         return f"DuckDBStorage({str(self.path)!r})"
@@ -130,6 +186,44 @@ class DuckDBStorage(ApplicationStorage):
         with self.transaction() as conn:
             for statement in SCHEMA:
                 conn.execute(statement)
+        self.inbox.create()
+
+    def record_reports(self, reporter_id: int, reports: list[Report]) -> ReportOutcome:
+        # Into the inbox, never the DuckDB file: another process may hold that for seconds.
+        return self.inbox.record(reporter_id, reports)
+
+    def report_sequence(self) -> int:
+        return self.inbox.last_change()
+
+    def drain_reports(self) -> int:
+        """Move the inbox's new and changed votes into `reports`, a batch per transaction."""
+        moved = 0
+        while True:
+            with self.transaction() as conn:
+                ((drained,),) = conn.execute(DRAINED_UP_TO).fetchall()
+                batch = self.inbox.changes_after(drained, _DRAIN_BATCH_VOTES)
+                if not batch:
+                    return moved
+                frame = pd.DataFrame(
+                    batch,
+                    columns=[
+                        "reporter_id",
+                        "message_key",
+                        "text_key",
+                        "message_id",
+                        "body",
+                        "spam",
+                        "reported_at",
+                        "change_seq",
+                    ],
+                ).astype({"spam": bool, "message_id": object})
+                conn.register("inbox_batch", frame)
+                try:
+                    conn.execute(UPSERT_INBOX_BATCH)
+                finally:
+                    conn.unregister("inbox_batch")
+                conn.execute(SET_DRAINED_UP_TO, [int(frame["change_seq"].iloc[-1])])
+            moved += len(batch)
 
     def change_marker(self) -> tuple:
         """Identity, size and modification time of the file and its write-ahead log.

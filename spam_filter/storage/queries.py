@@ -53,5 +53,65 @@ SELECT_COLUMNS = """
     ORDER BY ordinal_position
 """
 
+INSERT_REPORTER = """
+    INSERT INTO reporters (name, key_hash)
+    VALUES ($1, $2)
+    RETURNING reporter_id
+"""
+
+SELECT_REPORTER_BY_NAME = "SELECT reporter_id FROM reporters WHERE name = $1"
+
+REVOKE_REPORTER = """
+    UPDATE reporters
+    SET revoked_at = current_timestamp
+    WHERE name = $1 AND revoked_at IS NULL
+    RETURNING reporter_id
+"""
+
+FLAG_REPORTER = """
+    UPDATE reporters
+    SET flagged_at = current_timestamp, flag_reason = $2
+    WHERE reporter_id = $1
+"""
+
+SELECT_REPORTER_KEYS = """
+    SELECT key_hash, reporter_id, name
+    FROM reporters
+    WHERE revoked_at IS NULL
+"""
+
+SELECT_REPORTERS = """
+    SELECT
+        reporters.reporter_id, reporters.name, reporters.created_at, reporters.revoked_at,
+        reporters.flagged_at, reporters.flag_reason, count(reports.reporter_id)
+    FROM reporters
+    LEFT JOIN reports ON reports.reporter_id = reporters.reporter_id
+    GROUP BY
+        reporters.reporter_id, reporters.name, reporters.created_at, reporters.revoked_at,
+        reporters.flagged_at, reporters.flag_reason
+    ORDER BY reporters.name
+"""
+
+COUNT_REPORTERS = "SELECT count(*) FROM reporters"
+
+COUNT_REPORTS = "SELECT count(*) FROM reports"
+
+# One vote per reporter and message: a later report replaces the earlier one.
+UPSERT_REPORT = """
+    INSERT INTO reports (reporter_id, message_key, text_key, message_id, body, spam, reported_at)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    ON CONFLICT (reporter_id, message_key) DO UPDATE SET
+        text_key = excluded.text_key,
+        message_id = excluded.message_id,
+        body = excluded.body,
+        spam = excluded.spam,
+        reported_at = excluded.reported_at
+"""
+
 # The tables `describe` reports, each with the statement that counts its rows.
-TABLE_ROW_COUNTS = {"messages": COUNT_MESSAGES, "models": COUNT_MODELS}
+TABLE_ROW_COUNTS = {
+    "messages": COUNT_MESSAGES,
+    "models": COUNT_MODELS,
+    "reporters": COUNT_REPORTERS,
+    "reports": COUNT_REPORTS,
+}

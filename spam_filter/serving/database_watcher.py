@@ -1,7 +1,8 @@
-"""The active model, kept in memory by each API process and swapped when a new one is promoted.
+"""What each API process keeps in memory from the database: the active model and the reporters'
+keys, refreshed in the background so that a promotion or a revoked key takes effect in seconds.
 
-Answering a request never touches the database: DuckDB lets one process write or several read,
-and a request path that opened it would fail whenever the pipeline writes.
+Answering a request never reads the database: DuckDB lets one process write or several read, and
+a request path that opened it would fail whenever the pipeline writes.
 """
 
 import logging
@@ -19,8 +20,9 @@ from spam_filter import weights
 from spam_filter.spam import SpamModel, load_model
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.factory import open_storage
+from spam_filter.storage.records import ModelRecord, ReporterKey
 
-EXTENSION_KEY = "model_watcher"
+EXTENSION_KEY = "database_watcher"
 
 
 @dataclass(frozen=True)
@@ -37,14 +39,15 @@ class LoadedModel:
         object.__setattr__(self, "name", Path(self.path).name)
 
 
-class ActiveModelWatcher:
-    """Keeps the active model in memory and swaps in a newly promoted one.
+class DatabaseWatcher:
+    """Keeps the active model and the reporters' keys in memory, and swaps in new ones.
 
     A daemon thread checks every `refresh_seconds`. When the storage's change marker (for DuckDB,
     the file and its write-ahead log) is unchanged since a successful check, the check ends there;
-    otherwise, and at least every `full_check_seconds`, it reads the `models` table with a short
-    read-only connection. While the database or the weights file is locked, missing or corrupt,
-    the last good model keeps serving and the problem is logged once, not on every check.
+    otherwise, and at least every `full_check_seconds`, it reads `models` and `reporters` with
+    short read-only connections. While the database or the weights file is locked, missing or
+    corrupt, the last good model and keys keep serving and the problem is logged once, not on every
+    check.
 
     Skipping the connection keeps requests fast: opening DuckDB takes tens of milliseconds and
     releases and retakes the GIL many times, each time waiting behind the thread that serves.
@@ -64,7 +67,9 @@ class ActiveModelWatcher:
         self.full_check_seconds = full_check_seconds
         self.logger = logger
         self.loaded: LoadedModel | None = None
+        self.reporter_keys: dict[str, ReporterKey] = {}
         self.problem: str | None = None
+        self.keys_problem: str | None = None
         self.last_checked_at: datetime | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -74,7 +79,7 @@ class ActiveModelWatcher:
         self._verified: tuple[Any, float] | None = None
 
     def refresh(self) -> None:
-        """Check the active model once and load it if it changed."""
+        """Check the database once; load the active model if it changed, and the keys."""
         marker = self.storage.change_marker()
         verified = self._verified
         if (
@@ -88,20 +93,45 @@ class ActiveModelWatcher:
         checked_at = time.monotonic()
         try:
             record = self.storage.active_model()
-            if record is None:
-                self._report("no active model recorded in the database yet")
-            elif self.loaded is None or record.path != self.loaded.path:
-                # The row is not trusted to point outside the weights folder.
-                model = load_model(weights.resolve(record.path, self.weights_dir))
-                self.loaded = LoadedModel(model, record.path, datetime.now(UTC))
-                self.logger.info("serving model %s", record.path)
-                self._report(None)
-            else:
-                self._report(None)
         except Exception as error:  # keep serving the last good model whatever went wrong
             self._report(f"cannot refresh the model: {type(error).__name__}: {error}")
-        self._verified = (marker, checked_at) if self.problem is None else None
+        else:
+            self._refresh_reporter_keys()
+            self._serve(record)
+        healthy = self.problem is None and self.keys_problem is None
+        self._verified = (marker, checked_at) if healthy else None
         self.last_checked_at = datetime.now(UTC)
+
+    def _serve(self, record: ModelRecord | None) -> None:
+        """Load the recorded active model unless it is the one in memory already."""
+        if record is None:
+            self._report("no active model recorded in the database yet")
+            return
+        if self.loaded is not None and record.path == self.loaded.path:
+            self._report(None)
+            return
+        try:
+            # The row is not trusted to point outside the weights folder.
+            model = load_model(weights.resolve(record.path, self.weights_dir))
+        except Exception as error:  # keep serving the last good model whatever went wrong
+            self._report(f"cannot refresh the model: {type(error).__name__}: {error}")
+            return
+        self.loaded = LoadedModel(model, record.path, datetime.now(UTC))
+        self.logger.info("serving model %s", record.path)
+        self._report(None)
+
+    def _refresh_reporter_keys(self) -> None:
+        try:
+            self.reporter_keys = self.storage.reporter_keys()
+        except Exception as error:  # keep the last keys until the next check
+            problem = f"cannot refresh the reporters' keys: {type(error).__name__}: {error}"
+            if problem != self.keys_problem:
+                self.logger.warning(problem)
+            self.keys_problem = problem
+            return
+        if self.keys_problem is not None:
+            self.logger.info("reporters' keys refresh recovered")
+        self.keys_problem = None
 
     def _report(self, problem: str | None) -> None:
         if problem == self.problem:
@@ -146,7 +176,7 @@ class ActiveModelWatcher:
         stale = checked is None or (
             (datetime.now(UTC) - checked).total_seconds() > 3 * self.refresh_seconds + 5
         )
-        degraded = self.problem is not None or stale
+        degraded = self.problem is not None or self.keys_problem is not None or stale
         status = "no_model" if loaded is None else ("degraded" if degraded else "ok")
         return {
             "success": loaded is not None,
@@ -156,17 +186,17 @@ class ActiveModelWatcher:
             "last_checked_at": checked.isoformat() if checked else None,
             "stale": stale,
             "degraded": degraded,
-            "problem": self.problem,
+            "problem": self.problem or self.keys_problem,
         }
 
 
 def init_app(app: Flask) -> None:
-    """Load the active model for `app` now, and keep it fresh from a background thread."""
+    """Load the active model and keys for `app` now, and keep them fresh in the background."""
     refresh_seconds = app.config["MODEL_REFRESH_SECONDS"]
     # A check waits briefly while the pipeline holds the database, then gives up until the next
     # one; requests never wait for it.
     storage = open_storage(app.config["DATABASE"], lock_timeout_seconds=min(refresh_seconds, 2.0))
-    watcher = ActiveModelWatcher(
+    watcher = DatabaseWatcher(
         storage,
         app.config["WEIGHTS_DIR"],
         refresh_seconds,
@@ -178,6 +208,6 @@ def init_app(app: Flask) -> None:
     app.extensions[EXTENSION_KEY] = watcher
 
 
-def current_watcher() -> ActiveModelWatcher:
+def current_watcher() -> DatabaseWatcher:
     """The watcher of the app handling the current request."""
     return current_app.extensions[EXTENSION_KEY]

@@ -1,0 +1,41 @@
+"""Reporter keys and message identity: how a report is authenticated and which message it is about.
+
+Pure functions, shared by the API, the storage backends and the command line.
+"""
+
+import hashlib
+import hmac
+import secrets
+import unicodedata
+
+KEY_PREFIX = "sfr_"
+
+
+def new_key() -> str:
+    """A fresh reporter key: 256 random bits, shown once and stored only as its hash."""
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def key_hash(key: str) -> str:
+    """The stored form of a key. Keys are random, so a fast hash does not weaken them."""
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def same_hash(presented: str, stored: str) -> bool:
+    """Compare two key hashes in constant time."""
+    return hmac.compare_digest(presented.encode(), stored.encode())
+
+
+def normalised_text(text: str) -> str:
+    """The text as one message whatever its case, Unicode form and spacing."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def text_key(text: str) -> str:
+    """Which message a text is: reports of the same normalised text are votes on one message."""
+    return hashlib.sha256(normalised_text(text).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def message_key(text: str, message_id: str | None) -> str:
+    """What one reporter's vote is about: the product's message id, else the message's text."""
+    return "id:" + message_id if message_id is not None else "text:" + text_key(text)
