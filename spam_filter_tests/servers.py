@@ -220,3 +220,46 @@ def summary(answers: list[Answer]) -> str:
         f"{len(answers)} requests, {len(failures)} failures, models {models}, "
         f"first failures {[(a.status, a.body, a.error) for a in failures[:3]]}"
     )
+
+
+@dataclass
+class ReportLoad:
+    """What a report-sending client saw: the votes acknowledged with a 202, and the failures."""
+
+    acknowledged: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[int | None, str]] = field(default_factory=list)
+    requests: int = 0
+
+
+def report_load(
+    port: int,
+    keys: list[str],
+    client: int,
+    stop: threading.Event,
+    deadline: float,
+    max_requests: int,
+    batch: int = 20,
+) -> ReportLoad:
+    """Send batches of new reports, each from the next key, until stopped, the deadline or the
+    count; every text is unique, so each acknowledged report is one new vote to find later."""
+    seen = ReportLoad()
+    while not stop.is_set() and time.monotonic() < deadline and seen.requests < max_requests:
+        key = keys[seen.requests % len(keys)]
+        texts = [
+            f"client {client} request {seen.requests} report {i}: your parcel fee is due"
+            for i in range(batch)
+        ]
+        body = json.dumps({"reports": [{"text": text, "is_spam": True} for text in texts]})
+        headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+        seen.requests += 1
+        try:
+            status, _, data = send(port, "POST", "/api/report", body, headers)
+        except (OSError, http.client.HTTPException) as error:
+            seen.failures.append((None, repr(error)))
+            time.sleep(0.02)  # as a client would back off from a refused connection
+            continue
+        if status == 202 and json.loads(data).get("accepted") == batch:
+            seen.acknowledged.extend((key, text) for text in texts)
+        else:
+            seen.failures.append((status, data.decode(errors="replace")[:200]))
+    return seen
