@@ -54,6 +54,15 @@ def _send(port: int, path: str, body: str, headers: dict[str, str]) -> tuple[int
         conn.close()
 
 
+def _spelled(number: int) -> str:
+    letters = ""
+    while True:
+        number, digit = divmod(number, 26)
+        letters = "abcdefghijklmnopqrstuvwxyz"[digit] + letters
+        if number == 0:
+            return "x" + letters
+
+
 def _paced_find_spam(port: int, rate: float, stop: threading.Event, latencies: list[float]):
     """One client sending `find_spam` every 1/rate s; latencies in ms."""
     next_at = time.monotonic()
@@ -77,7 +86,11 @@ def _reporter(port, keys, client, batch, rate, stop, acknowledged, failures):
             next_at += 1 / rate
             time.sleep(max(0.0, next_at - time.monotonic()))
         key = keys[sent % len(keys)]
-        texts = [f"bench {client}-{sent}-{i}: your parcel has a fee to pay" for i in range(batch)]
+        # Distinct in words: texts that differ only in numbers are one message to the model.
+        texts = [
+            f"bench {_spelled(client)} {_spelled(sent)} {_spelled(i)}: your parcel has a fee"
+            for i in range(batch)
+        ]
         body = json.dumps({"reports": [{"text": t, "is_spam": True} for t in texts]})
         sent += 1
         try:

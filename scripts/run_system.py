@@ -16,7 +16,6 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-import sample_data  # noqa: E402
 from spam_filter import settings  # noqa: E402
 from spam_filter.processes import RETRAIN_JOB_ARGUMENTS, stop_process_groups  # noqa: E402
 from spam_filter.storage.factory import open_storage  # noqa: E402
@@ -57,9 +56,7 @@ def _dagster_home() -> Path:
 def _bootstrap() -> None:
     storage = open_storage()
     storage.create_schema()
-    if storage.message_count() == 0:
-        print("messages is empty: inserting 10,000 sample messages", flush=True)
-        sample_data.insert_sample_messages(storage, 10_000)
+    # The first model learns from real data only: the SMS collection and what users reported.
     if storage.active_model() is None:
         print("no active model: running create_spam_model_job once", flush=True)
         subprocess.run(

@@ -1,9 +1,10 @@
-"""Checks on the training set: the blocking ones stop the run before a model is trained on it."""
+"""Checks on the training data: the blocking ones stop the run before a model is trained on it."""
 
 import dagster as dg
 
-from spam_filter.assets.ingestion import spam_dataset
-from spam_filter.resources import Warehouse
+from spam_filter import constants
+from spam_filter.assets.ingestion import spam_dataset, user_messages
+from spam_filter.resources import ApplicationDatabase, Warehouse
 
 COUNT_CLASSES = """
     SELECT count(*) FILTER (WHERE spam), count(*) FILTER (WHERE NOT spam)
@@ -16,6 +17,8 @@ COUNT_BLANK_SOURCE_MESSAGES = """
     FROM (
         SELECT body FROM public.sms_spam_examples
         UNION ALL
+        SELECT body FROM public.gold_examples
+        UNION ALL
         SELECT body FROM public.user_messages
     )
     WHERE body IS NULL OR trim(body) = ''
@@ -25,6 +28,8 @@ COUNT_UNLABELLED_SOURCE_MESSAGES = """
     SELECT count(*)
     FROM (
         SELECT spam FROM public.sms_spam_examples
+        UNION ALL
+        SELECT spam FROM public.gold_examples
         UNION ALL
         SELECT spam FROM public.user_messages
     )
@@ -74,4 +79,84 @@ def check_spam_dataset_labels_boolean(warehouse: Warehouse) -> dg.AssetCheckResu
             dg.AssetCheckSeverity.ERROR if label_type != "BOOLEAN" else dg.AssetCheckSeverity.WARN
         ),
         metadata={"label_type": label_type, "unlabelled_messages_left_out": missing},
+    )
+
+
+REPORTER_SHARES = """
+    SELECT reporter_id, count(*) / (SELECT count(*) FROM public.user_messages) AS share
+    FROM public.user_messages
+    WHERE reporter_id IS NOT NULL
+    GROUP BY reporter_id
+    ORDER BY share DESC, reporter_id
+    LIMIT 1
+"""
+
+LABEL_BALANCE = "SELECT count(*), count(*) FILTER (WHERE spam) FROM public.user_messages"
+
+CONTRIBUTING_REPORTERS = (
+    "SELECT DISTINCT reporter_id FROM public.user_messages WHERE reporter_id IS NOT NULL"
+)
+
+
+class ReporterShareConfig(dg.Config):
+    """The share past which one reporter's weight is worth a warning."""
+
+    max_reporter_share: float = constants.MAX_REPORTER_SHARE
+    """Warn when one reporter alone stands behind more of the user messages than this."""
+
+
+@dg.asset_check(asset=user_messages)
+def check_user_messages_reporter_share(
+    config: ReporterShareConfig, warehouse: Warehouse, database: ApplicationDatabase
+) -> dg.AssetCheckResult:
+    """No reporter alone stands behind more than the allowed share of the user messages."""
+    with warehouse.get_connection() as conn:
+        largest = conn.execute(REPORTER_SHARES).fetchall()
+    reporter_id, share = largest[0] if largest else (None, 0.0)
+    names = {reporter.reporter_id: reporter.name for reporter in database.storage().reporters()}
+    return dg.AssetCheckResult(
+        passed=share <= config.max_reporter_share + 1e-9,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "largest_reporter": names.get(reporter_id, "none"),
+            "largest_share": float(share),
+            "max_reporter_share": config.max_reporter_share,
+        },
+    )
+
+
+@dg.asset_check(asset=user_messages)
+def check_user_messages_label_balance(warehouse: Warehouse) -> dg.AssetCheckResult:
+    """The user messages hold both labels, neither below 1%: one-sided reports teach one side."""
+    with warehouse.get_connection() as conn:
+        messages, spam = conn.execute(LABEL_BALANCE).fetchone()
+    share = spam / messages if messages else 0.0
+    return dg.AssetCheckResult(
+        passed=messages == 0 or 0.01 <= share <= 0.99,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"user_messages": messages, "spam_share": share},
+    )
+
+
+@dg.asset_check(asset=user_messages)
+def check_user_messages_flagged_reporters(
+    warehouse: Warehouse, database: ApplicationDatabase
+) -> dg.AssetCheckResult:
+    """No reporter that a retrain flagged for making the model worse contributes messages."""
+    with warehouse.get_connection() as conn:
+        contributing = {row[0] for row in conn.execute(CONTRIBUTING_REPORTERS).fetchall()}
+    flagged = [
+        reporter
+        for reporter in database.storage().reporters()
+        if reporter.status == "flagged" and reporter.reporter_id in contributing
+    ]
+    return dg.AssetCheckResult(
+        passed=not flagged,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "flagged_reporters": ", ".join(r.name for r in flagged) or "none",
+            "reasons": dg.MetadataValue.md(
+                "\n".join(f"- **{r.name}**: {r.flag_reason}" for r in flagged) or "none"
+            ),
+        },
     )

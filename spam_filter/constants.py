@@ -14,3 +14,22 @@ FALSE_POSITIVE_COST = 8.0
 
 MAX_FALSE_POSITIVE_RATE = 0.01
 """A model flagging more legitimate test messages than this is never promoted."""
+
+MAX_REPORTER_SHARE = 0.2
+"""The largest share of the user messages that one reporter alone may stand behind."""
+
+REPORT_WEIGHT = 1.0
+"""How many training messages one message from users' reports counts as."""
+
+COLLECTION_FALSE_POSITIVE_BUDGET = 0.002
+"""Share of the SMS collection's legitimate training messages the threshold may flag, out of fold:
+about what the cost-set threshold flags on it."""
+
+USER_FALSE_POSITIVE_BUDGET = 0.0075
+"""Share of the users' legitimate training messages the threshold may flag, out of fold: under the
+1% a product can bear, with a margin for the budget's own noise."""
+
+IMPACT_MARGIN = 8.0
+"""Gold error cost (missed spams, plus the false-positive cost per flagged legitimate message) a
+reporter's messages may add before a run leaves them out: one flagged message at the default
+cost."""

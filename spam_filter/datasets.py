@@ -12,3 +12,21 @@ def read_sms_spam_collection(path: str) -> pd.DataFrame:
     raw = pd.read_csv(path, encoding="latin-1", dtype=str, keep_default_na=False)
     body = raw.iloc[:, 1:].apply(lambda parts: ",".join(p for p in parts if p), axis=1)
     return pd.DataFrame({"spam": raw["v1"].str.strip().eq("spam"), "body": body})
+
+
+def read_gold_messages(path: str) -> pd.DataFrame:
+    """Read a curated gold.csv into (spam, body) rows.
+
+    The file has a header and two columns, `label` (spam or ham) and `text`, in UTF-8.
+
+    Raises:
+        ValueError: A column is missing or a label is neither spam nor ham.
+    """
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    if not {"label", "text"} <= set(raw.columns):
+        raise ValueError(f"{path} needs the columns label and text, not {list(raw.columns)}")
+    labels = raw["label"].str.strip().str.lower()
+    unknown = sorted(set(labels) - {"spam", "ham"})
+    if unknown:
+        raise ValueError(f"{path}: labels must be spam or ham, not {unknown[:5]}")
+    return pd.DataFrame({"spam": labels.eq("spam"), "body": raw["text"]})

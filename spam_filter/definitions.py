@@ -7,6 +7,7 @@ from spam_filter import checks, settings, tables
 from spam_filter.assets import deployment, ingestion, training
 from spam_filter.jobs import create_spam_model_job, monthly_retrain_schedule
 from spam_filter.resources import ApplicationDatabase, ModelStorage, Warehouse
+from spam_filter.sensors import RetrainPolicy, retrain_on_reports_sensor
 
 # The warehouse's memory cap keeps a retrain on millions of messages in flat memory: DuckDB spills
 # large joins and aggregates to disk instead of growing.
@@ -29,6 +30,7 @@ def build_resources() -> dict:
             connection_config=WAREHOUSE_CONNECTION_CONFIG,
         ),
         training.PICKLE_IO_MANAGER: dg.FilesystemIOManager(base_dir=str(settings.storage_dir())),
+        "retrain_policy": RetrainPolicy.from_environment(),
     }
 
 
@@ -37,6 +39,7 @@ defs = dg.Definitions(
     asset_checks=dg.load_asset_checks_from_modules([checks, deployment]),
     jobs=[create_spam_model_job],
     schedules=[monthly_retrain_schedule],
+    sensors=[retrain_on_reports_sensor],
     resources=build_resources(),
     # One process per run, for the job and for "Materialize" in the UI alike: a process per step
     # spends more time starting than working.

@@ -1,8 +1,30 @@
-"""Whether a newly trained model replaces the active one, and why."""
+"""Whether a newly trained model replaces the active one, and why.
+
+The gold set (the SMS collection's held-out split and the product's gold.csv), which reports never
+touch, guards every promotion: a new model must stay within a tolerance of the active one there.
+It must also be better somewhere, on the held-out user reports or on gold; a model better
+nowhere, such as one retrained on unchanged data, is not promoted. "Better" on a set means a lower
+expected cost per message: missed spam, plus each legitimate message flagged weighted by the
+false-positive cost.
+"""
 
 from dataclasses import dataclass
 
-from spam_filter.scoring import Score
+from spam_filter.scoring import Score, SplitScores
+
+
+@dataclass(frozen=True)
+class PromotionRule:
+    """What a new model must achieve to replace the active one."""
+
+    max_false_positive_rate: float
+    """Gold false-positive rate that no promoted model may exceed."""
+    gold_true_positive_tolerance: float = 0.005
+    """How far below the active model's gold true-positive rate a new model may fall."""
+    gold_false_positive_tolerance: float = 0.001
+    """How far above the active model's gold false-positive rate a new model may rise."""
+    false_positive_cost: float = 8.0
+    """How many missed spams one flagged legitimate message is worth, to compare costs."""
 
 
 @dataclass(frozen=True)
@@ -18,48 +40,77 @@ class ModelScore:
     """The value of the `model_score` asset: both models on the same test messages, and the
     decision taken from that."""
 
-    challenger: Score
-    active: Score | None
+    challenger: SplitScores
+    active: SplitScores | None
     active_path: str | None
-    max_false_positive_rate: float
+    rule: PromotionRule
     decision: PromotionDecision
 
     @property
     def under_ceiling(self) -> bool:
-        return self.challenger.false_positive_rate <= self.max_false_positive_rate
+        return self.challenger.gold.false_positive_rate <= self.rule.max_false_positive_rate
+
+
+def cost_per_message(score: Score, false_positive_cost: float) -> float:
+    """Missed spam plus weighted flagged legitimate messages, per message of the set."""
+    if not score.messages:
+        return 0.0
+    return (score.false_negatives + false_positive_cost * score.false_positives) / score.messages
 
 
 def decide_promotion(
-    challenger: Score,
-    active: Score | None,
-    max_false_positive_rate: float,
+    challenger: SplitScores,
+    active: SplitScores | None,
+    rule: PromotionRule,
     active_problem: str | None = None,
 ) -> PromotionDecision:
-    """Promote a model under the false-positive ceiling that is at least as good as the active one.
+    """Promote a model under the ceiling that keeps gold within tolerance and is better somewhere.
 
-    At least as good means it catches at least as much spam and flags at most as many legitimate
-    messages on the same test messages. With no active model, or an active model that cannot be
-    read (`active_problem`), a model under the ceiling is promoted without a comparison.
+    With no active model, or an active model that cannot be read (`active_problem`), a model under
+    the ceiling is promoted without a comparison.
     """
-    if challenger.false_positive_rate > max_false_positive_rate:
+    gold = challenger.gold
+    if gold.false_positive_rate > rule.max_false_positive_rate:
         return PromotionDecision(
             False,
-            f"false-positive rate {challenger.false_positive_rate:.4f} is over the ceiling "
-            f"{max_false_positive_rate:.4f}",
+            f"gold false-positive rate {gold.false_positive_rate:.4f} is over the ceiling "
+            f"{rule.max_false_positive_rate:.4f}",
         )
     if active_problem is not None:
         return PromotionDecision(True, active_problem + "; promoting without a comparison")
     if active is None:
         return PromotionDecision(True, "no active model to compare with")
-    summary = (
-        f"true-positive rate {challenger.true_positive_rate:.4f} "
-        f"vs {active.true_positive_rate:.4f}, "
-        f"false-positive rate {challenger.false_positive_rate:.4f} vs "
-        f"{active.false_positive_rate:.4f} on the same test messages"
-    )
+    summary = _summary(challenger, active)
+    if gold.true_positive_rate < active.gold.true_positive_rate - rule.gold_true_positive_tolerance:
+        return PromotionDecision(False, "catches too little gold spam: " + summary)
     if (
-        challenger.true_positive_rate >= active.true_positive_rate
-        and challenger.false_positive_rate <= active.false_positive_rate
+        gold.false_positive_rate
+        > active.gold.false_positive_rate + rule.gold_false_positive_tolerance
     ):
-        return PromotionDecision(True, "at least as good as the active model: " + summary)
-    return PromotionDecision(False, "worse than the active model: " + summary)
+        return PromotionDecision(False, "flags too many gold legitimate messages: " + summary)
+    better = [
+        name
+        for name, new, old in (
+            ("user reports", challenger.user, active.user),
+            ("gold", challenger.gold, active.gold),
+        )
+        if new.messages
+        and cost_per_message(new, rule.false_positive_cost)
+        < cost_per_message(old, rule.false_positive_cost)
+    ]
+    if not better:
+        return PromotionDecision(False, "better nowhere than the active model: " + summary)
+    return PromotionDecision(True, f"better on {' and '.join(better)}: " + summary)
+
+
+def _summary(challenger: SplitScores, active: SplitScores) -> str:
+    parts = []
+    for name in ("gold", "user"):
+        new, old = getattr(challenger, name), getattr(active, name)
+        if new.messages:
+            parts.append(
+                f"{name} true-positive rate {new.true_positive_rate:.4f} vs "
+                f"{old.true_positive_rate:.4f}, false-positive rate "
+                f"{new.false_positive_rate:.4f} vs {old.false_positive_rate:.4f}"
+            )
+    return "; ".join(parts) + " on the same test messages"

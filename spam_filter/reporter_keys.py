@@ -8,6 +8,8 @@ import hmac
 import secrets
 import unicodedata
 
+from spam_filter.spam import tokenize
+
 KEY_PREFIX = "sfr_"
 
 
@@ -27,8 +29,9 @@ def same_hash(presented: str, stored: str) -> bool:
 
 
 def normalised_text(text: str) -> str:
-    """The text as one message whatever its case, Unicode form and spacing."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    """The message as the model sees it: its tokens, whatever the case, spacing, punctuation or
+    the values of its numbers. Texts the model cannot tell apart are one message."""
+    return " ".join(tokenize(unicodedata.normalize("NFKC", text)))
 
 
 def text_key(text: str) -> str:

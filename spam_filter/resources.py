@@ -22,9 +22,12 @@ class ApplicationDatabase(dg.ConfigurableResource):
     path: str
     lock_timeout_seconds: float = 120.0
 
-    def storage(self) -> ApplicationStorage:
-        """The database behind its storage interface; each call opens short connections only."""
-        return open_storage(self.path, self.lock_timeout_seconds)
+    def storage(self, on_wait: Callable[[str], None] | None = None) -> ApplicationStorage:
+        """The database behind its storage interface; each call opens short connections only.
+
+        `on_wait`, if given, is told whenever the storage waits for another process.
+        """
+        return open_storage(self.path, self.lock_timeout_seconds, on_wait)
 
 
 class ModelStorage(dg.ConfigurableResource):

@@ -1,4 +1,4 @@
-"""Scoring a model on the warehouse's test split, in SQL."""
+"""Scoring a model on the warehouse's test split, in SQL, by who labelled each message."""
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -61,6 +61,33 @@ class Score:
         )
 
 
+# Who labelled a test message: the gold set decides promotion, user reports show what the product
+# sees, and synthetic sample rows are only reported.
+METRIC_GROUPS = ("gold", "user", "synthetic")
+
+
+@dataclass(frozen=True)
+class SplitScores:
+    """A model's scores on the test split, one per metric group."""
+
+    gold: Score
+    user: Score
+    synthetic: Score
+
+    def as_metadata(self, prefix: str = "") -> dict[str, float]:
+        """Rates and counts for the UI, as `<prefix><group>_<rate>`."""
+        return {
+            f"{prefix}{group}_{name}": value
+            for group in METRIC_GROUPS
+            if getattr(self, group).messages
+            for name, value in (
+                ("true_positive_rate", getattr(self, group).true_positive_rate),
+                ("false_positive_rate", getattr(self, group).false_positive_rate),
+                ("messages", getattr(self, group).messages),
+            )
+        }
+
+
 # Messages are scored a batch of rowids at a time: the per-message sums are the only state that
 # grows with the number of messages, and batches keep it bounded (about 40 MB each).
 SCORE_BATCH_ROWS = 500_000
@@ -75,22 +102,26 @@ TEST_SPLIT_ROWID_END = "SELECT coalesce(max(rowid) + 1, 0) FROM public.spam_test
 # keeps the prior alone. The null case is handled on the list, not with coalesce(body, ''), which
 # would make DuckDB tokenize every row instead of every distinct value of a dictionary column.
 # Identical messages (a spam campaign, a canned reply) are scored once and counted `copies` times.
+# Messages of reporters left out of the run are left out of its scores too.
 SCORE_TEST_SPLIT_BATCH = """
     WITH messages AS (
-        SELECT spam, body, count(*) AS copies
+        SELECT spam, body, metric_group, count(*) AS copies
         FROM public.spam_testing_dataframe
         WHERE rowid >= $first AND rowid < $stop
-        GROUP BY spam, body
+            AND (reporter_id IS NULL OR NOT list_contains($left_out::INTEGER[], reporter_id))
+        GROUP BY spam, body, metric_group
     ),
     decisions AS (
         SELECT
             any_value(spam) AS spam,
+            any_value(metric_group) AS metric_group,
             any_value(copies) AS copies,
             $prior_log_odds + coalesce(sum(log_odds), 0) > 0 AS flagged
         FROM (
             SELECT
                 message_id,
                 spam,
+                metric_group,
                 copies,
                 unnest(coalesce(string_split(spam_token_text(body), ' '), [''])) AS word
             FROM (SELECT row_number() OVER () AS message_id, * FROM messages)
@@ -98,11 +129,13 @@ SCORE_TEST_SPLIT_BATCH = """
         GROUP BY message_id
     )
     SELECT
+        metric_group,
         coalesce(sum(copies) FILTER (WHERE spam AND flagged), 0),
         coalesce(sum(copies) FILTER (WHERE NOT spam AND flagged), 0),
         coalesce(sum(copies) FILTER (WHERE NOT spam AND NOT flagged), 0),
         coalesce(sum(copies) FILTER (WHERE spam AND NOT flagged), 0)
     FROM decisions
+    GROUP BY metric_group
 """
 
 
@@ -110,12 +143,14 @@ def score_test_split(
     conn: duckdb.DuckDBPyConnection,
     model: SpamModel,
     progress: Callable[[int, int], None] | None = None,
-) -> Score:
+    left_out_reporters: list[int] | None = None,
+) -> SplitScores:
     """Score every message of the warehouse's `spam_testing_dataframe` table inside DuckDB.
 
     Joins each message's tokens to the model's per-word log-odds, which is the same sum
     `SpamModel.score` computes in Python, so no message is ever held in Python. `progress`, if
-    given, is called with (rows scored, rows in all) after each batch.
+    given, is called with (rows scored, rows in all) after each batch. Messages that only a
+    reporter in `left_out_reporters` supports are not scored.
     """
     install_tokenizer(conn)
     log_odds = pd.DataFrame(
@@ -127,18 +162,20 @@ def score_test_split(
     finally:
         conn.unregister("model_log_odds_frame")
     (stop,) = conn.execute(TEST_SPLIT_ROWID_END).fetchone()
-    totals = [0, 0, 0, 0]
+    totals = {group: [0, 0, 0, 0] for group in METRIC_GROUPS}
     for first in range(0, stop, SCORE_BATCH_ROWS):
-        row = conn.execute(
+        rows = conn.execute(
             SCORE_TEST_SPLIT_BATCH,
             {
                 "prior_log_odds": model.prior_log_odds,
                 "first": first,
                 "stop": first + SCORE_BATCH_ROWS,
+                "left_out": left_out_reporters or [],
             },
-        ).fetchone()
-        totals = [total + int(count) for total, count in zip(totals, row, strict=True)]
+        ).fetchall()
+        for group, *counts in rows:
+            totals[group] = [a + int(b) for a, b in zip(totals[group], counts, strict=True)]
         if progress is not None:
             progress(min(first + SCORE_BATCH_ROWS, stop), stop)
     conn.execute(DROP_LOG_ODDS)
-    return Score(*totals)
+    return SplitScores(*(Score(*totals[group]) for group in METRIC_GROUPS))

@@ -37,6 +37,12 @@ def storage_dir() -> Path:
     return _path_from_env("SPAM_FILTER_STORAGE_DIR", PROJECT_ROOT / "data" / "storage")
 
 
+def gold_csv_path() -> Path | None:
+    """The product's curated messages that only ever judge models (`label,text`), if any."""
+    value = os.environ.get("SPAM_FILTER_GOLD_CSV")
+    return Path(value).expanduser().resolve() if value else None
+
+
 def spam_csv_path() -> Path:
     """The SMS Spam Collection shipped with the project."""
     return _path_from_env("SPAM_FILTER_SPAM_CSV", PROJECT_ROOT / "spam.csv")

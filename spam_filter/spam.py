@@ -1,8 +1,8 @@
 """Tokenize, train and score: the naive Bayes model shared by the pipeline, the API and evaluation.
 
 This module imports neither Dagster nor Flask, so training and serving run the very same code.
-The tokenizer is also expressed in SQL (`spam_filter.sql`) for counting millions of messages
-inside DuckDB; both are built from the constants below and a test holds them token for token.
+The tokenizer is also expressed in SQL (`spam_filter.tokenizer_sql`) for counting millions of
+messages inside DuckDB; both follow the patterns below and a test holds them token for token.
 """
 
 import json
@@ -14,10 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Runs of five or more digits (phone numbers, short codes) become one shared token: each number is
-# rare, but "contains a long number" is one of the strongest spam signals in SMS.
-LONG_NUMBER_PATTERN = r"[0-9]{5,}"
-LONG_NUMBER_TOKEN = "00000"
+# Numbers count by their shape, not their value: each value is rare, but its kind is telling. A run
+# of ten or more digits (a phone number) is one shared token. Six to nine digits (one-time codes,
+# order and reference numbers) say nothing of spam either way, and become no token: a code is no
+# more likely spam for being a code. Shorter runs keep their length only: "£23.50" gives "£ 00 00",
+# a five-digit short code "00000".
+LONG_NUMBER_PATTERN = r"[0-9]{10,}"
+LONG_NUMBER_TOKEN = "longnumber"
+CODE_NUMBER_PATTERN = r"[0-9]{6,}"
+DIGIT_PATTERN = r"[0-9]"
 # A token is a currency sign on its own, or a run of anything but ASCII whitespace, ASCII
 # punctuation and currency signs: letters of any script, digits and emoji survive. Written without
 # shorthand classes (\w, \s) because Python's `re` and DuckDB's RE2 disagree on them for Unicode.
@@ -25,13 +30,17 @@ CURRENCY_SIGNS = "£$€"
 # The separators as the inside of a regular-expression character class.
 SEPARATOR_CLASS = r" \t\n\r\f\v!" + '"' + r"#%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~"
 TOKEN_PATTERN = r"[" + CURRENCY_SIGNS + r"]|[^" + SEPARATOR_CLASS + CURRENCY_SIGNS + r"]+"
-_LONG_NUMBER_RE = re.compile(LONG_NUMBER_PATTERN)
+_ANY_DIGIT = re.compile(DIGIT_PATTERN)
+_NUMBER_SHAPES = (
+    (re.compile(LONG_NUMBER_PATTERN), f" {LONG_NUMBER_TOKEN} "),
+    (re.compile(CODE_NUMBER_PATTERN), " "),
+    (re.compile(DIGIT_PATTERN), "0"),
+)
 # Python's str.lower() applies two context rules DuckDB's lower() does not (final sigma, and
 # U+0130 becoming two code points); mapping those first makes both lower-case every character alike.
 _DUCKDB_LOWERS = {"\u03a3": "\u03c3", "\u0130": "i"}
 _AS_DUCKDB_LOWERS = str.maketrans(_DUCKDB_LOWERS)
 _TOKEN_RE = re.compile(TOKEN_PATTERN)
-_LONG_NUMBER_REPLACEMENT = f" {LONG_NUMBER_TOKEN} "
 
 
 def tokenize(text: str) -> list[str]:
@@ -41,14 +50,17 @@ def tokenize(text: str) -> list[str]:
         text: The raw message, in any case, with any punctuation.
 
     Returns:
-        Lower-cased tokens; currency signs are tokens of their own and long numbers collapse to
-        `LONG_NUMBER_TOKEN`.
+        Lower-cased tokens; currency signs are tokens of their own, and numbers are replaced by
+        their shape (see `LONG_NUMBER_PATTERN`).
     """
     # translate() with a mapping looks up every character, which costs more than the rest of
     # tokenizing; the two characters it maps are rare, so it runs only when one occurs.
     if any(char in text for char in _DUCKDB_LOWERS):
         text = text.translate(_AS_DUCKDB_LOWERS)
-    spaced = _LONG_NUMBER_RE.sub(_LONG_NUMBER_REPLACEMENT, text.lower())
+    spaced = text.lower()
+    if _ANY_DIGIT.search(spaced):
+        for pattern, replacement in _NUMBER_SHAPES:
+            spaced = pattern.sub(replacement, spaced)
     return _TOKEN_RE.findall(spaced)
 
 
@@ -203,6 +215,10 @@ class TrainedModel:
     false_positive_cost: float
     seed: int
     test_size: float
+    left_out_reporters: tuple[int, ...] = ()
+    """Reporters whose reports made the model worse on gold, so training left them out."""
+    threshold_reason: str = "the false-positive cost"
+    """What placed the decision threshold (folded into `model.percent_spam`)."""
 
     @property
     def spam_share(self) -> float:

@@ -15,8 +15,11 @@ import sample_data
 from spam_filter import checks
 from spam_filter.assets import deployment, ingestion, training
 from spam_filter.processes import RETRAIN_JOB_ARGUMENTS
+from spam_filter.resources import ModelStorage
+from spam_filter.spam import train_model
 from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter.storage.records import ModelRecord
+from spam_filter.weights import settle
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -94,6 +97,7 @@ import time
 
 from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter.storage.records import ModelRecord
+from spam_filter.weights import settle
 
 for line in sys.stdin:
     command, db, argument = json.loads(line)
@@ -161,3 +165,34 @@ class OtherProcess:
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
+
+
+def spelled(number: int) -> str:
+    """A word of letters only that stands for `number`: texts that differ only in their numbers
+    are one message to the model, so distinct test messages differ in words."""
+    letters = ""
+    while True:
+        number, digit = divmod(number, 26)
+        letters = "abcdefghijklmnopqrstuvwxyz"[digit] + letters
+        if number == 0:
+            return "x" + letters
+
+
+def promote_weak_model(database_path: str, weights_dir: str) -> str:
+    """Make a barely trained model active, so that the next retrain beats it and is promoted.
+
+    A retrain on unchanged data is better nowhere and promotes nothing; tests of what happens
+    around a promotion start from a model worth replacing. Returns the weak model's path.
+    """
+    weak = train_model(
+        [("claim your prize now", True), ("see you at lunch", False)],
+        alpha=1.0,
+        false_positive_cost=1.0,
+    )
+    path = ModelStorage(weights_dir=weights_dir).save(weak)
+    storage = DuckDBStorage(database_path, lock_timeout_seconds=30)
+    current = storage.active_model()
+    record = ModelRecord(path, "active", 0.5, 0.5, reason="a weak model for a test")
+    storage.promote_model(record, replacing=current.path if current else None)
+    settle(path)
+    return path

@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 
 from spam_filter.processes import stop_process_group
-from spam_filter_tests.helpers import PROJECT_ROOT, copy_trained_state
+from spam_filter_tests.helpers import PROJECT_ROOT, copy_trained_state, spelled
 
 WORKERS = 2
 REFRESH_SECONDS = 1
@@ -239,14 +239,17 @@ def report_load(
     deadline: float,
     max_requests: int,
     batch: int = 20,
+    pause: float = 0.0,
 ) -> ReportLoad:
-    """Send batches of new reports, each from the next key, until stopped, the deadline or the
-    count; every text is unique, so each acknowledged report is one new vote to find later."""
+    """Send batches of new reports, each from the next key and `pause` seconds after the last
+    answer, until stopped, the deadline or the count; every text is distinct, so each
+    acknowledged report is one new vote to find later."""
     seen = ReportLoad()
     while not stop.is_set() and time.monotonic() < deadline and seen.requests < max_requests:
         key = keys[seen.requests % len(keys)]
         texts = [
-            f"client {client} request {seen.requests} report {i}: your parcel fee is due"
+            f"client {spelled(client)} request {spelled(seen.requests)} report {spelled(i)}: "
+            "your parcel fee is due"
             for i in range(batch)
         ]
         body = json.dumps({"reports": [{"text": text, "is_spam": True} for text in texts]})
@@ -262,4 +265,5 @@ def report_load(
             seen.acknowledged.extend((key, text) for text in texts)
         else:
             seen.failures.append((status, data.decode(errors="replace")[:200]))
+        time.sleep(pause)
     return seen

@@ -8,7 +8,7 @@ from flask.testing import FlaskClient
 
 from spam_filter.reporter_keys import key_hash, new_key
 from spam_filter.storage.duckdb_storage import DuckDBStorage
-from spam_filter_tests.helpers import wait_for
+from spam_filter_tests.helpers import spelled, wait_for
 
 URL = "/api/report"
 
@@ -78,7 +78,7 @@ def test_a_batch_counts_new_votes_and_repeats(client, key, storage):
 
 def test_a_full_batch_of_sms_length_reports_fits_the_body_limit(client, key, storage):
     text = "Royal Mail: your parcel is on hold, pay the £1.99 fee at rm-redeliver.example " * 2
-    reports = [{"text": f"{index} {text[:150]}", "is_spam": True} for index in range(1000)]
+    reports = [{"text": f"{spelled(i)} {text[:140]}", "is_spam": True} for i in range(1000)]
     response = _post(client, key, {"reports": reports})
     assert response.status_code == 202, response.json
     assert response.json["accepted"] == 1000
@@ -148,7 +148,7 @@ def test_a_body_past_the_report_limit_answers_413(make_app, trained_db, key):
 
 def test_past_the_rate_limit_answers_429_with_retry_after(make_app, trained_db, key, storage):
     client = make_app(trained_db, REPORT_RATE_PER_SECOND=1.0, REPORT_BURST=3.0).test_client()
-    batch = {"reports": [{"text": f"message {i}", "is_spam": True} for i in range(3)]}
+    batch = {"reports": [{"text": f"message {spelled(i)}", "is_spam": True} for i in range(3)]}
     assert _post(client, key, batch).status_code == 202
     refused = _post(client, key, {"text": "one more", "is_spam": True})
     assert refused.status_code == 429

@@ -1,5 +1,6 @@
 """The assets' own logic on tiny inputs, called directly: seconds, not a run through the CLI."""
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -9,9 +10,9 @@ import pytest
 from spam_filter.assets import training
 from spam_filter.assets.deployment import check_false_positive_rate
 from spam_filter.assets.training import SpamModelConfig
-from spam_filter.promotion import ModelScore, PromotionDecision
-from spam_filter.resources import Warehouse
-from spam_filter.scoring import Score
+from spam_filter.promotion import ModelScore, PromotionDecision, PromotionRule
+from spam_filter.resources import ApplicationDatabase, Warehouse
+from spam_filter.scoring import Score, SplitScores
 from spam_filter.spam import TrainedModel
 
 TINY_DATASET = [
@@ -26,20 +27,35 @@ TINY_DATASET = [
 ] * 5
 
 
+def _warehouse_with(path: Path, rows: list[tuple[bool, str]]) -> Warehouse:
+    """A warehouse whose spam_dataset holds `rows`, as the ingestion assets would leave it."""
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("CREATE SCHEMA public")
+        conn.execute(
+            "CREATE TABLE public.spam_dataset (spam BOOLEAN, body VARCHAR, source VARCHAR, "
+            "synthetic BOOLEAN, reporter_id INTEGER)"
+        )
+        conn.executemany(
+            "INSERT INTO public.spam_dataset VALUES (?, ?, 'sms_spam_collection', false, NULL)",
+            rows,
+        )
+    return Warehouse(database=str(path))
+
+
 @pytest.fixture
 def tiny_warehouse(tmp_path: Path) -> Warehouse:
-    """A warehouse whose spam_dataset holds TINY_DATASET, as the ingestion assets would leave it."""
-    path = str(tmp_path / "warehouse.duckdb")
-    with duckdb.connect(path) as conn:
-        conn.execute("CREATE SCHEMA public")
-        conn.execute("CREATE TABLE public.spam_dataset (spam BOOLEAN, body VARCHAR)")
-        conn.executemany("INSERT INTO public.spam_dataset VALUES (?, ?)", TINY_DATASET)
-    return Warehouse(database=path)
+    return _warehouse_with(tmp_path / "warehouse.duckdb", TINY_DATASET)
+
+
+@pytest.fixture(autouse=True)
+def _database(app_db: str) -> None:
+    """The application database the model asset records reporter flags in."""
 
 
 def _outputs(warehouse: Warehouse, config: SpamModelConfig) -> dict[str, object]:
     context = dg.build_asset_context()
-    events = list(training.spam_model(context, config, warehouse))
+    database = ApplicationDatabase(path=os.environ["SPAM_FILTER_DATABASE"])
+    events = list(training.spam_model(context, config, warehouse, database))
     return {event.output_name: event.value for event in events if isinstance(event, dg.Output)} | {
         event.asset_key.to_user_string(): event.metadata
         for event in events
@@ -62,13 +78,15 @@ def test_training_counts_and_smooths_the_training_split(tiny_warehouse):
     assert sum(outputs["spam_bag_of_words"].values()) == pytest.approx(1.0)
 
 
-def test_the_false_positive_cost_lowers_the_prior_not_the_share(tiny_warehouse):
+def test_the_false_positive_cost_raises_the_threshold_not_the_share(tiny_warehouse):
+    # Too few messages for a budget: the cost alone sets the threshold.
     cheap = _outputs(tiny_warehouse, SpamModelConfig(false_positive_cost=1.0))["spam_model"]
     costly = _outputs(tiny_warehouse, SpamModelConfig(false_positive_cost=8.0))["spam_model"]
     assert cheap.spam_share == costly.spam_share
     assert cheap.model.percent_spam == pytest.approx(cheap.spam_share)
     assert costly.model.percent_spam < cheap.model.percent_spam
     assert cheap.model.log_odds == costly.model.log_odds
+    assert costly.threshold_reason == "the false-positive cost"
 
 
 def test_a_bad_test_size_fails_before_touching_the_warehouse(tiny_warehouse):
@@ -77,12 +95,9 @@ def test_a_bad_test_size_fails_before_touching_the_warehouse(tiny_warehouse):
 
 
 def test_a_split_without_spam_fails_with_a_reason(tmp_path):
-    path = str(tmp_path / "warehouse.duckdb")
-    with duckdb.connect(path) as conn:
-        conn.execute("CREATE SCHEMA public")
-        conn.execute("CREATE TABLE public.spam_dataset AS SELECT false AS spam, 'hi' AS body")
+    warehouse = _warehouse_with(tmp_path / "warehouse.duckdb", [(False, "hi"), (False, "ho")])
     with pytest.raises(dg.Failure, match="both spam and non-spam"):
-        _outputs(Warehouse(database=path), SpamModelConfig())
+        _outputs(warehouse, SpamModelConfig())
 
 
 def test_most_indicative_words_come_from_the_spam_side(tiny_warehouse):
@@ -93,12 +108,14 @@ def test_most_indicative_words_come_from_the_spam_side(tiny_warehouse):
 
 
 def _score(false_positives: int, ceiling: float) -> ModelScore:
-    challenger = Score(90, false_positives, 100 - false_positives, 10)
-    return ModelScore(challenger, None, None, ceiling, PromotionDecision(True, "test"))
+    gold = Score(90, false_positives, 100 - false_positives, 10)
+    challenger = SplitScores(gold, Score(0, 0, 0, 0), Score(0, 0, 0, 0))
+    rule = PromotionRule(max_false_positive_rate=ceiling)
+    return ModelScore(challenger, None, None, rule, PromotionDecision(True, "test"))
 
 
 @pytest.mark.parametrize(("false_positives", "passed"), [(0, True), (1, True), (2, False)])
 def test_false_positive_check_holds_the_ceiling(false_positives, passed):
     result = check_false_positive_rate(_score(false_positives, ceiling=0.01))
     assert result.passed is passed
-    assert result.metadata["false_positive_rate"].value == false_positives / 100
+    assert result.metadata["gold_false_positive_rate"].value == false_positives / 100

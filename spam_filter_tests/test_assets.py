@@ -31,7 +31,7 @@ def _metadata(result: dg.ExecuteInProcessResult, node: str, key: str | None = No
 
 def _warehouse_rows(resources: dict, table: str) -> list[tuple]:
     with duckdb.connect(resources["warehouse"].database, read_only=True) as conn:
-        return conn.table(f"public.{table}").fetchall()
+        return conn.table(f"public.{table}").select("spam", "body").fetchall()
 
 
 def _run(resources: dict, ops: dict | None = None) -> dg.ExecuteInProcessResult:
@@ -83,7 +83,7 @@ def test_every_asset_materializes_with_metadata(resources, app_db):
     materialized = {
         event.asset_key.to_user_string() for event in result.get_asset_materialization_events()
     }
-    assert len(materialized) == 10
+    assert len(materialized) == 12
     dataset = _metadata(result, "spam_dataset")
     assert dataset["row_count"] == 5572 + 2000
     training = _metadata(result, "spam_model", "spam_training_dataframe")
@@ -102,7 +102,9 @@ def test_every_asset_materializes_with_metadata(resources, app_db):
         "accuracy",
         "precision",
         "test_messages",
-        "confusion_matrix",
+        "gold_confusion_matrix",
+        "gold_true_positive_rate",
+        "synthetic_true_positive_rate",
     } <= set(score)
     assert score["test_messages"] == testing["row_count"]
     assert score["true_positive_rate"] > 0.85 and score["false_positive_rate"] < 0.01
@@ -122,18 +124,19 @@ def test_better_equal_and_worse_models(resources, app_db):
     better_path = active_model(app_db).path
     assert better_path != first["model_file"]
 
+    # Retrained on unchanged data, the model is better nowhere: no new file, no switch.
     equal = _metadata(_run(resources), "model_file")
-    assert equal["promoted"] and "at least as good" in equal["reason"]
-    equal_path = active_model(app_db).path
+    assert not equal["promoted"] and "better nowhere" in equal["reason"]
+    assert active_model(app_db).path == better_path
 
     worse = _run(resources, TIMID)
     assert not _metadata(worse, "model_file")["promoted"]
-    assert "worse" in _metadata(worse, "model_file")["reason"]
-    assert active_model(app_db).path == equal_path
+    assert "too little gold" in _metadata(worse, "model_file")["reason"]
+    assert active_model(app_db).path == better_path
 
     history = DuckDBStorage(app_db).model_history()
     assert [r.status for r in history].count("active") == 1
-    assert sorted(r.status for r in history) == ["active", "inactive", "inactive", "rejected"]
+    assert sorted(r.status for r in history) == ["active", "inactive", "rejected", "rejected"]
 
 
 def test_active_model_is_scored_on_the_same_test_messages(resources, app_db):
@@ -141,11 +144,14 @@ def test_active_model_is_scored_on_the_same_test_messages(resources, app_db):
     _run(resources, WEAK)
     weak = load_model(active_model(app_db).path)
     score = _metadata(_run(resources), "model_score")
-    rows = _warehouse_rows(resources, "spam_testing_dataframe")
+    with duckdb.connect(resources["warehouse"].database, read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT spam, body FROM public.spam_testing_dataframe WHERE metric_group = 'gold'"
+        ).fetchall()
     spam = [weak.is_spam(body) for label, body in rows if label]
     ham = [weak.is_spam(body) for label, body in rows if not label]
-    assert score["active_true_positive_rate"] == pytest.approx(sum(spam) / len(spam))
-    assert score["active_false_positive_rate"] == pytest.approx(sum(ham) / len(ham))
+    assert score["active_gold_true_positive_rate"] == pytest.approx(sum(spam) / len(spam))
+    assert score["active_gold_false_positive_rate"] == pytest.approx(sum(ham) / len(ham))
 
 
 def test_failing_false_positive_check_blocks_promotion(resources, app_db):
@@ -161,7 +167,7 @@ def test_failing_false_positive_check_blocks_promotion(resources, app_db):
         if c.check_name == "check_false_positive_rate"
     ]
     assert fpr_check and not fpr_check[0].passed
-    assert fpr_check[0].metadata["false_positive_rate"].value > 0
+    assert fpr_check[0].metadata["gold_false_positive_rate"].value > 0
     assert not result.asset_materializations_for_node("model_file")
     assert active_model(app_db) == before
 

@@ -12,6 +12,8 @@ from spam_filter_tests.helpers import PROJECT_ROOT
 
 ASSET_KEYS = {
     "sms_spam_examples",
+    "gold_examples",
+    "user_reports",
     "user_messages",
     "spam_dataset",
     "spam_model",
@@ -48,8 +50,12 @@ def test_job_includes_the_checks_and_only_failures_that_matter_block():
         "check_false_positive_rate": True,
         "check_spam_dataset_has_both_classes": True,
         "check_spam_dataset_labels_boolean": True,
-        # It can only warn: blank messages are left out of the dataset.
+        # These can only warn: blank messages are left out of the dataset, and the user messages'
+        # checks show what the defences did.
         "check_spam_dataset_text_present": False,
+        "check_user_messages_reporter_share": False,
+        "check_user_messages_label_balance": False,
+        "check_user_messages_flagged_reporters": False,
     }
 
 
@@ -58,6 +64,8 @@ def test_assets_are_grouped_by_stage():
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert groups == {
         "sms_spam_examples": "ingestion",
+        "gold_examples": "ingestion",
+        "user_reports": "ingestion",
         "user_messages": "ingestion",
         "spam_dataset": "ingestion",
         "spam_model": "training",
@@ -98,9 +106,14 @@ def test_the_package_never_imports_the_command_line_scripts():
 
 
 def test_resources_are_named_as_the_assets_expect():
-    assert {"database", "model_storage", "io_manager", "pickle_io_manager", "warehouse"} <= set(
-        defs.resources
-    )
+    assert {
+        "database",
+        "model_storage",
+        "io_manager",
+        "pickle_io_manager",
+        "warehouse",
+        "retrain_policy",
+    } <= set(defs.resources)
 
 
 def test_schedule_is_monthly_running_and_targets_the_job():

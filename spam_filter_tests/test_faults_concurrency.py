@@ -122,8 +122,8 @@ def test_sample_data_beside_a_retrain_both_finish_with_all_or_none_of_the_rows(
         inserting = _Output(_start_sample_data(env))
         inserting.wait_for(f"/{INSERTED_LABEL}")  # the transaction is open and holds the database
         job = _Output(_start_job(env, run_config))
-        job.wait_for('Started execution of step "user_messages"')
-        # The run reads the messages while the insert is still going: it has to wait for it.
+        job.wait_for('Started execution of step "user_reports"')
+        # The run opens the database while the insert is still going: it has to wait for it.
         assert inserting.process.poll() is None, "the insert ended before the run read messages"
         job.wait_for(f"waiting for another process to release {app_db}")
     else:

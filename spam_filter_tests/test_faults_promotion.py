@@ -18,7 +18,7 @@ import pytest
 from spam_filter import faults
 from spam_filter.spam import load_model
 from spam_filter.storage.duckdb_storage import DuckDBStorage
-from spam_filter_tests.helpers import PROJECT_ROOT, add_sample_messages
+from spam_filter_tests.helpers import PROJECT_ROOT, add_sample_messages, promote_weak_model
 
 # How many times the loop passes every crash point.
 ROUNDS = int(os.environ.get("SPAM_FILTER_FAULT_ROUNDS", "1"))
@@ -106,6 +106,7 @@ def test_a_job_killed_at_any_point_of_promotion_leaves_one_loadable_active_model
     injected = {point: 0 for point in faults.PROMOTION_POINTS}
     for _ in range(ROUNDS):
         for point in faults.PROMOTION_POINTS:
+            promote_weak_model(app_db, str(weights_dir))
             (before,), recorded_before = _state(app_db)
             files_before = _weights_files(weights_dir)
 
@@ -129,6 +130,7 @@ def test_a_job_killed_at_any_point_of_promotion_leaves_one_loadable_active_model
                 assert not new_files & set(recorded)
 
             # The next run succeeds, promotes its model and removes the crash's orphan.
+            promote_weak_model(app_db, str(weights_dir))
             assert runner.run() == {"signal": None, "exit": 0}
             active, recorded = _state(app_db)
             assert len(active) == 1

@@ -13,7 +13,12 @@ from pathlib import Path
 import pytest
 
 from spam_filter.spam import load_model
-from spam_filter_tests.helpers import PROJECT_ROOT, active_model, materialize_all
+from spam_filter_tests.helpers import (
+    PROJECT_ROOT,
+    active_model,
+    materialize_all,
+    promote_weak_model,
+)
 
 # Runs the job once, then lists the weights folder as this namespace sees it: its tmpfs is gone
 # once the process ends, so whatever the failed run left there must be looked at from inside.
@@ -102,6 +107,7 @@ def test_an_unwritable_weights_folder_fails_the_run_and_keeps_the_active_model(
     tmp_path: Path,
 ) -> None:
     weights_dir = Path(project_env["SPAM_FILTER_WEIGHTS_DIR"])
+    promote_weak_model(trained_db, str(weights_dir))
     before = active_model(trained_db)
     files_before = _weights_files(os.listdir(weights_dir))
 

@@ -17,7 +17,7 @@ from spam_filter.processes import stop_process_group
 from spam_filter.reporter_keys import key_hash, new_key
 from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter_tests.helpers import JOB_COMMAND, PROJECT_ROOT, wait_for
-from spam_filter_tests.servers import ReportLoad, Server, report_load, running_server, send
+from spam_filter_tests.servers import ReportLoad, Server, free_port, report_load, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -26,22 +26,24 @@ REPORTERS = 8
 
 
 @pytest.fixture
-def server(tmp_path: Path, trained_state: dict[str, str]) -> Iterator[Server]:
-    with running_server(tmp_path, trained_state) as running:
-        yield running
+def keys() -> list[str]:
+    return [new_key() for _ in range(REPORTERS)]
 
 
 @pytest.fixture
-def keys(server: Server) -> list[str]:
-    """Reporter keys created while the server runs, once the server accepts them."""
-    storage = DuckDBStorage(server.database)
-    keys = [new_key() for _ in range(REPORTERS)]
+def server(tmp_path: Path, trained_state: dict[str, str], keys: list[str]) -> Iterator[Server]:
+    """A server started after the reporters were created, so every worker knows their keys."""
+    # The per-key rate limit has tests of its own; here it must not refuse the load.
+    env = server_env(tmp_path, trained_state, SPAM_FILTER_REPORT_RATE="1000000")
+    storage = DuckDBStorage(env["SPAM_FILTER_DATABASE"])
     for index, key in enumerate(keys):
         storage.add_reporter(f"reporter {index}", key_hash(key))
-    probe = '{"text": "probe", "is_spam": false}'
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {keys[-1]}"}
-    assert wait_for(lambda: send(server.port, "POST", "/api/report", probe, headers)[0] == 202, 10)
-    return keys
+    server = Server(free_port(), env, tmp_path / "gunicorn.log")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
 
 
 def _start_load(server: Server, keys: list[str], seconds: float):
@@ -49,7 +51,7 @@ def _start_load(server: Server, keys: list[str], seconds: float):
     pool = ThreadPoolExecutor(CLIENTS)
     deadline = time.monotonic() + seconds
     futures = [
-        pool.submit(report_load, server.port, keys, client, stop, deadline, 5_000)
+        pool.submit(report_load, server.port, keys, client, stop, deadline, 5_000, pause=0.01)
         for client in range(CLIENTS)
     ]
     return pool, futures, stop
@@ -85,7 +87,8 @@ def _stored_votes(server: Server, keys: list[str]) -> list[tuple[str, str]]:
 
 
 def test_reports_keep_being_accepted_while_a_retrain_runs(server, keys, tmp_path):
-    pool, futures, stop = _start_load(server, keys, seconds=60)
+    # The load stops by itself after 150 s; the job, slowed down by it on 2 cores, gets 120 s.
+    pool, futures, stop = _start_load(server, keys, seconds=150)
     try:
         time.sleep(1.0)
         with (tmp_path / "job.log").open("w") as log:
@@ -98,7 +101,7 @@ def test_reports_keep_being_accepted_while_a_retrain_runs(server, keys, tmp_path
                 start_new_session=True,
             )
         try:
-            job_returncode = job.wait(timeout=50)
+            job_returncode = job.wait(timeout=120)
         finally:
             stop_process_group(job)
         time.sleep(1.0)

@@ -13,8 +13,15 @@ from spam_filter.processes import stop_process_group
 from spam_filter.resources import ModelStorage
 from spam_filter.spam import train_model
 from spam_filter.storage.duckdb_storage import DuckDBStorage
-from spam_filter_tests.helpers import JOB_COMMAND, PROJECT_ROOT, SWAP_DEADLINE_SECONDS, OtherProcess
-from spam_filter_tests.servers import Server, load, running_server, summary
+from spam_filter_tests.helpers import (
+    JOB_COMMAND,
+    PROJECT_ROOT,
+    SWAP_DEADLINE_SECONDS,
+    OtherProcess,
+    promote_weak_model,
+    wait_for,
+)
+from spam_filter_tests.servers import Server, load, request, running_server, summary
 
 LOAD_THREADS = 3
 
@@ -65,7 +72,10 @@ def test_hot_swap_under_load(
 
 
 def test_no_failures_while_the_real_job_promotes(server: Server, tmp_path: Path) -> None:
-    old_path = DuckDBStorage(server.database).active_model().path
+    old_path = promote_weak_model(server.database, server.env["SPAM_FILTER_WEIGHTS_DIR"])
+    assert wait_for(
+        lambda: request(server.port, "GET", "/api/health")[1]["model"] == Path(old_path).name
+    )
     stop = threading.Event()
     job_log = tmp_path / "job.log"
     started = time.monotonic()

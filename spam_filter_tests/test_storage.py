@@ -15,6 +15,7 @@ from spam_filter.storage.records import (
     ReportOutcome,
     StorageUnavailable,
 )
+from spam_filter_tests.helpers import spelled
 
 
 @pytest.fixture
@@ -178,10 +179,10 @@ def test_one_vote_per_reporter_and_message(storage):
 
 def test_moving_reports_again_changes_nothing(storage):
     alice = storage.add_reporter("alice", key_hash("key-a"))
-    storage.record_reports(alice, [Report(f"message {i}", i % 2 == 0) for i in range(50)])
+    storage.record_reports(alice, [Report(f"message {spelled(i)}", i % 2 == 0) for i in range(50)])
     assert storage.drain_reports() == 50
     assert storage.drain_reports() == 0
-    storage.record_reports(alice, [Report("message 1", True)])
+    storage.record_reports(alice, [Report(f"message {spelled(1)}", True)])
     assert storage.drain_reports() == 1
     with storage.connection(read_only=True) as conn:
         assert conn.execute(

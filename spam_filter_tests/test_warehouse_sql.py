@@ -5,8 +5,7 @@ from collections import Counter
 import duckdb
 import pytest
 
-from spam_filter import scoring, settings, tables
-from spam_filter.assets.training import COUNT_TRAINING_WORDS
+from spam_filter import learning, scoring, settings, tables
 from spam_filter.datasets import read_sms_spam_collection
 from spam_filter.scoring import score_test_split
 from spam_filter.spam import count_tokens, train_model
@@ -22,13 +21,20 @@ def sms() -> list[tuple[str, bool]]:
     return list(zip(frame["body"], frame["spam"], strict=True))
 
 
-def _warehouse_with(rows: list[tuple[bool, str | None]]) -> duckdb.DuckDBPyConnection:
+def _warehouse_with(
+    rows: list[tuple[bool, str | None]], group: str = "gold", reporter: int | None = None
+) -> duckdb.DuckDBPyConnection:
     """An in-memory warehouse whose spam_dataset and spam_testing_dataframe tables hold `rows`."""
     conn = duckdb.connect()
     conn.execute("CREATE SCHEMA public")
     conn.execute("CREATE TABLE public.spam_dataset (spam BOOLEAN, body VARCHAR)")
     conn.executemany("INSERT INTO public.spam_dataset VALUES (?, ?)", rows)
-    conn.execute("CREATE TABLE public.spam_testing_dataframe AS SELECT * FROM public.spam_dataset")
+    conn.execute(
+        "CREATE TABLE public.spam_testing_dataframe AS "
+        "SELECT spam, body, $group AS metric_group, $reporter::INTEGER AS reporter_id "
+        "FROM public.spam_dataset",
+        {"group": group, "reporter": reporter},
+    )
     return conn
 
 
@@ -39,15 +45,16 @@ def test_unnested_words_count_like_python(sms):
     conn.execute("CREATE SCHEMA public")
     conn.execute(
         "CREATE TABLE public.spam_training_dataframe AS "
-        "SELECT i % 2 = 0 AS spam, texts[i + 1] AS body FROM range(len($texts)) AS r(i), "
-        "(SELECT $texts AS texts)",
+        "SELECT i % 2 = 0 AS spam, texts[i + 1] AS body, 'sms_spam_collection' AS source, "
+        "false AS synthetic, NULL::INTEGER AS reporter_id "
+        "FROM range(len($texts)) AS r(i), (SELECT $texts AS texts)",
         {"texts": texts},
     )
-    counts = conn.execute(COUNT_TRAINING_WORDS).fetchall()
-    spam_counts = Counter({word: spam for word, spam, _ in counts if spam})
-    ham_counts = Counter({word: ham for word, _, ham in counts if ham})
-    assert spam_counts == count_tokens(texts[0::2])
-    assert ham_counts == count_tokens(texts[1::2])
+    learning.count_training_words(conn, report_weight=1.0)
+    counts, spam_rows, rows = learning.class_counts(conn, left_out=[])
+    assert Counter(counts.spam_words) == count_tokens(texts[0::2])
+    assert Counter(counts.ham_words) == count_tokens(texts[1::2])
+    assert (spam_rows, rows) == (len(texts[0::2]), len(texts))
 
 
 # A batch of 7 rows makes the scoring run over many rowid ranges, the last one partial; spam.csv's
@@ -62,7 +69,7 @@ def test_scoring_decides_every_message_like_python(sms, batch_rows, monkeypatch)
     ]
     conn = _warehouse_with(rows)
     reports = []
-    score = score_test_split(conn, model, lambda done, total: reports.append((done, total)))
+    score = score_test_split(conn, model, lambda done, total: reports.append((done, total))).gold
     assert reports[-1] == (len(rows), len(rows))
     assert len(reports) == -(-len(rows) // batch_rows)
     flagged = [(spam, text is not None and model.is_spam(text)) for spam, text in rows]
@@ -151,3 +158,40 @@ def test_a_run_over_assets_of_another_kind_gives_the_same_model(resources, app_d
         )
     for key in ("training_messages", "vocabulary_size"):
         assert metadata(second, "spam_model")[key].value == metadata(first, "spam_model")[key].value
+
+
+def test_scores_are_kept_apart_by_group_and_left_out_reporters_are_not_scored(sms):
+    model = train_model(sms[:4000], alpha=0.1, false_positive_cost=8.0)
+    rows = [(spam, text) for text, spam in sms[4000:4100]]
+    conn = _warehouse_with(rows, group="user", reporter=7)
+    scores = score_test_split(conn, model)
+    assert scores.user.messages == 100 and scores.gold.messages == scores.synthetic.messages == 0
+    assert score_test_split(conn, model, left_out_reporters=[7]).user.messages == 0
+    assert score_test_split(conn, model, left_out_reporters=[8]).user.messages == 100
+
+
+def test_reports_weigh_as_configured_and_count_per_reporter():
+    conn = duckdb.connect()
+    install_tokenizer(conn)
+    conn.execute("CREATE SCHEMA public")
+    conn.execute(
+        "CREATE TABLE public.spam_training_dataframe "
+        "(spam BOOLEAN, body VARCHAR, source VARCHAR, synthetic BOOLEAN, reporter_id INTEGER)"
+    )
+    conn.executemany(
+        "INSERT INTO public.spam_training_dataframe VALUES (?, ?, ?, false, ?)",
+        [
+            (True, "win cash", "sms_spam_collection", None),
+            (True, "win now", "reports", 3),
+            (False, "lunch now", "reports", None),  # a message several reporters agree on
+        ],
+    )
+    learning.count_training_words(conn, report_weight=4.0)
+    everyone, _, _ = learning.class_counts(conn, left_out=[])
+    assert everyone.spam_words == {"win": 5.0, "cash": 1.0, "now": 4.0}
+    assert everyone.ham_words == {"lunch": 4.0, "now": 4.0}
+    assert (everyone.spam_messages, everyone.ham_messages) == (5.0, 4.0)
+    reporter = learning.reporter_counts(conn)[3]
+    assert reporter.spam_words == {"win": 4.0, "now": 4.0} and reporter.ham_words == {}
+    without, spam_rows, rows = learning.class_counts(conn, left_out=[3])
+    assert without.spam_words == {"win": 1.0, "cash": 1.0} and (spam_rows, rows) == (1, 2)

@@ -10,10 +10,10 @@ import duckdb
 from spam_filter import constants
 from spam_filter.assets.training import PICKLE_IO_MANAGER
 from spam_filter.faults import crash_point
-from spam_filter.promotion import ModelScore, decide_promotion
+from spam_filter.promotion import ModelScore, PromotionRule, decide_promotion
 from spam_filter.resources import ApplicationDatabase, ModelStorage, Warehouse
-from spam_filter.scoring import Score, score_test_split
-from spam_filter.spam import TrainedModel
+from spam_filter.scoring import METRIC_GROUPS, SplitScores, score_test_split
+from spam_filter.spam import SpamModel, TrainedModel
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.records import ActiveModelChanged, ModelRecord
 
@@ -21,10 +21,14 @@ GROUP = "deployment"
 
 
 class ModelScoreConfig(dg.Config):
-    """The false-positive rate a new model must stay under to be promoted."""
+    """What a new model must achieve on the test split to be promoted."""
 
     max_false_positive_rate: float = constants.MAX_FALSE_POSITIVE_RATE
-    """A model flagging more legitimate test messages than this is never promoted."""
+    """A model flagging more legitimate gold messages than this is never promoted."""
+    gold_true_positive_tolerance: float = 0.005
+    """How far below the active model's gold true-positive rate a new model may fall."""
+    gold_false_positive_tolerance: float = 0.001
+    """How far above the active model's gold false-positive rate a new model may rise."""
 
 
 @dg.asset(group_name=GROUP, io_manager_key=PICKLE_IO_MANAGER)
@@ -37,37 +41,42 @@ def model_score(
     model_storage: ModelStorage,
 ) -> dg.Output[ModelScore]:
     """The new model's rates on the test split, beside the active model's on the same messages."""
-    progress = _log_progress(context)
+    rule = PromotionRule(
+        max_false_positive_rate=config.max_false_positive_rate,
+        gold_true_positive_tolerance=config.gold_true_positive_tolerance,
+        gold_false_positive_tolerance=config.gold_false_positive_tolerance,
+        false_positive_cost=spam_model.false_positive_cost,
+    )
+    score_split = _split_scorer(context, list(spam_model.left_out_reporters))
     with warehouse.get_connection() as conn:
         context.log.info("scoring the new model on the test split")
-        challenger = score_test_split(conn, spam_model.model, progress)
+        challenger = score_split(conn, spam_model.model)
         active_path, active, problem = _score_active_model(
-            context, conn, database.storage(), model_storage, progress
+            context, conn, database.storage(on_wait=context.log.info), model_storage, score_split
         )
-    decision = decide_promotion(challenger, active, config.max_false_positive_rate, problem)
-    score = ModelScore(challenger, active, active_path, config.max_false_positive_rate, decision)
+    decision = decide_promotion(challenger, active, rule, problem)
     metadata = {
-        **challenger.as_dict(),
-        "test_messages": challenger.messages,
-        "confusion_matrix": dg.MetadataValue.md(challenger.confusion_markdown()),
+        **challenger.gold.as_dict(),
+        **challenger.as_metadata(),
+        "test_messages": sum(getattr(challenger, g).messages for g in METRIC_GROUPS),
+        "gold_confusion_matrix": dg.MetadataValue.md(challenger.gold.confusion_markdown()),
         "active_model": active_path or "none",
         "would_promote": decision.promote,
         "decision": decision.reason,
     }
     if active is not None:
-        metadata["active_true_positive_rate"] = active.true_positive_rate
-        metadata["active_false_positive_rate"] = active.false_positive_rate
-    return dg.Output(score, metadata=metadata)
+        metadata.update(active.as_metadata(prefix="active_"))
+    return dg.Output(ModelScore(challenger, active, active_path, rule, decision), metadata=metadata)
 
 
 @dg.asset_check(asset=model_score, blocking=True)
 def check_false_positive_rate(model_score: ModelScore) -> dg.AssetCheckResult:
-    """The new model flags few enough legitimate test messages to be promoted."""
+    """The new model flags few enough legitimate gold messages to be promoted."""
     return dg.AssetCheckResult(
         passed=model_score.under_ceiling,
         metadata={
-            "false_positive_rate": model_score.challenger.false_positive_rate,
-            "max_false_positive_rate": model_score.max_false_positive_rate,
+            "gold_false_positive_rate": model_score.challenger.gold.false_positive_rate,
+            "max_false_positive_rate": model_score.rule.max_false_positive_rate,
         },
     )
 
@@ -81,7 +90,8 @@ def model_file(
     model_storage: ModelStorage,
 ) -> dg.Output[ModelRecord]:
     """The weights file of the new model, promoted to active when it beats the active model."""
-    challenger, active = model_score.challenger, model_score.active
+    challenger = model_score.challenger.gold
+    active = model_score.active.gold if model_score.active else None
     record = ModelRecord(
         path=None,
         status="rejected",
@@ -93,7 +103,7 @@ def model_file(
         compared_true_positive_rate=active.true_positive_rate if active else None,
         compared_false_positive_rate=active.false_positive_rate if active else None,
     )
-    storage = database.storage()
+    storage = database.storage(on_wait=context.log.info)
     if model_score.decision.promote:
         record = _write_and_promote(context, spam_model, record, storage, model_storage)
     if record.status == "rejected":
@@ -118,8 +128,8 @@ def _score_active_model(
     conn: duckdb.DuckDBPyConnection,
     storage: ApplicationStorage,
     model_storage: ModelStorage,
-    progress: Callable[[int, int], None],
-) -> tuple[str | None, Score | None, str | None]:
+    score_split: Callable[[duckdb.DuckDBPyConnection, SpamModel], SplitScores],
+) -> tuple[str | None, SplitScores | None, str | None]:
     """(active model's path, its score on the test split, why it could not be scored)."""
     record = storage.active_model()
     if record is None:
@@ -131,14 +141,21 @@ def _score_active_model(
         context.log.warning(problem)
         return record.path, None, problem
     context.log.info(f"scoring the active model {record.path} on the same test split")
-    return record.path, score_test_split(conn, active_model, progress), None
+    return record.path, score_split(conn, active_model), None
 
 
-def _log_progress(context: dg.AssetExecutionContext) -> Callable[[int, int], None]:
+def _split_scorer(
+    context: dg.AssetExecutionContext, left_out_reporters: list[int]
+) -> Callable[[duckdb.DuckDBPyConnection, SpamModel], SplitScores]:
+    """Score a model on the test split, logging progress, without the left-out reports."""
+
     def log(done: int, total: int) -> None:
         context.log.info(f"scored {done:,} of {total:,} test messages")
 
-    return log
+    def score(conn: duckdb.DuckDBPyConnection, model: SpamModel) -> SplitScores:
+        return score_test_split(conn, model, log, left_out_reporters)
+
+    return score
 
 
 def _write_and_promote(

@@ -1,13 +1,15 @@
 """Training: split the dataset, count words per class, and build the model from the counts."""
 
+import math
+
 import dagster as dg
 import duckdb
 
-from spam_filter import constants, tables
+from spam_filter import constants, learning, tables
 from spam_filter.assets.ingestion import spam_dataset
-from spam_filter.resources import Warehouse
-from spam_filter.spam import SpamModel, TrainedModel, decision_prior, smoothed_bags_of_words
-from spam_filter.tokenizer_sql import install_tokenizer
+from spam_filter.reporter_impact import GoldSet, ReporterImpact, reporter_impacts
+from spam_filter.resources import ApplicationDatabase, Warehouse
+from spam_filter.spam import SpamModel, TrainedModel, smoothed_bags_of_words
 
 GROUP = "training"
 PICKLE_IO_MANAGER = "pickle_io_manager"
@@ -21,30 +23,30 @@ WRITE_SPLIT_SETTINGS = """
 """
 
 # A message goes to the test split when the hash of its text and the seed falls under test_size:
-# deterministic, needs no shuffle in memory, and keeps duplicate texts on one side.
+# deterministic, needs no shuffle in memory, and keeps duplicate texts on one side. The gold set
+# only ever judges, so all of it is in the test split.
 CREATE_TRAINING_VIEW = """
     CREATE OR REPLACE VIEW public.spam_training_dataframe AS
-    SELECT spam, body
+    SELECT spam, body, source, synthetic, reporter_id
     FROM public.spam_dataset, public.spam_split_settings AS split
-    WHERE hash(body, split.seed) % 1000000 >= split.test_size * 1000000
+    WHERE source <> 'gold' AND hash(body, split.seed) % 1000000 >= split.test_size * 1000000
 """
 
-# The test split stays a table: scoring numbers its messages by rowid, which a view lacks.
+# The test split stays a table: scoring numbers its messages by rowid, which a view lacks. Each
+# message is scored in the group of who labelled it: the curated sets, users, or sample data.
 CREATE_TESTING_TABLE = """
     CREATE OR REPLACE TABLE public.spam_testing_dataframe AS
-    SELECT spam, body
+    SELECT
+        spam,
+        body,
+        CASE
+            WHEN source IN ('sms_spam_collection', 'gold') THEN 'gold'
+            WHEN synthetic THEN 'synthetic'
+            ELSE 'user'
+        END AS metric_group,
+        reporter_id
     FROM public.spam_dataset, public.spam_split_settings AS split
-    WHERE hash(body, split.seed) % 1000000 < split.test_size * 1000000
-"""
-
-COUNT_TRAINING_WORDS = """
-    SELECT word, count(*) FILTER (WHERE spam), count(*) FILTER (WHERE NOT spam)
-    FROM (
-        SELECT spam, unnest(string_split(spam_token_text(body), ' ')) AS word
-        FROM public.spam_training_dataframe
-    )
-    WHERE word <> ''
-    GROUP BY word
+    WHERE source = 'gold' OR hash(body, split.seed) % 1000000 < split.test_size * 1000000
 """
 
 COUNT_TRAINING_MESSAGES = """
@@ -55,9 +57,18 @@ COUNT_TESTING_MESSAGES = """
     SELECT count(*) FILTER (WHERE spam), count(*) FROM public.spam_testing_dataframe
 """
 
+# The gold messages the impact check scores each reporter's effect on; a bounded seeded sample.
+GOLD_TEST_MESSAGES = """
+    SELECT spam, body
+    FROM public.spam_testing_dataframe
+    WHERE metric_group = 'gold'
+    ORDER BY hash(body, 'impact')
+    LIMIT 50000
+"""
+
 
 class SpamModelConfig(dg.Config):
-    """How the dataset is split, and how the model is smoothed and decides."""
+    """How the dataset is split, how reports weigh, and where the model calls spam."""
 
     alpha: float = constants.ALPHA
     """Additive smoothing: the count every vocabulary word gets in both classes."""
@@ -66,7 +77,16 @@ class SpamModelConfig(dg.Config):
     seed: int = constants.SPLIT_SEED
     """Seed of the hash that assigns each message to the training or the testing split."""
     false_positive_cost: float = constants.FALSE_POSITIVE_COST
-    """Missed spams that one hidden legitimate message is worth; raises the bar for calling spam."""
+    """Missed spams that one hidden legitimate message is worth; the threshold never goes below
+    the one this cost sets."""
+    report_weight: float = constants.REPORT_WEIGHT
+    """How many training messages one message from users' reports counts as."""
+    collection_false_positive_budget: float = constants.COLLECTION_FALSE_POSITIVE_BUDGET
+    """Share of the SMS collection's legitimate training messages the threshold may flag."""
+    user_false_positive_budget: float = constants.USER_FALSE_POSITIVE_BUDGET
+    """Share of the users' legitimate training messages the threshold may flag."""
+    impact_margin: float = constants.IMPACT_MARGIN
+    """Gold error cost a reporter's messages may add before the run leaves them out."""
 
 
 @dg.multi_asset(
@@ -81,42 +101,38 @@ class SpamModelConfig(dg.Config):
         "spam_testing_dataframe": dg.AssetOut(kinds={"duckdb"}),
     },
 )
-def spam_model(context: dg.AssetExecutionContext, config: SpamModelConfig, warehouse: Warehouse):
-    """Split the dataset, count words per class, and train the model from the smoothed counts."""
+def spam_model(
+    context: dg.AssetExecutionContext,
+    config: SpamModelConfig,
+    warehouse: Warehouse,
+    database: ApplicationDatabase,
+):
+    """Split the dataset, count words per class, leave out harmful reporters, and train the model
+    with its threshold calibrated out of fold."""
     if not 0 < config.test_size < 1:
         raise dg.Failure(f"test_size must lie between 0 and 1, not {config.test_size}")
     with warehouse.get_connection() as conn:
         _split(conn, config)
         context.log.info("split the dataset; counting words of the training messages")
-        install_tokenizer(conn)
-        counts = conn.execute(COUNT_TRAINING_WORDS).fetchall()
-        train_spam, train_total = conn.execute(COUNT_TRAINING_MESSAGES).fetchone()
+        learning.count_training_words(conn, config.report_weight)
+        impacts = _reporter_impacts(conn, config)
+        left_out = [impact.reporter_id for impact in impacts if impact.left_out]
+        trained = _train(context, conn, config, left_out)
         test_spam, test_total = conn.execute(COUNT_TESTING_MESSAGES).fetchone()
         previews = {
             name: tables.preview(conn, name)
             for name in ("spam_training_dataframe", "spam_testing_dataframe")
         }
-    spam_counts = {word: spam for word, spam, _ in counts if spam}
-    non_spam_counts = {word: ham for word, _, ham in counts if ham}
-    trained = _train(spam_counts, non_spam_counts, train_spam, train_total, config)
-    context.log.info(
-        f"trained on {train_total:,} messages ({train_spam:,} spam); "
-        f"vocabulary {trained.model.vocabulary_size:,}"
-    )
-    yield dg.Output(trained, "spam_model", metadata=_model_metadata(trained))
+        learning.drop_learning_tables(conn)
+    database.storage().record_reporter_impacts(_flags(impacts))
+    yield dg.Output(trained, "spam_model", metadata=_model_metadata(trained, impacts))
     bag_metadata = {"vocabulary_size": trained.model.vocabulary_size, "alpha": config.alpha}
+    yield dg.Output(dict(trained.model.spam_bow), "spam_bag_of_words", metadata=bag_metadata)
     yield dg.Output(
-        dict(trained.model.spam_bow),
-        "spam_bag_of_words",
-        metadata={**bag_metadata, "spam_words": sum(spam_counts.values())},
-    )
-    yield dg.Output(
-        dict(trained.model.non_spam_bow),
-        "non_spam_bag_of_words",
-        metadata={**bag_metadata, "non_spam_words": sum(non_spam_counts.values())},
+        dict(trained.model.non_spam_bow), "non_spam_bag_of_words", metadata=bag_metadata
     )
     for name, spam_rows, rows in (
-        ("spam_training_dataframe", train_spam, train_total),
+        ("spam_training_dataframe", trained.training_spam, trained.training_messages),
         ("spam_testing_dataframe", test_spam, test_total),
     ):
         yield dg.MaterializeResult(
@@ -139,40 +155,103 @@ def _split(conn: duckdb.DuckDBPyConnection, config: SpamModelConfig) -> None:
     conn.execute(CREATE_TESTING_TABLE)
 
 
+def _reporter_impacts(
+    conn: duckdb.DuckDBPyConnection, config: SpamModelConfig
+) -> list[ReporterImpact]:
+    """How each reporter's messages change the gold result, at the cost-set threshold."""
+    reporters = learning.reporter_counts(conn)
+    if not reporters:
+        return []
+    everyone, _, _ = learning.class_counts(conn, [])
+    if not everyone.spam_messages or not everyone.ham_messages:
+        return []
+    threshold = learning.cost_threshold(
+        everyone.spam_messages, everyone.ham_messages, config.false_positive_cost
+    )
+    gold = GoldSet(conn.execute(GOLD_TEST_MESSAGES).fetchall())
+    return reporter_impacts(
+        gold,
+        everyone,
+        reporters,
+        config.alpha,
+        threshold,
+        config.false_positive_cost,
+        config.impact_margin,
+    )
+
+
 def _train(
-    spam_counts: dict[str, int],
-    non_spam_counts: dict[str, int],
-    training_spam: int,
-    training_messages: int,
+    context: dg.AssetExecutionContext,
+    conn: duckdb.DuckDBPyConnection,
     config: SpamModelConfig,
+    left_out: list[int],
 ) -> TrainedModel:
-    """The model from word counts: smoothed bags of words and the cost-discounted prior."""
-    spam_bow, non_spam_bow = smoothed_bags_of_words(spam_counts, non_spam_counts, config.alpha)
-    try:
-        prior = decision_prior(training_spam, training_messages, config.false_positive_cost)
-    except ValueError as error:
-        raise dg.Failure(f"cannot train: {error}") from None
+    """The model from the counts of all but the left-out reporters, and its calibrated threshold."""
+    counts, training_spam, training_messages = learning.class_counts(conn, left_out)
+    if not counts.spam_messages or not counts.ham_messages:
+        raise dg.Failure("cannot train: the training split needs both spam and non-spam messages")
+    spam_bow, non_spam_bow = smoothed_bags_of_words(
+        counts.spam_words, counts.ham_words, config.alpha
+    )
+    context.log.info(
+        f"counted {training_messages:,} training messages ({training_spam:,} spam), vocabulary "
+        f"{len(spam_bow):,}; calibrating the threshold out of fold"
+    )
+    threshold = learning.calibrate_threshold(
+        conn,
+        left_out,
+        config.alpha,
+        config.collection_false_positive_budget,
+        config.user_false_positive_budget,
+        learning.cost_threshold(
+            counts.spam_messages, counts.ham_messages, config.false_positive_cost
+        ),
+    )
+    context.log.info(f"threshold {threshold.score:.3f}, set by {threshold.reason}")
     return TrainedModel(
-        model=SpamModel(spam_bow, non_spam_bow, prior),
+        model=SpamModel(spam_bow, non_spam_bow, 1.0 / (1.0 + math.exp(threshold.score))),
         training_messages=training_messages,
         training_spam=training_spam,
         alpha=config.alpha,
         false_positive_cost=config.false_positive_cost,
         seed=config.seed,
         test_size=config.test_size,
+        left_out_reporters=tuple(left_out),
+        threshold_reason=threshold.reason,
     )
 
 
-def _model_metadata(trained: TrainedModel) -> dict:
+def _flags(impacts: list[ReporterImpact]) -> dict[int, str | None]:
+    return {
+        impact.reporter_id: (
+            f"left out of a run: its reports added {impact.harm:g} to the gold error cost"
+            if impact.left_out
+            else None
+        )
+        for impact in impacts
+    }
+
+
+def _model_metadata(trained: TrainedModel, impacts: list[ReporterImpact]) -> dict:
     top_words = trained.top_spam_words(TOP_WORDS)
     return {
         "training_messages": trained.training_messages,
         "training_spam": trained.training_spam,
         "spam_share": trained.spam_share,
         "decision_prior": trained.model.percent_spam,
+        "threshold": trained.model.prior_log_odds * -1,
+        "threshold_set_by": trained.threshold_reason,
         "vocabulary_size": trained.model.vocabulary_size,
         "alpha": trained.alpha,
         "false_positive_cost": trained.false_positive_cost,
+        "reporters_checked": len(impacts),
+        "reporters_left_out": len(trained.left_out_reporters),
+        "reporter_impacts": dg.MetadataValue.md(
+            "| reporter | messages | gold harm | left out |\n|---|---|---|---|\n"
+            + "\n".join(
+                f"| {i.reporter_id} | {i.messages:g} | {i.harm:g} | {i.left_out} |" for i in impacts
+            )
+        ),
         "most_spam_indicative_words": dg.MetadataValue.md(
             "| word | log-odds |\n|---|---|\n"
             + "\n".join(f"| `{word}` | {odds:.2f} |" for word, odds in top_words)

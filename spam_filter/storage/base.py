@@ -6,7 +6,7 @@ of messages into the warehouse.
 """
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from typing import Any
@@ -51,17 +51,22 @@ class ApplicationStorage(ABC):
         warehouse: Connection,
         max_messages: int,
         sample_seed: int,
-        on_wait: Callable[[str], None] | None = None,
     ) -> None:
-        """Write the labelled messages into the warehouse's `user_messages` table, in bulk.
+        """Write the `messages` rows into the warehouse's `user_messages` table, in bulk: spam,
+        body, source ('messages'), synthetic, and no reporter_id or supporters.
 
         Args:
             warehouse: A DuckDB connection to the pipeline's warehouse.
             max_messages: Cap on the rows copied (0 = all): the newest, or a seeded sample when
                 the table has no `created_at`.
             sample_seed: Seed of that sample.
-            on_wait: Told once if the database is busy and the copy waits for it.
         """
+
+    @abstractmethod
+    def copy_reports_into(self, warehouse: Connection) -> None:
+        """Write every vote of an unrevoked reporter into the warehouse's `user_reports` table:
+        reporter_id, text_key, body, spam, reported_at. Reports accepted elsewhere are moved
+        into `reports` first, so the copy holds everything acknowledged before it started."""
 
     @abstractmethod
     def record_reports(self, reporter_id: int, reports: list[Report]) -> ReportOutcome:
@@ -163,8 +168,19 @@ class ApplicationStorage(ABC):
 
     def flag_reporter(self, reporter_id: int, reason: str) -> None:
         """Mark a reporter whose reports a run left out, with the reason."""
+        self.record_reporter_impacts({reporter_id: reason})
+
+    def record_reporter_impacts(self, flags: dict[int, str | None]) -> None:
+        """Flag each reporter a run left out, with the reason; clear the flags of the others
+        that run checked."""
+        if not flags:
+            return
         with self.transaction() as conn:
-            conn.execute(queries.FLAG_REPORTER, [reporter_id, reason])
+            for reporter_id, reason in flags.items():
+                if reason is None:
+                    conn.execute(queries.CLEAR_REPORTER_FLAG, [reporter_id])
+                else:
+                    conn.execute(queries.FLAG_REPORTER, [reporter_id, reason])
 
     def reporters(self) -> list[Reporter]:
         """Every reporter with its status and recorded votes, by name."""

@@ -96,26 +96,43 @@ HAS_CREATED_AT = """
     FROM duckdb_columns()
     WHERE database_name = 'app' AND table_name = 'messages' AND column_name = 'created_at'
 """
+# The product's messages as rows of the warehouse's `user_messages`: no reporter stands behind
+# them, so they are never capped or left out like reports.
 COPY_ALL_MESSAGES = """
     CREATE OR REPLACE TABLE public.user_messages AS
-    SELECT spam, body FROM app.messages
+    SELECT
+        spam, body, 'messages' AS source, coalesce(synthetic, false) AS synthetic,
+        NULL::INTEGER AS reporter_id, NULL::INTEGER AS supporters
+    FROM app.messages
 """
 COPY_NEWEST_MESSAGES = """
     CREATE OR REPLACE TABLE public.user_messages AS
-    SELECT spam, body FROM app.messages
+    SELECT
+        spam, body, 'messages' AS source, coalesce(synthetic, false) AS synthetic,
+        NULL::INTEGER AS reporter_id, NULL::INTEGER AS supporters
+    FROM app.messages
     ORDER BY created_at DESC
     LIMIT $cap
 """
 # A top-N by a seeded hash: a deterministic sample that holds only N rows.
 COPY_SAMPLED_MESSAGES = """
     CREATE OR REPLACE TABLE public.user_messages AS
-    SELECT spam, body FROM app.messages
+    SELECT
+        spam, body, 'messages' AS source, coalesce(synthetic, false) AS synthetic,
+        NULL::INTEGER AS reporter_id, NULL::INTEGER AS supporters
+    FROM app.messages
     ORDER BY hash(spam, body, $seed)
     LIMIT $cap
 """
+# Votes of reporters whose keys are not revoked.
+COPY_REPORTS = """
+    CREATE OR REPLACE TABLE public.user_reports AS
+    SELECT reports.reporter_id, reports.text_key, reports.body, reports.spam, reports.reported_at
+    FROM app.reports
+    JOIN app.reporters ON reporters.reporter_id = reports.reporter_id
+    WHERE reporters.revoked_at IS NULL
+"""
 
-# Another process holds the file; or, within one process, another thread holds it open read-only
-# while this one opens it read-write (as a test beside an app's watcher does). Both pass soon.
 _LOCK_ERROR_MARKERS = (
     "Could not set lock",
     "Conflicting lock",
@@ -157,13 +174,24 @@ def retry_lock_conflicts(
 class DuckDBStorage(ApplicationStorage):
     """The application tables in the DuckDB file at `path`."""
 
-    def __init__(self, path: Path | str, lock_timeout_seconds: float = 60.0) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        lock_timeout_seconds: float = 60.0,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.lock_timeout_seconds = lock_timeout_seconds
+        # Told, once per open, that this process waits for another to release the file.
+        self.on_wait = on_wait
         self.inbox = ReportInbox(self.path.with_name(self.path.stem + ".report-inbox.sqlite"))
 
     def __repr__(self) -> str:
         return f"DuckDBStorage({str(self.path)!r})"
+
+    @property
+    def _waiting_message(self) -> str:
+        return f"waiting for another process to release {self.path}"
 
     def connect(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
         """Open the file, waiting while another process holds its lock; the caller closes it."""
@@ -172,6 +200,7 @@ class DuckDBStorage(ApplicationStorage):
         return retry_lock_conflicts(
             lambda: duckdb.connect(str(self.path), read_only=read_only),
             self.lock_timeout_seconds,
+            None if self.on_wait is None else lambda: self.on_wait(self._waiting_message),
         )
 
     @contextmanager
@@ -196,12 +225,21 @@ class DuckDBStorage(ApplicationStorage):
         return self.inbox.last_change()
 
     def drain_reports(self) -> int:
-        """Move the inbox's new and changed votes into `reports`, a batch per transaction."""
+        """Move the inbox's new and changed votes into `reports`, a batch per transaction.
+
+        Moves what was accepted until the call started: under a steady stream of reports, the
+        inbox never empties, and the move must end.
+        """
         moved = 0
+        last_change = self.inbox.last_change()
         while True:
             with self.transaction() as conn:
                 ((drained,),) = conn.execute(DRAINED_UP_TO).fetchall()
-                batch = self.inbox.changes_after(drained, _DRAIN_BATCH_VOTES)
+                batch = [
+                    vote
+                    for vote in self.inbox.changes_after(drained, _DRAIN_BATCH_VOTES)
+                    if vote[-1] <= last_change
+                ]
                 if not batch:
                     return moved
                 frame = pd.DataFrame(
@@ -246,22 +284,30 @@ class DuckDBStorage(ApplicationStorage):
         warehouse: duckdb.DuckDBPyConnection,
         max_messages: int,
         sample_seed: int,
-        on_wait: Callable[[str], None] | None = None,
     ) -> None:
-        # The copy runs inside DuckDB, with the file attached read-only and only for the copy, so
-        # the API's watcher and other writers wait as little as possible.
-        message = f"waiting for another process to release {self.path}"
-        retry_lock_conflicts(
-            lambda: warehouse.execute(ATTACH_READ_ONLY, [str(self.path)]),
-            self.lock_timeout_seconds,
-            None if on_wait is None else lambda: on_wait(message),
-        )
-        try:
+        with self._attached(warehouse):
             if max_messages <= 0:
                 warehouse.execute(COPY_ALL_MESSAGES)
             elif warehouse.execute(HAS_CREATED_AT).fetchone()[0]:
                 warehouse.execute(COPY_NEWEST_MESSAGES, {"cap": max_messages})
             else:
                 warehouse.execute(COPY_SAMPLED_MESSAGES, {"cap": max_messages, "seed": sample_seed})
+
+    def copy_reports_into(self, warehouse: duckdb.DuckDBPyConnection) -> None:
+        self.drain_reports()
+        with self._attached(warehouse):
+            warehouse.execute(COPY_REPORTS)
+
+    @contextmanager
+    def _attached(self, warehouse: duckdb.DuckDBPyConnection) -> Iterator[None]:
+        """The file attached read-only to the warehouse as `app`, only for one copy, so that the
+        API's watcher and other writers wait as little as possible."""
+        retry_lock_conflicts(
+            lambda: warehouse.execute(ATTACH_READ_ONLY, [str(self.path)]),
+            self.lock_timeout_seconds,
+            None if self.on_wait is None else lambda: self.on_wait(self._waiting_message),
+        )
+        try:
+            yield
         finally:
             warehouse.execute(DETACH)

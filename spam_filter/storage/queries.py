@@ -74,6 +74,12 @@ FLAG_REPORTER = """
     WHERE reporter_id = $1
 """
 
+CLEAR_REPORTER_FLAG = """
+    UPDATE reporters
+    SET flagged_at = NULL, flag_reason = NULL
+    WHERE reporter_id = $1 AND flagged_at IS NOT NULL
+"""
+
 SELECT_REPORTER_KEYS = """
     SELECT key_hash, reporter_id, name
     FROM reporters

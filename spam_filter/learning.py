@@ -1,0 +1,303 @@
+"""How the model learns in the warehouse: weighted word counts, per-reporter counts for the impact
+check, and the decision threshold calibrated out of fold.
+
+Naive Bayes counts are additive, so one pass over the training tokens, grouped by fold,
+contributor and word, yields everything: the model (all counts), the model without a reporter
+(all counts minus that reporter's), and the model without a fold (all counts minus that fold's),
+which scores the fold's messages as if it had never seen them. The threshold is then placed where
+those out-of-fold scores flag only a budgeted share of legitimate messages.
+"""
+
+import math
+from dataclasses import dataclass
+
+import duckdb
+
+from spam_filter.tokenizer_sql import install_tokenizer
+
+FOLDS = 5
+_FOLD_SEED = 7919
+MESSAGES_PER_BUDGETED_FALSE_POSITIVE = 5
+
+# A reporter's messages count towards it only where it alone supports their label (contributor);
+# every other message is contributor 0. Reports weigh `report_weight` training messages each.
+COUNT_TRAINING_WORDS = """
+    CREATE OR REPLACE TEMP TABLE training_word_counts AS
+    SELECT
+        fold, contributor, word,
+        coalesce(sum(weight) FILTER (WHERE spam), 0) AS spam_count,
+        coalesce(sum(weight) FILTER (WHERE NOT spam), 0) AS ham_count
+    FROM (
+        SELECT
+            hash(body, $fold_seed) % $folds AS fold,
+            coalesce(reporter_id, 0) AS contributor,
+            CASE WHEN source = 'reports' THEN $report_weight ELSE 1.0 END AS weight,
+            spam,
+            unnest(string_split(spam_token_text(body), ' ')) AS word
+        FROM public.spam_training_dataframe
+    )
+    WHERE word <> ''
+    GROUP BY fold, contributor, word
+"""
+
+COUNT_TRAINING_MESSAGES = """
+    CREATE OR REPLACE TEMP TABLE training_message_counts AS
+    SELECT
+        hash(body, $fold_seed) % $folds AS fold,
+        coalesce(reporter_id, 0) AS contributor,
+        coalesce(sum(weight) FILTER (WHERE spam), 0) AS spam_messages,
+        coalesce(sum(weight) FILTER (WHERE NOT spam), 0) AS ham_messages,
+        count(*) FILTER (WHERE spam) AS spam_rows,
+        count(*) AS rows
+    FROM (
+        SELECT body, reporter_id, spam,
+            CASE WHEN source = 'reports' THEN $report_weight ELSE 1.0 END AS weight
+        FROM public.spam_training_dataframe
+    )
+    GROUP BY fold, contributor
+"""
+
+WORD_TOTALS = """
+    SELECT word, sum(spam_count), sum(ham_count)
+    FROM training_word_counts
+    WHERE NOT list_contains($left_out::INTEGER[], contributor)
+    GROUP BY word
+    HAVING sum(spam_count) + sum(ham_count) > 0
+"""
+
+MESSAGE_TOTALS = """
+    SELECT
+        coalesce(sum(spam_messages), 0), coalesce(sum(ham_messages), 0),
+        coalesce(sum(spam_rows), 0), coalesce(sum(rows), 0)
+    FROM training_message_counts
+    WHERE NOT list_contains($left_out::INTEGER[], contributor)
+"""
+
+REPORTER_WORD_COUNTS = """
+    SELECT contributor, word, sum(spam_count), sum(ham_count)
+    FROM training_word_counts
+    WHERE contributor <> 0
+    GROUP BY contributor, word
+"""
+
+REPORTER_MESSAGE_COUNTS = """
+    SELECT contributor, sum(spam_messages), sum(ham_messages), sum(rows)
+    FROM training_message_counts
+    WHERE contributor <> 0
+    GROUP BY contributor
+"""
+
+# Legitimate training messages to calibrate on, by who labelled them: the SMS collection, or the
+# product's users. Sample data is left out, and a seeded top-N keeps each group bounded.
+CALIBRATION_MESSAGES = """
+    CREATE OR REPLACE TEMP TABLE calibration_messages AS
+    SELECT row_number() OVER () AS message_id, fold, calibration_group, body
+    FROM (
+        SELECT
+            hash(body, $fold_seed) % $folds AS fold,
+            CASE WHEN source = 'sms_spam_collection' THEN 'collection' ELSE 'user' END
+                AS calibration_group,
+            body
+        FROM public.spam_training_dataframe
+        WHERE NOT spam AND NOT synthetic
+            AND (reporter_id IS NULL OR NOT list_contains($left_out::INTEGER[], reporter_id))
+        QUALIFY row_number() OVER (
+            PARTITION BY calibration_group ORDER BY hash(body, $fold_seed, 'calibration')
+        ) <= $per_group
+    )
+"""
+
+CALIBRATION_TOKENS = """
+    CREATE OR REPLACE TEMP TABLE calibration_tokens AS
+    SELECT message_id, fold, word
+    FROM (
+        SELECT message_id, fold, unnest(string_split(spam_token_text(body), ' ')) AS word
+        FROM calibration_messages
+    )
+    WHERE word <> ''
+"""
+
+# Each fold's model is every count but the fold's own: its log-odds for the calibration words,
+# smoothed over the vocabulary that remains without the fold.
+LEAVE_ONE_FOLD_OUT_LOG_ODDS = """
+    CREATE OR REPLACE TEMP TABLE fold_log_odds AS
+    WITH kept AS (
+        SELECT fold, word, sum(spam_count) AS spam_count, sum(ham_count) AS ham_count
+        FROM training_word_counts
+        WHERE NOT list_contains($left_out::INTEGER[], contributor)
+        GROUP BY fold, word
+    ),
+    words AS (
+        SELECT word, sum(spam_count) AS spam_count, sum(ham_count) AS ham_count
+        FROM kept
+        GROUP BY word
+    ),
+    remaining AS (
+        SELECT
+            folds.fold, words.word,
+            words.spam_count - coalesce(kept.spam_count, 0) AS spam_count,
+            words.ham_count - coalesce(kept.ham_count, 0) AS ham_count
+        FROM words
+        CROSS JOIN (SELECT range AS fold FROM range($folds)) AS folds
+        LEFT JOIN kept ON kept.word = words.word AND kept.fold = folds.fold
+    ),
+    fold_totals AS (
+        SELECT
+            fold, sum(spam_count) AS spam_total, sum(ham_count) AS ham_total,
+            count(*) FILTER (WHERE spam_count + ham_count > 1e-9) AS vocabulary
+        FROM remaining
+        GROUP BY fold
+    )
+    SELECT
+        remaining.fold, remaining.word,
+        ln((remaining.spam_count + $alpha) / (spam_total + $alpha * vocabulary))
+            - ln((remaining.ham_count + $alpha) / (ham_total + $alpha * vocabulary)) AS log_odds
+    FROM remaining
+    JOIN fold_totals USING (fold)
+    WHERE remaining.spam_count + remaining.ham_count > 1e-9
+        AND remaining.word IN (SELECT DISTINCT word FROM calibration_tokens)
+"""
+
+# The score of each calibration message without its class prior, and the quantile per group.
+OUT_OF_FOLD_QUANTILES = """
+    WITH scores AS (
+        SELECT
+            calibration_messages.message_id,
+            any_value(calibration_group) AS calibration_group,
+            coalesce(sum(fold_log_odds.log_odds), 0) AS score
+        FROM calibration_messages
+        LEFT JOIN calibration_tokens USING (message_id)
+        LEFT JOIN fold_log_odds
+            ON fold_log_odds.fold = calibration_messages.fold
+            AND fold_log_odds.word = calibration_tokens.word
+        GROUP BY calibration_messages.message_id
+    )
+    SELECT
+        calibration_group,
+        count(*),
+        quantile_cont(score, 1 - $collection_budget),
+        quantile_cont(score, 1 - $user_budget)
+    FROM scores
+    GROUP BY calibration_group
+"""
+
+DROP_LEARNING_TABLES = (
+    "DROP TABLE IF EXISTS training_word_counts",
+    "DROP TABLE IF EXISTS training_message_counts",
+    "DROP TABLE IF EXISTS calibration_messages",
+    "DROP TABLE IF EXISTS calibration_tokens",
+    "DROP TABLE IF EXISTS fold_log_odds",
+)
+
+
+@dataclass(frozen=True)
+class ClassCounts:
+    """Weighted token counts per word, and weighted message counts, of a set of messages."""
+
+    spam_words: dict[str, float]
+    ham_words: dict[str, float]
+    spam_messages: float
+    ham_messages: float
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """Where the model calls spam, on the word-sum score, and what placed it there."""
+
+    score: float
+    reason: str
+    calibration_messages: dict[str, int]
+
+
+def count_training_words(conn: duckdb.DuckDBPyConnection, report_weight: float) -> None:
+    """Count the training split once, by fold, contributor and word, into temporary tables."""
+    install_tokenizer(conn)
+    params = {"fold_seed": _FOLD_SEED, "folds": FOLDS, "report_weight": report_weight}
+    conn.execute(COUNT_TRAINING_WORDS, params)
+    conn.execute(COUNT_TRAINING_MESSAGES, params)
+
+
+def class_counts(
+    conn: duckdb.DuckDBPyConnection, left_out: list[int]
+) -> tuple[ClassCounts, int, int]:
+    """The counts of every training message but the left-out reporters' own; and the unweighted
+    (spam, all) training rows they came from."""
+    spam_words, ham_words = {}, {}
+    for word, spam, ham in conn.execute(WORD_TOTALS, {"left_out": left_out}).fetchall():
+        if spam:
+            spam_words[word] = spam
+        if ham:
+            ham_words[word] = ham
+    spam_messages, ham_messages, spam_rows, rows = conn.execute(
+        MESSAGE_TOTALS, {"left_out": left_out}
+    ).fetchone()
+    counts = ClassCounts(spam_words, ham_words, spam_messages, ham_messages)
+    return counts, int(spam_rows), int(rows)
+
+
+def reporter_counts(conn: duckdb.DuckDBPyConnection) -> dict[int, ClassCounts]:
+    """Each reporter's counts over the messages only it supports."""
+    counts: dict[int, ClassCounts] = {}
+    words: dict[int, tuple[dict, dict]] = {}
+    for reporter, word, spam, ham in conn.execute(REPORTER_WORD_COUNTS).fetchall():
+        spam_words, ham_words = words.setdefault(reporter, ({}, {}))
+        if spam:
+            spam_words[word] = spam
+        if ham:
+            ham_words[word] = ham
+    for reporter, spam, ham, _ in conn.execute(REPORTER_MESSAGE_COUNTS).fetchall():
+        spam_words, ham_words = words.get(reporter, ({}, {}))
+        counts[reporter] = ClassCounts(spam_words, ham_words, spam, ham)
+    return counts
+
+
+def calibrate_threshold(
+    conn: duckdb.DuckDBPyConnection,
+    left_out: list[int],
+    alpha: float,
+    collection_budget: float,
+    user_budget: float,
+    cost_floor: float,
+    per_group: int = 100_000,
+) -> Threshold:
+    """The word-sum score past which the model calls spam.
+
+    The larger of: the score that out-of-fold models exceed on `collection_budget` of the SMS
+    collection's legitimate messages, the same for `user_budget` of the users' legitimate
+    messages, and `cost_floor`, the threshold a fixed false-positive cost would set.
+    """
+    params = {"fold_seed": _FOLD_SEED, "folds": FOLDS, "left_out": left_out}
+    conn.execute(CALIBRATION_MESSAGES, {**params, "per_group": per_group})
+    conn.execute(CALIBRATION_TOKENS)
+    conn.execute(
+        LEAVE_ONE_FOLD_OUT_LOG_ODDS, {"folds": FOLDS, "left_out": left_out, "alpha": alpha}
+    )
+    quantiles = conn.execute(
+        OUT_OF_FOLD_QUANTILES,
+        {"collection_budget": collection_budget, "user_budget": user_budget},
+    ).fetchall()
+    candidates = [(cost_floor, "the false-positive cost")]
+    for group, messages, collection_quantile, user_quantile in quantiles:
+        if group == "collection":
+            quantile, budget = collection_quantile, collection_budget
+        else:
+            quantile, budget = user_quantile, user_budget
+        # A budget rests on the few highest scores: it takes enough messages for those to be a
+        # rate rather than one or two messages.
+        if messages * budget >= MESSAGES_PER_BUDGETED_FALSE_POSITIVE:
+            candidates.append(
+                (quantile, f"a {budget:.2%} budget on the {group} legitimate messages, out of fold")
+            )
+    score, reason = max(candidates)
+    return Threshold(score, reason, {group: messages for group, messages, *_ in quantiles})
+
+
+def drop_learning_tables(conn: duckdb.DuckDBPyConnection) -> None:
+    for statement in DROP_LEARNING_TABLES:
+        conn.execute(statement)
+
+
+def cost_threshold(spam_messages: float, ham_messages: float, false_positive_cost: float) -> float:
+    """The word-sum score a fixed false-positive cost calls spam past: the Bayes decision when
+    hiding one legitimate message costs as much as `false_positive_cost` missed spams."""
+    return math.log(false_positive_cost) - math.log(spam_messages / ham_messages)
