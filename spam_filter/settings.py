@@ -22,6 +22,17 @@ def database_path() -> Path:
     return _path_from_env("SPAM_FILTER_DATABASE", PROJECT_ROOT / "data" / "spam_filter.duckdb")
 
 
+def database_url() -> str | None:
+    """`SPAM_FILTER_DATABASE_URL` (postgresql://...): the application database on PostgreSQL
+    instead of the DuckDB file; None when unset or empty."""
+    return os.environ.get("SPAM_FILTER_DATABASE_URL") or None
+
+
+def database_location() -> str:
+    """Where the application database is: the PostgreSQL URL when one is set, else the file."""
+    return database_url() or str(database_path())
+
+
 def warehouse_path() -> Path:
     """The pipeline's own DuckDB file for intermediate tables, kept apart from the app database."""
     return _path_from_env("SPAM_FILTER_WAREHOUSE", PROJECT_ROOT / "data" / "warehouse.duckdb")
@@ -56,7 +67,7 @@ def _number(name: str, default: float) -> float:
 def api_config() -> dict[str, Any]:
     """The API's configuration: the paths above, then its own environment variables."""
     return {
-        "DATABASE": str(database_path()),
+        "DATABASE": database_location(),
         "WEIGHTS_DIR": str(weights_dir()),
         "MODEL_REFRESH_SECONDS": _number("SPAM_FILTER_MODEL_REFRESH_SECONDS", 2),
         "MODEL_FULL_CHECK_SECONDS": _number("SPAM_FILTER_MODEL_FULL_CHECK_SECONDS", 30),

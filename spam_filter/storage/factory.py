@@ -6,15 +6,29 @@ from pathlib import Path
 from spam_filter import settings
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.duckdb_storage import DuckDBStorage
+from spam_filter.storage.postgres_storage import PostgresStorage, is_postgres_url
 
 
 def open_storage(
     database: Path | str | None = None,
     lock_timeout_seconds: float = 60.0,
     on_wait: Callable[[str], None] | None = None,
+    *,
+    serving: bool = False,
 ) -> ApplicationStorage:
-    """The storage at `database`, else at `SPAM_FILTER_DATABASE` (or its default file).
+    """The storage at `database`: a postgresql:// URL or a DuckDB file; by default
+    `SPAM_FILTER_DATABASE_URL` if set, else `SPAM_FILTER_DATABASE` (or its default file).
 
-    `on_wait`, if given, is told whenever the storage waits for another process.
+    `on_wait`, if given, is told whenever the storage waits for another process. `serving`
+    configures it for an API process: connections kept for reuse, and statements that give up
+    after a few seconds instead of hanging a request on an unresponsive server.
     """
-    return DuckDBStorage(database or settings.database_path(), lock_timeout_seconds, on_wait)
+    location = str(database or settings.database_location())
+    if is_postgres_url(location):
+        return PostgresStorage(
+            location,
+            connect_timeout_seconds=lock_timeout_seconds,
+            statement_timeout_seconds=10.0 if serving else None,
+            keep_connections=serving,
+        )
+    return DuckDBStorage(location, lock_timeout_seconds, on_wait)

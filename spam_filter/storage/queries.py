@@ -38,12 +38,24 @@ SELECT_RECORDED_PATHS = "SELECT DISTINCT path FROM models WHERE path IS NOT NULL
 
 RETIRE_ACTIVE_MODEL = "UPDATE models SET status = 'inactive' WHERE status = 'active'"
 
+# `weights` is the model's JSON where the backend keeps weights with the row (PostgreSQL), else
+# NULL: the DuckDB backend keeps them in the weights folder.
 INSERT_MODEL = """
     INSERT INTO models (
         path, status, true_positive_rate, false_positive_rate, seed, reason, compared_with,
-        compared_true_positive_rate, compared_false_positive_rate
+        compared_true_positive_rate, compared_false_positive_rate, weights
     )
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+"""
+
+SELECT_ACTIVE_MODEL_WEIGHTS = """
+    SELECT
+        path, status, true_positive_rate, false_positive_rate, seed, reason, compared_with,
+        compared_true_positive_rate, compared_false_positive_rate, created_at, weights
+    FROM models
+    WHERE status = 'active'
+    ORDER BY created_at DESC
+    LIMIT 1
 """
 
 SELECT_COLUMNS = """
@@ -102,7 +114,9 @@ COUNT_REPORTERS = "SELECT count(*) FROM reporters"
 
 COUNT_REPORTS = "SELECT count(*) FROM reports"
 
-# One vote per reporter and message: a later report replaces the earlier one.
+# One vote per reporter and message: a later report with another label replaces the earlier one.
+# A vote that repeats the stored label changes nothing and returns no row: a duplicate (as in
+# `report_inbox.RECORD_VOTE`).
 UPSERT_REPORT = """
     INSERT INTO reports (reporter_id, message_key, text_key, message_id, body, spam, reported_at)
     VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -112,6 +126,8 @@ UPSERT_REPORT = """
         body = excluded.body,
         spam = excluded.spam,
         reported_at = excluded.reported_at
+    WHERE reports.spam IS DISTINCT FROM excluded.spam
+    RETURNING reporter_id
 """
 
 # The tables `describe` reports, each with the statement that counts its rows.
