@@ -18,11 +18,16 @@ def build_resources() -> dict:
     """Resources on the configured paths, read when the code location loads."""
     warehouse_file = settings.warehouse_path()
     warehouse_file.parent.mkdir(parents=True, exist_ok=True)
+    # On PostgreSQL, the URL (and its password) is read from the environment by each run, and the
+    # UI shows the variable's name only.
+    database_url = dg.EnvVar(settings.DATABASE_URL_VARIABLE) if settings.database_url() else None
     return {
-        "database": ApplicationDatabase(path=str(settings.database_path())),
+        "database": ApplicationDatabase(path=database_url or str(settings.database_path())),
         "model_storage": ModelStorage(weights_dir=str(settings.weights_dir())),
         "warehouse": Warehouse(
-            database=str(warehouse_file), connection_config=WAREHOUSE_CONNECTION_CONFIG
+            database=str(warehouse_file),
+            connection_config=WAREHOUSE_CONNECTION_CONFIG,
+            run_lock_database_url=database_url or "",
         ),
         "io_manager": DuckDBPandasIOManager(
             database=str(warehouse_file),

@@ -6,6 +6,7 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 import dagster as dg
+import psycopg
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
 
@@ -14,12 +15,15 @@ from spam_filter.file_locks import LockTimeout, lock_exclusively
 from spam_filter.spam import SpamModel, load_model
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.factory import open_storage
+from spam_filter.storage.postgres_storage import release_run_lock, take_run_lock
+from spam_filter.storage.records import StorageUnavailable
 
 
 class ApplicationDatabase(dg.ConfigurableResource):
     """The application database (`messages`, `models`), shared with the API and the scripts."""
 
     path: str
+    """A DuckDB file, or a postgresql:// URL (see `storage.factory.open_storage`)."""
     lock_timeout_seconds: float = 120.0
 
     def storage(self, on_wait: Callable[[str], None] | None = None) -> ApplicationStorage:
@@ -75,13 +79,25 @@ class Warehouse(DuckDBResource):
     """
 
     run_lock_timeout_seconds: float = 3600.0
+    run_lock_database_url: str = ""
+    """A PostgreSQL URL: take the run lock there, as an advisory lock, so that runs on different
+    machines take turns too; empty for the lock file beside the warehouse."""
     _run_lock: object = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        on_wait = context.log.info if context.log is not None else None
+        if self.run_lock_database_url:
+            try:
+                connection = take_run_lock(
+                    self.run_lock_database_url, self.run_lock_timeout_seconds, on_wait
+                )
+            except (LockTimeout, StorageUnavailable) as error:
+                raise dg.Failure(str(error)) from None
+            self._run_lock = connection
+            return
         lock_path = Path(self.database + ".run-lock")
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         handle = lock_path.open("a")
-        on_wait = context.log.info if context.log is not None else None
         try:
             lock_exclusively(
                 handle.fileno(), lock_path, self.run_lock_timeout_seconds, on_wait, "another run"
@@ -93,6 +109,8 @@ class Warehouse(DuckDBResource):
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
         handle, self._run_lock = self._run_lock, None
-        if handle is not None:
+        if isinstance(handle, psycopg.Connection):
+            release_run_lock(handle)
+        elif handle is not None:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATABASE_URL_VARIABLE = "SPAM_FILTER_DATABASE_URL"
 
 
 def _path_from_env(name: str, default: Path) -> Path:
@@ -25,7 +26,7 @@ def database_path() -> Path:
 def database_url() -> str | None:
     """`SPAM_FILTER_DATABASE_URL` (postgresql://...): the application database on PostgreSQL
     instead of the DuckDB file; None when unset or empty."""
-    return os.environ.get("SPAM_FILTER_DATABASE_URL") or None
+    return os.environ.get(DATABASE_URL_VARIABLE) or None
 
 
 def database_location() -> str:

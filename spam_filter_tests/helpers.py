@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,12 +13,13 @@ from pathlib import Path
 import dagster as dg
 
 import sample_data
-from spam_filter import checks
+from spam_filter import checks, weights
 from spam_filter.assets import deployment, ingestion, training
 from spam_filter.processes import RETRAIN_JOB_ARGUMENTS
 from spam_filter.resources import ModelStorage
 from spam_filter.spam import train_model
 from spam_filter.storage.duckdb_storage import DuckDBStorage
+from spam_filter.storage.postgres_storage import PostgresStorage
 from spam_filter.storage.records import ModelRecord
 from spam_filter.weights import settle
 
@@ -48,6 +50,43 @@ def project_paths(root: Path) -> dict[str, str]:
 
 def add_sample_messages(path: str, count: int = 2_000, seed: int = 0) -> None:
     sample_data.insert_sample_messages(DuckDBStorage(path), count, seed=seed, progress=False)
+
+
+def add_sample_messages_to_postgres(url: str, count: int = 2_000, seed: int = 0) -> None:
+    """The same sample messages as `add_sample_messages`, appended to a PostgreSQL database.
+
+    `sample_data` builds them in DuckDB, so they are made in a scratch file and streamed over.
+    """
+    storage = PostgresStorage(url)
+    storage.create_schema()
+    with tempfile.TemporaryDirectory() as scratch:
+        local = DuckDBStorage(Path(scratch) / "sample.duckdb")
+        local.create_schema()
+        sample_data.insert_sample_messages(local, count, seed=seed, progress=False)
+        with local.connection(read_only=True) as conn:
+            storage.append_messages(conn.sql(SELECT_SAMPLE_MESSAGES).to_arrow_reader())
+
+
+SELECT_SAMPLE_MESSAGES = "SELECT spam, body, created_at, synthetic FROM messages"
+
+
+def promote_weak_model_in_row(url: str) -> str:
+    """`promote_weak_model` on PostgreSQL: the weak model's weights go into its row."""
+    weak = train_model(
+        [("claim your prize now", True), ("see you at lunch", False)],
+        alpha=1.0,
+        false_positive_cost=1.0,
+    )
+    storage = PostgresStorage(url)
+    current = storage.active_model()
+    name = weights.new_name()
+    record = ModelRecord(name, "active", 0.5, 0.5, reason="a weak model for a test")
+    storage.promote_model(
+        record,
+        replacing=current.path if current else None,
+        weights=weights.to_json(weak.to_weights()),
+    )
+    return name
 
 
 def materialize_all(resources: dict, run_config: dict | None = None) -> dg.ExecuteInProcessResult:

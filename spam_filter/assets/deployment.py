@@ -7,7 +7,7 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from spam_filter import constants
+from spam_filter import constants, weights
 from spam_filter.assets.training import PICKLE_IO_MANAGER
 from spam_filter.faults import crash_point
 from spam_filter.promotion import ModelScore, PromotionRule, decide_promotion
@@ -104,7 +104,9 @@ def model_file(
         compared_false_positive_rate=active.false_positive_rate if active else None,
     )
     storage = database.storage(on_wait=context.log.info)
-    if model_score.decision.promote:
+    if model_score.decision.promote and storage.keeps_weights:
+        record = _promote_with_weights(spam_model, record, storage)
+    elif model_score.decision.promote:
         record = _write_and_promote(context, spam_model, record, storage, model_storage)
     if record.status == "rejected":
         storage.record_rejected_model(record)
@@ -135,13 +137,25 @@ def _score_active_model(
     if record is None:
         return None, None, None
     try:
-        active_model = model_storage.load(record.path)
+        active_model = _load_active_model(storage, model_storage, record.path)
     except (OSError, ValueError) as error:
         problem = f"active model {record.path} cannot be read ({error})"
         context.log.warning(problem)
         return record.path, None, problem
     context.log.info(f"scoring the active model {record.path} on the same test split")
     return record.path, score_split(conn, active_model), None
+
+
+def _load_active_model(
+    storage: ApplicationStorage, model_storage: ModelStorage, path: str
+) -> SpamModel:
+    """The active model, from its row where the storage keeps weights, else from its file."""
+    if not storage.keeps_weights:
+        return model_storage.load(path)
+    found = storage.active_model_weights()
+    if found is None:
+        raise ValueError(f"the row of {path} holds no weights")
+    return SpamModel.from_weights(weights.from_json(found[1]))
 
 
 def _split_scorer(
@@ -170,14 +184,7 @@ def _write_and_promote(
     The weights folder's lock covers cleanup, writing and the switch. A run that dies in between
     leaves its file marked pending: the next run deletes it unless its row was committed.
     """
-    model = replace(
-        trained.model,
-        info={
-            "seed": trained.seed,
-            "true_positive_rate": record.true_positive_rate,
-            "false_positive_rate": record.false_positive_rate,
-        },
-    )
+    model = _with_provenance(trained, record)
     try:
         with model_storage.exclusive(on_wait=context.log.info):
             _remove_orphan_weights(context, storage, model_storage)
@@ -202,6 +209,39 @@ def _write_and_promote(
             metadata={"weights_dir": model_storage.weights_dir, "error": str(error)},
         ) from error
     return replace(record, path=path, status="active")
+
+
+def _promote_with_weights(
+    trained: TrainedModel, record: ModelRecord, storage: ApplicationStorage
+) -> ModelRecord:
+    """Switch the active model to the new one, its weights in its row; the record as stored.
+
+    The row and its weights commit in one transaction, so a run that dies at any point leaves
+    either both or neither: there is no file to write first, to lock or to clean up after.
+    """
+    name = weights.new_name()
+    text = weights.to_json(_with_provenance(trained, record).to_weights())
+    crash_point("weights_written")
+    try:
+        storage.promote_model(replace(record, path=name), record.compared_with, weights=text)
+    except ActiveModelChanged as error:
+        return replace(
+            record, reason=f"not promoted: another run promoted a model meanwhile ({error})"
+        )
+    crash_point("switch_closed")
+    return replace(record, path=name, status="active")
+
+
+def _with_provenance(trained: TrainedModel, record: ModelRecord) -> SpamModel:
+    """The model with what it was trained with and how it scored, kept in its weights."""
+    return replace(
+        trained.model,
+        info={
+            "seed": trained.seed,
+            "true_positive_rate": record.true_positive_rate,
+            "false_positive_rate": record.false_positive_rate,
+        },
+    )
 
 
 def _remove_orphan_weights(

@@ -45,9 +45,11 @@ class DatabaseWatcher:
     A daemon thread checks every `refresh_seconds`. When the storage's change marker (for DuckDB,
     the file and its write-ahead log) is unchanged since a successful check, the check ends there;
     otherwise, and at least every `full_check_seconds`, it reads `models` and `reporters` with
-    short read-only connections. While the database or the weights file is locked, missing or
-    corrupt, the last good model and keys keep serving and the problem is logged once, not on every
-    check.
+    short read-only connections. PostgreSQL has no such marker: every check reads the active
+    model's row (without its weights) and the keys on a connection kept open, about a millisecond,
+    and loads the weights from the row only when the active model changed. While the database or
+    the weights are locked, unreachable, missing or corrupt, the last good model and keys keep
+    serving and the problem is logged once, not on every check.
 
     Skipping the connection keeps requests fast: opening DuckDB takes tens of milliseconds and
     releases and retakes the GIL many times, each time waiting behind the thread that serves.
@@ -111,14 +113,26 @@ class DatabaseWatcher:
             self._report(None)
             return
         try:
-            # The row is not trusted to point outside the weights folder.
-            model = load_model(weights.resolve(record.path, self.weights_dir))
+            if self.storage.keeps_weights:
+                record, model = self._load_from_storage()
+            else:
+                # The row is not trusted to point outside the weights folder.
+                model = load_model(weights.resolve(record.path, self.weights_dir))
         except Exception as error:  # keep serving the last good model whatever went wrong
             self._report(f"cannot refresh the model: {type(error).__name__}: {error}")
             return
         self.loaded = LoadedModel(model, record.path, datetime.now(UTC))
         self.logger.info("serving model %s", record.path)
         self._report(None)
+
+    def _load_from_storage(self) -> tuple[ModelRecord, SpamModel]:
+        """The active model from its row, for a storage that keeps weights there (PostgreSQL):
+        every host reads the same row, so no file has to reach every host."""
+        found = self.storage.active_model_weights()
+        if found is None:
+            raise ValueError("the active model's row holds no weights")
+        record, text = found
+        return record, SpamModel.from_weights(weights.from_json(text))
 
     def _refresh_reporter_keys(self) -> None:
         try:
@@ -165,6 +179,7 @@ class DatabaseWatcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+        self.storage.close()
 
     def _run(self) -> None:
         while not self._stop.wait(self.refresh_seconds):
@@ -195,7 +210,9 @@ def init_app(app: Flask) -> None:
     refresh_seconds = app.config["MODEL_REFRESH_SECONDS"]
     # A check waits briefly while the pipeline holds the database, then gives up until the next
     # one; requests never wait for it.
-    storage = open_storage(app.config["DATABASE"], lock_timeout_seconds=min(refresh_seconds, 2.0))
+    storage = open_storage(
+        app.config["DATABASE"], lock_timeout_seconds=min(refresh_seconds, 2.0), serving=True
+    )
     watcher = DatabaseWatcher(
         storage,
         app.config["WEIGHTS_DIR"],

@@ -88,6 +88,10 @@ class ApplicationStorage(ABC):
         """Move reports accepted elsewhere into `reports`; how many moved (none by default)."""
         return 0
 
+    def close(self) -> None:
+        """Release what the storage keeps open between calls (nothing by default)."""
+        return None
+
     def change_marker(self) -> Hashable | None:
         """A cheap value that changes whenever a commit may have changed `models`.
 

@@ -312,6 +312,21 @@ class PostgresStorage(ApplicationStorage):
             conn.cursor().executemany(queries.INSERT_MESSAGE, rows)
         return len(rows)
 
+    def append_messages(self, batches) -> int:
+        """Append labelled messages in bulk, in one transaction; returns how many.
+
+        Args:
+            batches: Arrow record batches (a `pyarrow.RecordBatchReader`, such as DuckDB's
+                `to_arrow_reader()`) with the columns spam, body, created_at and synthetic.
+        """
+        import adbc_driver_postgresql.dbapi as adbc
+
+        with adbc.connect(self.url) as conn, conn.cursor() as cursor:
+            # A binary COPY into the table; the driver's connection commits only when told.
+            rows = cursor.adbc_ingest("messages", batches, mode="append")
+            conn.commit()
+        return rows
+
     def _serialize_promotions(self, conn: psycopg.Connection) -> None:
         # Under READ COMMITTED, two promotions could both read the same active model; the second
         # now waits here until the first commits, then reads its result.

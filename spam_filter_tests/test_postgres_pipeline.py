@@ -1,0 +1,151 @@
+"""The pipeline and the API with the application database on a real PostgreSQL server: a run
+promotes a model whose weights live in its row, the API serves it without a weights folder, a
+run killed at any point of its promotion leaves one loadable model, and two runs on two
+"machines" (separate working folders) take turns on the server's advisory lock."""
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from spam_filter import faults, weights
+from spam_filter.definitions import build_resources
+from spam_filter.spam import SpamModel
+from spam_filter.storage.postgres_storage import PostgresStorage
+from spam_filter_tests.helpers import (
+    BIN,
+    JOB_COMMAND,
+    PROJECT_ROOT,
+    SWAP_DEADLINE_SECONDS,
+    add_sample_messages_to_postgres,
+    materialize_all,
+    project_paths,
+    promote_weak_model_in_row,
+    wait_for,
+)
+from spam_filter_tests.test_faults_promotion import ROUNDS, JobRunner
+
+
+@pytest.fixture
+def pg_env(
+    project_env: dict[str, str], postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, str]:
+    """The project's paths in a temporary folder, and the application database on PostgreSQL
+    with the sample messages."""
+    monkeypatch.setenv("SPAM_FILTER_DATABASE_URL", postgres_url)
+    add_sample_messages_to_postgres(postgres_url)
+    return {**project_env, "SPAM_FILTER_DATABASE_URL": postgres_url}
+
+
+def _loaded_active(url: str) -> SpamModel:
+    record, text = PostgresStorage(url).active_model_weights()
+    return SpamModel.from_weights(weights.from_json(text))
+
+
+def _state(url: str) -> tuple[list[str], list[str]]:
+    """(names of active models, names of every model row holding weights)."""
+    storage = PostgresStorage(url)
+    active = [r.path for r in storage.model_history() if r.status == "active"]
+    with storage.connection(read_only=True) as conn:
+        with_weights = conn.execute("SELECT path FROM models WHERE weights IS NOT NULL").fetchall()
+    return active, [path for (path,) in with_weights]
+
+
+def test_a_run_keeps_the_weights_in_the_row_and_the_api_serves_them(pg_env, make_app):
+    url = pg_env["SPAM_FILTER_DATABASE_URL"]
+    result = materialize_all(build_resources())
+    assert result.success
+    record = PostgresStorage(url).active_model()
+    assert record is not None and record.path.startswith("spam_model_")
+    assert _loaded_active(url).vocabulary_size > 0
+    # No file anywhere: the weights folder was never made.
+    assert not Path(pg_env["SPAM_FILTER_WEIGHTS_DIR"]).exists()
+    copied = result.asset_materializations_for_node("user_messages")[0].metadata
+    assert copied["from_messages"].value == 2_000
+
+    app = make_app(url)
+    client = app.test_client()
+    answer = client.post("/api/find_spam", json={"text": "WINNER! claim your cash prize now"})
+    assert answer.json["model"] == record.path and answer.json["is_spam"] is True
+    assert client.get("/api/health").json["status"] == "ok"
+
+    name = promote_weak_model_in_row(url)
+    assert wait_for(
+        lambda: client.post("/api/find_spam", json={"text": "hi"}).json["model"] == name,
+        SWAP_DEADLINE_SECONDS,
+    )
+
+
+def test_a_run_killed_at_any_point_of_promotion_leaves_one_loadable_model(pg_env):
+    url = pg_env["SPAM_FILTER_DATABASE_URL"]
+    runner = JobRunner(pg_env)
+    try:
+        assert runner.run() == {"signal": None, "exit": 0}
+        for _ in range(ROUNDS):
+            for point in faults.PROMOTION_POINTS:
+                weak = promote_weak_model_in_row(url)
+                _, rows_before = _state(url)
+
+                assert runner.run(crash_at=point) == {"signal": signal.SIGKILL, "exit": None}
+
+                active, rows = _state(url)
+                assert len(active) == 1, f"after a crash at {point}: active models {active}"
+                assert _loaded_active(url).vocabulary_size > 0
+                new_rows = set(rows) - set(rows_before)
+                if point in {"switch_committed", "switch_closed"}:
+                    assert len(new_rows) == 1 and active == list(new_rows)
+                else:
+                    # Nothing committed: the row and its weights are both absent.
+                    assert active == [weak] and new_rows == set()
+
+                promote_weak_model_in_row(url)
+                assert runner.run() == {"signal": None, "exit": 0}
+                active, _ = _state(url)
+                assert len(active) == 1 and _loaded_active(url).vocabulary_size > 0
+    finally:
+        runner.close()
+
+
+def test_two_runs_on_two_machines_take_turns_on_the_advisory_lock(pg_env, tmp_path):
+    # Two machines share nothing but the server: each has its own warehouse, storage and
+    # Dagster home, so only the advisory lock can make their runs take turns.
+    runs = []
+    for machine in ("a", "b"):
+        env = {
+            **os.environ,
+            **project_paths(tmp_path / machine),
+            "SPAM_FILTER_DATABASE_URL": pg_env["SPAM_FILTER_DATABASE_URL"],
+            "DAGSTER_HOME": str(tmp_path / machine / "dagster_home"),
+        }
+        Path(env["DAGSTER_HOME"]).mkdir(parents=True)
+        (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        subprocess.run(
+            [str(BIN / "dagster"), "instance", "migrate"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        runs.append(env)
+    processes = [
+        subprocess.Popen(
+            JOB_COMMAND,
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for env in runs
+    ]
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], "\n".join(
+        output[-3000:] for output in outputs
+    )
+    assert any("waiting for another run to release the run lock" in out for out in outputs)
+    storage = PostgresStorage(pg_env["SPAM_FILTER_DATABASE_URL"])
+    history = storage.model_history()
+    assert len(history) == 2
+    assert [r.status for r in history].count("active") == 1
