@@ -28,6 +28,20 @@ concurrency:
 telemetry:
   enabled: false
 """
+# With the application database on PostgreSQL, Dagster's runs, event logs, schedules, sensors and
+# their cursors live on the same server (dagster-postgres). The URL stays in the environment: the
+# file names the variable, never the password.
+DAGSTER_POSTGRES_YAML = """\
+storage:
+  postgres:
+    postgres_url:
+      env: SPAM_FILTER_DATABASE_URL
+concurrency:
+  runs:
+    max_concurrent_runs: 1
+telemetry:
+  enabled: false
+"""
 BIN = Path(sys.executable).parent
 # Loopback unless told otherwise: the API has no authentication, so reaching it from other machines
 # is a choice to make explicitly (SPAM_FILTER_API_BIND=0.0.0.0:5000, behind a proxy or firewall).
@@ -35,13 +49,27 @@ DEFAULT_API_BIND = "127.0.0.1:5000"
 DEFAULT_UI_HOST = "127.0.0.1"
 
 
+def dagster_yaml(database_url: str | None) -> str:
+    """The dagster.yaml `make run` writes: Dagster's storage on PostgreSQL when the application
+    database is there, else in files under DAGSTER_HOME."""
+    return DAGSTER_POSTGRES_YAML if database_url else DAGSTER_YAML
+
+
+def write_dagster_yaml(home: Path, database_url: str | None) -> None:
+    """Write the dagster.yaml for this mode, unless the file is one written by hand."""
+    config = home / "dagster.yaml"
+    wanted = dagster_yaml(database_url)
+    if not config.exists() or config.read_text() in {DAGSTER_YAML, DAGSTER_POSTGRES_YAML}:
+        config.write_text(wanted)
+
+
 def _dagster_home() -> Path:
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home")))
     home.mkdir(parents=True, exist_ok=True)
-    config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(DAGSTER_YAML)
-    if not (home / "history").exists():
+    database_url = settings.database_url()
+    write_dagster_yaml(home, database_url)
+    # On PostgreSQL, migrating is cheap and idempotent, and the server may be new to this home.
+    if database_url or not (home / "history").exists():
         # Create Dagster's storage once, now: two processes that find it missing at the same
         # moment (two `dagster job execute`) race to create its tables, and one of them fails.
         subprocess.run(
@@ -108,7 +136,7 @@ def main() -> int:
         raise
     print(
         f"\nAPI on http://{bind}/api/find_spam, Dagster UI on http://{host}:{ui_port} "
-        f"(DAGSTER_HOME={home}, database {settings.database_path()}). Ctrl-C stops both.\n",
+        f"(DAGSTER_HOME={home}, database {open_storage()}). Ctrl-C stops both.\n",
         flush=True,
     )
     try:

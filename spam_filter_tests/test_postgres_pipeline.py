@@ -3,10 +3,12 @@ promotes a model whose weights live in its row, the API serves it without a weig
 run killed at any point of its promotion leaves one loadable model, and two runs on two
 "machines" (separate working folders) take turns on the server's advisory lock."""
 
+import importlib.util
 import os
 import signal
 import subprocess
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -149,3 +151,37 @@ def test_two_runs_on_two_machines_take_turns_on_the_advisory_lock(pg_env, tmp_pa
     history = storage.model_history()
     assert len(history) == 2
     assert [r.status for r in history].count("active") == 1
+
+
+def _run_system() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "run_system", PROJECT_ROOT / "scripts" / "run_system.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_make_run_puts_dagster_storage_on_postgres_when_the_url_is_set(postgres_url, tmp_path):
+    run_system = _run_system()
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    run_system.write_dagster_yaml(home, None)
+    assert "postgres" not in (home / "dagster.yaml").read_text()
+    run_system.write_dagster_yaml(home, postgres_url)
+    written = (home / "dagster.yaml").read_text()
+    assert "env: SPAM_FILTER_DATABASE_URL" in written and postgres_url not in written
+    env = {**os.environ, "DAGSTER_HOME": str(home), "SPAM_FILTER_DATABASE_URL": postgres_url}
+    for command in (["instance", "migrate"], ["instance", "info"]):
+        done = subprocess.run(
+            [str(BIN / "dagster"), *command], cwd=PROJECT_ROOT, env=env, capture_output=True
+        )
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+    assert b"PostgresRunStorage" in done.stdout and b"PostgresEventLogStorage" in done.stdout
+    with PostgresStorage(postgres_url).connection(read_only=True) as conn:
+        tables = {name for (name,) in conn.execute("SELECT tablename FROM pg_tables").fetchall()}
+    assert {"runs", "event_logs", "jobs", "job_ticks"} <= tables
+    # A dagster.yaml written by hand is left alone.
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    run_system.write_dagster_yaml(home, None)
+    assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
