@@ -110,6 +110,8 @@ class Server:
     env: dict[str, str]
     log: Path
     workers: int = WORKERS
+    # The server's working directory: another "host" runs from a folder of its own.
+    cwd: Path = PROJECT_ROOT
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -122,7 +124,7 @@ class Server:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gunicorn", "--workers", str(self.workers)]
                 + ["--bind", f"127.0.0.1:{self.port}", "api:create_app()"],
-                cwd=PROJECT_ROOT,
+                cwd=self.cwd,
                 env=self.env,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
