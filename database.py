@@ -11,7 +11,6 @@ calls them.
 
 import argparse
 import sys
-from pathlib import Path
 
 from spam_filter.reporter_keys import key_hash, new_key
 from spam_filter.storage.base import ApplicationStorage
@@ -67,7 +66,9 @@ def revoke_reporter(storage: ApplicationStorage, args: argparse.Namespace) -> in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Manage the application database.")
     parser.add_argument(
-        "--database", type=Path, help="database file (default: SPAM_FILTER_DATABASE)"
+        "--database",
+        help="database file or postgresql:// URL (default: SPAM_FILTER_DATABASE_URL, else "
+        "SPAM_FILTER_DATABASE)",
     )
     parser.set_defaults(command=bootstrap)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")

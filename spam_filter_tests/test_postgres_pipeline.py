@@ -9,11 +9,14 @@ import signal
 import subprocess
 from pathlib import Path
 from types import ModuleType
+from urllib.parse import urlsplit
 
 import pytest
 
+import database
 from spam_filter import faults, weights
 from spam_filter.definitions import build_resources
+from spam_filter.reporter_keys import key_hash
 from spam_filter.spam import SpamModel
 from spam_filter.storage.postgres_storage import PostgresStorage
 from spam_filter_tests.helpers import (
@@ -185,3 +188,18 @@ def test_make_run_puts_dagster_storage_on_postgres_when_the_url_is_set(postgres_
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     run_system.write_dagster_yaml(home, None)
     assert (home / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
+
+
+def test_the_database_command_line_works_on_postgres(postgres_url, capsys):
+    assert database.main(["--database", postgres_url]) == 0
+    printed = capsys.readouterr().out
+    assert "messages (0 rows)" in printed and "reports (0 rows)" in printed
+    # The password never reaches the output.
+    assert urlsplit(postgres_url).password not in printed
+    assert database.main(["--database", postgres_url, "add-reporter", "desk"]) == 0
+    key = capsys.readouterr().out.strip().splitlines()[-1]
+    assert PostgresStorage(postgres_url).reporter_keys()[key_hash(key)].name == "desk"
+    assert database.main(["--database", postgres_url, "reporters"]) == 0
+    assert "desk" in capsys.readouterr().out
+    assert database.main(["--database", postgres_url, "revoke-reporter", "desk"]) == 0
+    assert PostgresStorage(postgres_url).reporter_keys() == {}
