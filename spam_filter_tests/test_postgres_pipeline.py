@@ -126,13 +126,6 @@ def test_two_runs_on_two_machines_take_turns_on_the_advisory_lock(pg_env, tmp_pa
         }
         Path(env["DAGSTER_HOME"]).mkdir(parents=True)
         (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-        subprocess.run(
-            [str(BIN / "dagster"), "instance", "migrate"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-        )
         runs.append(env)
     processes = [
         subprocess.Popen(
