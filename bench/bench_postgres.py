@@ -127,8 +127,9 @@ def _serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
         if process.poll() is not None:
             raise SystemExit(f"gunicorn exited; see {log}")
         try:
-            if _post(port, "/api/find_spam", FIND_SPAM_BODY)[0] == 200:
-                return process
+            # Any answer will do: each worker loads the active model, if any, before it serves.
+            _post(port, "/api/find_spam", FIND_SPAM_BODY)
+            return process
         except OSError:
             pass
         time.sleep(0.2)
@@ -245,6 +246,7 @@ def reports_throughput(envs, folder: Path, seconds: float, batch: int, clients: 
     """(2): two API servers, one PostgreSQL, batches of new reports as fast as answered."""
     url = envs["postgres"]["SPAM_FILTER_DATABASE_URL"]
     storage = PostgresStorage(url)
+    storage.create_schema()
     keys = [new_key() for _ in range(8)]
     for index, key in enumerate(keys):
         storage.add_reporter(f"bench reporter {index} {time.time_ns()}", key_hash(key))
@@ -317,6 +319,7 @@ def retrain_reads(envs, folder: Path, messages: int) -> dict:
     sample_data.insert_sample_messages(duck, messages, progress=False)
     print(f"  {messages:,} sample messages into DuckDB in {time.perf_counter() - started:.1f} s")
     postgres = PostgresStorage(url)
+    postgres.create_schema()
     started = time.perf_counter()
     with duck.connection(read_only=True) as conn:
         postgres.append_messages(conn.sql(SELECT_SAMPLE_MESSAGES).to_arrow_reader())

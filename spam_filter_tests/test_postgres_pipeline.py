@@ -19,6 +19,7 @@ from spam_filter.definitions import build_resources
 from spam_filter.reporter_keys import key_hash
 from spam_filter.spam import SpamModel
 from spam_filter.storage.postgres_storage import PostgresStorage
+from spam_filter.storage.records import Report, StorageUnavailable
 from spam_filter_tests.helpers import (
     BIN,
     JOB_COMMAND,
@@ -30,6 +31,7 @@ from spam_filter_tests.helpers import (
     promote_weak_model_in_row,
     wait_for,
 )
+from spam_filter_tests.servers import free_port
 from spam_filter_tests.test_faults_promotion import ROUNDS, JobRunner
 
 
@@ -196,3 +198,13 @@ def test_the_database_command_line_works_on_postgres(postgres_url, capsys):
     assert "desk" in capsys.readouterr().out
     assert database.main(["--database", postgres_url, "revoke-reporter", "desk"]) == 0
     assert PostgresStorage(postgres_url).reporter_keys() == {}
+
+
+def test_an_unreachable_server_stores_nothing_and_says_so(postgres):
+    # A port where nothing listens: the same as a server that is down.
+    unreachable = PostgresStorage(postgres.url.replace(f":{postgres.port}/", f":{free_port()}/"))
+    with pytest.raises(StorageUnavailable) as error:
+        unreachable.record_reports(1, [Report("lost?", True)])
+    assert postgres.password not in str(error.value)
+    with pytest.raises(StorageUnavailable):
+        unreachable.active_model()

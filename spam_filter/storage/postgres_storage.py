@@ -154,6 +154,11 @@ _COPY_TABLES = {
 _IDLE_CONNECTIONS = 4
 # A deadlock between two requests' upserts, or a serialization failure, is retried this often.
 _REPORT_ATTEMPTS = 3
+_RETRYABLE = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.TransactionRollback,
+)
 
 
 def is_postgres_url(location: str) -> bool:
@@ -243,10 +248,15 @@ class PostgresStorage(ApplicationStorage):
         conn = self._take()
         try:
             yield conn
-        except psycopg.OperationalError as error:
-            conn.close()
+        except _RETRYABLE:
+            # A deadlock or serialization failure: the caller may retry on a sound connection.
+            self._give_back(conn)
+            raise
+        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+            # The server went away, restarted, or cancelled a statement past its timeout.
+            self._give_back(conn)
             raise StorageUnavailable(
-                f"lost the connection to {redacted(self.url)}: {_first_line(error)}"
+                f"{redacted(self.url)} did not complete the work: {_first_line(error)}"
             ) from error
         except BaseException:
             self._give_back(conn)
@@ -277,6 +287,7 @@ class PostgresStorage(ApplicationStorage):
         reusable = (
             self.keep_connections
             and not conn.closed
+            and not conn.broken
             and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         )
         if reusable:
@@ -359,7 +370,7 @@ class PostgresStorage(ApplicationStorage):
                     if accepted:
                         conn.execute(BUMP_REPORT_CHANGES, [accepted]).fetchall()
                 return ReportOutcome(accepted, len(rows) - accepted)
-            except (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure):
+            except _RETRYABLE:
                 if attempt == _REPORT_ATTEMPTS - 1:
                     raise StorageUnavailable("reports kept conflicting with others") from None
         raise AssertionError("unreachable")
