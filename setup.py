@@ -34,6 +34,10 @@ setup(
         "pyarrow>=15",
         # Dagster's run, event-log and schedule storage on the same server; 0.29 pairs with 1.13.
         "dagster-postgres>=0.29,<0.30",
+        # dagster-postgres sends `NOTIFY run_events, %(id)s`, which only psycopg2's client-side
+        # binding accepts; SQLAlchemy 2.1 drives postgresql:// URLs with psycopg 3 instead, and
+        # every run then fails on its first event.
+        "sqlalchemy>=2.0,<2.1",
     ],
     extras_require={
         "dev": [

@@ -117,18 +117,28 @@ def test_a_run_killed_at_any_point_of_promotion_leaves_one_loadable_model(pg_env
 
 def test_two_runs_on_two_machines_take_turns_on_the_advisory_lock(pg_env, tmp_path):
     # Two machines share nothing but the server: each has its own warehouse, storage and
-    # Dagster home, so only the advisory lock can make their runs take turns.
+    # Dagster home, so only the advisory lock can make their runs take turns. Their Dagster
+    # homes hold the dagster.yaml `make run` writes, so the runs' history goes to the server too.
+    url = pg_env["SPAM_FILTER_DATABASE_URL"]
     runs = []
     for machine in ("a", "b"):
         env = {
             **os.environ,
             **project_paths(tmp_path / machine),
-            "SPAM_FILTER_DATABASE_URL": pg_env["SPAM_FILTER_DATABASE_URL"],
+            "SPAM_FILTER_DATABASE_URL": url,
             "DAGSTER_HOME": str(tmp_path / machine / "dagster_home"),
         }
         Path(env["DAGSTER_HOME"]).mkdir(parents=True)
-        (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        _run_system().write_dagster_yaml(Path(env["DAGSTER_HOME"]), url)
         runs.append(env)
+    # Dagster's tables are created once, before two processes could race to create them.
+    subprocess.run(
+        [str(BIN / "dagster"), "instance", "migrate"],
+        cwd=PROJECT_ROOT,
+        env=runs[0],
+        check=True,
+        capture_output=True,
+    )
     processes = [
         subprocess.Popen(
             JOB_COMMAND,
@@ -145,10 +155,13 @@ def test_two_runs_on_two_machines_take_turns_on_the_advisory_lock(pg_env, tmp_pa
         output[-3000:] for output in outputs
     )
     assert any("waiting for another run to release the run lock" in out for out in outputs)
-    storage = PostgresStorage(pg_env["SPAM_FILTER_DATABASE_URL"])
+    storage = PostgresStorage(url)
     history = storage.model_history()
     assert len(history) == 2
     assert [r.status for r in history].count("active") == 1
+    with storage.connection(read_only=True) as conn:
+        statuses = conn.execute("SELECT status FROM runs").fetchall()
+    assert statuses == [("SUCCESS",), ("SUCCESS",)]
 
 
 def _run_system() -> ModuleType:
