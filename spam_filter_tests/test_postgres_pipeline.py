@@ -90,6 +90,9 @@ def test_a_run_killed_at_any_point_of_promotion_leaves_one_loadable_model(pg_env
     runner = JobRunner(pg_env)
     try:
         assert runner.run() == {"signal": None, "exit": 0}
+        # Each run takes the run lock and, to promote, the promotion lock: a run that reaches
+        # its crash point shows that the server released both from the run killed before it.
+        # There is no file to clean up, so one run after the last crash checks recovery.
         for _ in range(ROUNDS):
             for point in faults.PROMOTION_POINTS:
                 weak = promote_weak_model_in_row(url)
@@ -107,10 +110,16 @@ def test_a_run_killed_at_any_point_of_promotion_leaves_one_loadable_model(pg_env
                     # Nothing committed: the row and its weights are both absent.
                     assert active == [weak] and new_rows == set()
 
-                promote_weak_model_in_row(url)
-                assert runner.run() == {"signal": None, "exit": 0}
-                active, _ = _state(url)
-                assert len(active) == 1 and _loaded_active(url).vocabulary_size > 0
+        promote_weak_model_in_row(url)
+        assert runner.run() == {"signal": None, "exit": 0}
+        active, _ = _state(url)
+        assert len(active) == 1 and _loaded_active(url).vocabulary_size > 0
+        with PostgresStorage(url).connection(read_only=True) as conn:
+            held = conn.execute(
+                "SELECT count(*) FROM pg_locks JOIN pg_database ON pg_database.oid = database "
+                "WHERE locktype = 'advisory' AND datname = current_database()"
+            )
+            assert held.fetchone() == (0,)
     finally:
         runner.close()
 
