@@ -179,3 +179,15 @@ def test_find_spam_is_unchanged_and_needs_no_key(client):
     response = client.post("/api/find_spam", json={"text": "you are the winner!"})
     assert response.status_code == 200
     assert response.json["is_spam"] is True
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("text", "spam\u0000with a NUL"), ("text", "half a pair \ud800"), ("message_id", "m\u0000")],
+)
+def test_text_a_database_cannot_store_is_refused(client, key, storage, field, value):
+    report = {"text": "a fine text", "is_spam": True, field: value}
+    response = _post(client, key, {"reports": [{"text": "first", "is_spam": True}, report]})
+    assert response.status_code == 400
+    assert "without NUL characters" in response.json["error"]
+    assert _stored(storage) == []

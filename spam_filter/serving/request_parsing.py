@@ -153,4 +153,20 @@ def _report(item: Any, max_text_characters: int, where: str) -> Report:
         not isinstance(message_id, str) or not 1 <= len(message_id) <= 200
     ):
         raise InvalidRequest(f'{where}: "message_id" must be a string of 1 to 200 characters')
+    if not _storable(text) or (message_id is not None and not _storable(message_id)):
+        raise InvalidRequest(
+            f'{where}: "text" and "message_id" must be Unicode text without NUL characters'
+        )
     return Report(text, is_spam, message_id)
+
+
+def _storable(value: str) -> bool:
+    """Whether every backend stores the string as sent: PostgreSQL's text holds no NUL, and no
+    database takes half a surrogate pair (which a JSON escape such as \\ud800 can produce)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
