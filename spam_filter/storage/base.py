@@ -144,6 +144,24 @@ class ApplicationStorage(ABC):
                 crash_point("switch_inserted_new")
             crash_point("switch_committed")
 
+    def reactivate_model(self, path: str, replacing: str | None) -> None:
+        """Make a retired model active again, in one transaction with retiring the current one.
+
+        Raises:
+            ActiveModelChanged: The active model is no longer `replacing`; nothing changed.
+            ValueError: No retired model has that path; nothing changed.
+        """
+        with self.connection() as conn:
+            with in_transaction(conn):
+                current = [p for (p,) in conn.execute(queries.SELECT_ACTIVE_PATHS).fetchall()]
+                if current != ([replacing] if replacing is not None else []):
+                    raise ActiveModelChanged(
+                        f"expected active model {replacing!r}, found {current!r}"
+                    )
+                conn.execute(queries.RETIRE_ACTIVE_MODEL)
+                if not conn.execute(queries.REACTIVATE_MODEL, [path]).fetchall():
+                    raise ValueError(f"no retired model {path!r} to make active again")
+
     def record_rejected_model(self, record: ModelRecord) -> None:
         """Keep a row for a model that was not promoted, so the decision stays visible."""
         with self.transaction() as conn:
