@@ -223,16 +223,21 @@ def _scenario(name, reported, held_out, hostile, args) -> dict:
             corroborated = [(text, True) for text in campaign(60, start=0)]
             for key in honest[:3]:
                 api.report(key, corroborated)
+        first = storage.active_model().path
         _retrain(env, folder)
         trained = _trained(env)
         result["gold"] = _gold(env, trained)
-        result["promoted"] = storage.active_model().path
-        time.sleep(2)  # the API picks up a promotion within its refresh
+        active = storage.active_model()
+        result["promoted"] = active.path != first
+        result["decision"] = active.reason if result["promoted"] else _last_reason(storage)
         texts, labels = zip(*held_out, strict=True)
-        result["held_out"] = _rates(api.verdicts(list(texts)), list(labels))
+        # The model the run trained, promoted or not, and what the API serves after the run.
+        result["held_out"] = _rates([trained.model.is_spam(t) for t in texts], list(labels))
+        time.sleep(2)  # the API picks up a promotion within its refresh
+        result["served"] = _rates(api.verdicts(list(texts)), list(labels))
         if name == "campaign":
             variants = campaign(200, start=HOSTILE_REPORTS + 1000)
-            result["campaign_tpr"] = sum(api.verdicts(variants)) / len(variants)
+            result["campaign_tpr"] = sum(map(trained.model.is_spam, variants)) / len(variants)
         flags = {r.name: r.status for r in storage.reporters()}
         result["attacker_flagged"] = flags["attacker"] == "flagged"
         result["honest_flagged"] = sum(
@@ -247,6 +252,10 @@ def _scenario(name, reported, held_out, hostile, args) -> dict:
         api.stop()
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _last_reason(storage: DuckDBStorage) -> str:
+    return storage.model_history()[0].reason
 
 
 def _sklearn(training: list[tuple[bool, str]], reported, held_out) -> Rates:
@@ -305,18 +314,24 @@ def main() -> int:
         f"out, from {args.messages}\n"
     )
     print(
-        f"{'scenario':<11} {'held-out TPR/FPR':>17} {'gold TPR/FPR':>15} {'attacker flagged':>17} "
-        f"{'honest flagged':>15} {'campaign TPR':>13}  threshold set by"
+        f"{'scenario':<11} {'held-out TPR/FPR':>17} {'gold TPR/FPR':>15} {'served TPR/FPR':>17} "
+        f"{'attacker flagged':>17} {'honest flagged':>15} {'campaign TPR':>13}"
     )
     for r in results:
         print(
             f"{r['name']:<11} {str(r['held_out']):>17} {str(r['gold']):>15} "
+            f"{str(r['served']):>17} "
             f"{str(r['attacker_flagged']) if r['name'] != 'honest' else '-':>17} "
             f"{r['honest_flagged']:>15} "
-            f"{(format(r['campaign_tpr'], '.3f') if 'campaign_tpr' in r else '-'):>13}  "
-            f"{r['threshold']}"
+            f"{(format(r['campaign_tpr'], '.3f') if 'campaign_tpr' in r else '-'):>13}"
         )
     print(f"{'sklearn MNB':<11} {str(sklearn):>17}")
+    print(
+        "\n(held-out and gold: the model each run trained; served: what the API answers after it)"
+    )
+    for r in results:
+        promoted = "promoted" if r["promoted"] else "not promoted"
+        print(f"{r['name']}: {promoted}: {r['decision']}; threshold set by {r['threshold']}")
     honest = baseline["held_out"]
     print("\ngoals:")
     checks = [

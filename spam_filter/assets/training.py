@@ -17,6 +17,12 @@ TOP_WORDS = 15
 
 # The training split is a view, which cannot hold parameters, so the seed and the test share live
 # in a one-row table that both splits read.
+CREATE_REPORTER_AGREEMENT_IF_MISSING = """
+    CREATE TABLE IF NOT EXISTS public.reporter_agreement (
+        reporter_id INTEGER, checked_votes BIGINT, disagreements BIGINT
+    )
+"""
+
 WRITE_SPLIT_SETTINGS = """
     CREATE OR REPLACE TABLE public.spam_split_settings AS
     SELECT $seed::INTEGER AS seed, $test_size::DOUBLE AS test_size
@@ -27,7 +33,7 @@ WRITE_SPLIT_SETTINGS = """
 # only ever judges, so all of it is in the test split.
 CREATE_TRAINING_VIEW = """
     CREATE OR REPLACE VIEW public.spam_training_dataframe AS
-    SELECT spam, body, source, synthetic, reporter_id
+    SELECT spam, body, source, synthetic, reporter_id, capped
     FROM public.spam_dataset, public.spam_split_settings AS split
     WHERE source <> 'gold' AND hash(body, split.seed) % 1000000 >= split.test_size * 1000000
 """
@@ -46,15 +52,19 @@ CREATE_TESTING_TABLE = """
         END AS metric_group,
         reporter_id
     FROM public.spam_dataset, public.spam_split_settings AS split
-    WHERE source = 'gold' OR hash(body, split.seed) % 1000000 < split.test_size * 1000000
-"""
-
-COUNT_TRAINING_MESSAGES = """
-    SELECT count(*) FILTER (WHERE spam), count(*) FROM public.spam_training_dataframe
+    WHERE NOT capped
+        AND (source = 'gold' OR hash(body, split.seed) % 1000000 < split.test_size * 1000000)
 """
 
 COUNT_TESTING_MESSAGES = """
     SELECT count(*) FILTER (WHERE spam), count(*) FROM public.spam_testing_dataframe
+"""
+
+# Reporters whose votes contradict the labels they can be checked against too often.
+DISAGREEING_REPORTERS = """
+    SELECT reporter_id, checked_votes, disagreements
+    FROM public.reporter_agreement
+    WHERE checked_votes >= $min_checked AND disagreements > $max_share * checked_votes
 """
 
 # The gold messages the impact check scores each reporter's effect on; a bounded seeded sample.
@@ -87,6 +97,11 @@ class SpamModelConfig(dg.Config):
     """Share of the users' legitimate training messages the threshold may flag."""
     impact_margin: float = constants.IMPACT_MARGIN
     """Gold error cost a reporter's messages may add before the run leaves them out."""
+    max_disagreement: float = constants.MAX_DISAGREEMENT
+    """Share of a reporter's checkable votes that may contradict the collection's label or the
+    other reporters' majority before the run leaves the reporter out."""
+    min_checked_votes: int = constants.MIN_CHECKED_VOTES
+    """Checkable votes a reporter needs before its disagreement counts."""
 
 
 @dg.multi_asset(
@@ -114,9 +129,10 @@ def spam_model(
     with warehouse.get_connection() as conn:
         _split(conn, config)
         context.log.info("split the dataset; counting words of the training messages")
+        disagreeing = _disagreeing_reporters(conn, config)
         learning.count_training_words(conn, config.report_weight)
-        impacts = _reporter_impacts(conn, config)
-        left_out = [impact.reporter_id for impact in impacts if impact.left_out]
+        impacts = _reporter_impacts(conn, config, frozenset(disagreeing))
+        left_out = sorted({i.reporter_id for i in impacts if i.left_out} | set(disagreeing))
         trained = _train(context, conn, config, left_out)
         test_spam, test_total = conn.execute(COUNT_TESTING_MESSAGES).fetchone()
         previews = {
@@ -124,7 +140,7 @@ def spam_model(
             for name in ("spam_training_dataframe", "spam_testing_dataframe")
         }
         learning.drop_learning_tables(conn)
-    database.storage().record_reporter_impacts(_flags(impacts))
+    database.storage().record_reporter_impacts(_flags(impacts, disagreeing))
     yield dg.Output(trained, "spam_model", metadata=_model_metadata(trained, impacts))
     bag_metadata = {"vocabulary_size": trained.model.vocabulary_size, "alpha": config.alpha}
     yield dg.Output(dict(trained.model.spam_bow), "spam_bag_of_words", metadata=bag_metadata)
@@ -155,14 +171,30 @@ def _split(conn: duckdb.DuckDBPyConnection, config: SpamModelConfig) -> None:
     conn.execute(CREATE_TESTING_TABLE)
 
 
-def _reporter_impacts(
+def _disagreeing_reporters(
     conn: duckdb.DuckDBPyConnection, config: SpamModelConfig
+) -> dict[int, str]:
+    """Reporters whose checkable votes contradict the collection or the majority too often."""
+    conn.execute(CREATE_REPORTER_AGREEMENT_IF_MISSING)
+    rows = conn.execute(
+        DISAGREEING_REPORTERS,
+        {"min_checked": config.min_checked_votes, "max_share": config.max_disagreement},
+    ).fetchall()
+    return {
+        reporter: f"{wrong:,} of its {checked:,} checkable votes contradict the collection's "
+        "labels or the other reporters' majority"
+        for reporter, checked, wrong in rows
+    }
+
+
+def _reporter_impacts(
+    conn: duckdb.DuckDBPyConnection, config: SpamModelConfig, already_left_out: frozenset[int]
 ) -> list[ReporterImpact]:
     """How each reporter's messages change the gold result, at the cost-set threshold."""
     reporters = learning.reporter_counts(conn)
     if not reporters:
         return []
-    everyone, _, _ = learning.class_counts(conn, [])
+    everyone, _, _ = learning.class_counts(conn, [], with_capped=True)
     if not everyone.spam_messages or not everyone.ham_messages:
         return []
     threshold = learning.cost_threshold(
@@ -177,6 +209,7 @@ def _reporter_impacts(
         threshold,
         config.false_positive_cost,
         config.impact_margin,
+        already_left_out,
     )
 
 
@@ -221,15 +254,19 @@ def _train(
     )
 
 
-def _flags(impacts: list[ReporterImpact]) -> dict[int, str | None]:
-    return {
+def _flags(impacts: list[ReporterImpact], disagreeing: dict[int, str]) -> dict[int, str | None]:
+    """Why each checked reporter was left out of this run, or None to clear an older flag."""
+    flags: dict[int, str | None] = {
         impact.reporter_id: (
-            f"left out of a run: its reports added {impact.harm:g} to the gold error cost"
+            f"left out of a run: its reports added {impact.harm:.1f} to the gold error cost"
             if impact.left_out
             else None
         )
         for impact in impacts
     }
+    for reporter, reason in disagreeing.items():
+        flags[reporter] = f"left out of a run: {reason}"
+    return flags
 
 
 def _model_metadata(trained: TrainedModel, impacts: list[ReporterImpact]) -> dict:
