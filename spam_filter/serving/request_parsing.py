@@ -92,3 +92,11 @@ def texts_to_check(payload: dict[str, Any], max_texts: int) -> tuple[list[str], 
     if not 1 <= len(texts) <= max_texts:
         raise InvalidRequest(f'"texts" must hold between 1 and {max_texts} strings')
     return texts, True
+
+
+def explain_requested(payload: dict[str, Any]) -> bool:
+    """Whether a `find_spam` request asks for explanations (`"explain": true`); off by default."""
+    explain = payload.get("explain", False)
+    if not isinstance(explain, bool):
+        raise InvalidRequest('"explain" must be true or false')
+    return explain

@@ -1,16 +1,26 @@
 """The API's routes, and the handlers that make every error a JSON answer."""
 
+from dataclasses import asdict
+
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from spam_filter.serving.model_watcher import current_watcher
-from spam_filter.serving.request_parsing import InvalidRequest, json_object, texts_to_check
+from spam_filter.serving.request_parsing import (
+    InvalidRequest,
+    explain_requested,
+    json_object,
+    texts_to_check,
+)
 
 TRAIN_HINT = (
     "no active model yet: train one with `dagster job execute -m spam_filter.definitions -j "
     "create_spam_model_job` or materialize all assets in the Dagster UI"
 )
+
+# How many tokens an explanation lists: enough to see why, few enough to read.
+EXPLAINED_TOKENS = 10
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
@@ -25,6 +35,7 @@ def find_spam() -> ResponseReturnValue:
     """Tell whether each sent message is spam, using the active model."""
     payload = json_object(request, current_app.config["MAX_CONTENT_LENGTH"])
     texts, batch = texts_to_check(payload, current_app.config["MAX_BATCH_TEXTS"])
+    explain = explain_requested(payload)
     loaded = current_watcher().current()
     if loaded is None:
         return error_answer(TRAIN_HINT, 503)
@@ -32,6 +43,9 @@ def find_spam() -> ResponseReturnValue:
         {"is_spam": spam, "spam_probability": probability}
         for spam, probability in map(loaded.model.verdict, texts)
     ]
+    if explain:
+        for result, text in zip(results, texts, strict=True):
+            result["explanation"] = asdict(loaded.model.explain(text, EXPLAINED_TOKENS))
     if batch:
         return jsonify(success=True, results=results, model=loaded.name)
     return jsonify(success=True, model=loaded.name, **results[0])
