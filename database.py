@@ -7,6 +7,7 @@ only calls them.
 import argparse
 from pathlib import Path
 
+from spam_filter import settings
 from spam_filter.storage.factory import open_storage
 
 
@@ -18,6 +19,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     storage = open_storage(args.database)
     storage.create_schema()
+    renamed = storage.relativize_model_paths(settings.weights_dir())
+    if renamed:
+        print(f"{renamed} weights path(s) rewritten relative to {settings.weights_dir()}")
     print(f"database {storage}\n{storage.describe()}")
 
 

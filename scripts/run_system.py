@@ -17,8 +17,10 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 import sample_data  # noqa: E402
-from spam_filter import settings  # noqa: E402
+from spam_filter import settings, weights  # noqa: E402
 from spam_filter.processes import RETRAIN_JOB_ARGUMENTS, stop_process_groups  # noqa: E402
+from spam_filter.spam import load_model  # noqa: E402
+from spam_filter.storage.base import ApplicationStorage  # noqa: E402
 from spam_filter.storage.factory import open_storage  # noqa: E402
 
 # One retrain at a time: two runs would only take turns on the warehouse file's lock.
@@ -54,14 +56,29 @@ def _dagster_home() -> Path:
     return home
 
 
+def active_model_problem(storage: ApplicationStorage, weights_dir: Path) -> str | None:
+    """Why the API would have no model to serve, or None when the active model loads."""
+    record = storage.active_model()
+    if record is None:
+        return "no active model"
+    try:
+        load_model(weights.resolve(record.path, weights_dir))
+    except Exception as error:
+        return f"the active model {record.path} does not load ({type(error).__name__}: {error})"
+    return None
+
+
 def _bootstrap() -> None:
     storage = open_storage()
     storage.create_schema()
+    weights_dir = settings.weights_dir()
+    if renamed := storage.relativize_model_paths(weights_dir):
+        print(f"{renamed} weights path(s) rewritten relative to {weights_dir}", flush=True)
     if storage.message_count() == 0:
         print("messages is empty: inserting 10,000 sample messages", flush=True)
         sample_data.insert_sample_messages(storage, 10_000)
-    if storage.active_model() is None:
-        print("no active model: running create_spam_model_job once", flush=True)
+    if problem := active_model_problem(storage, weights_dir):
+        print(f"{problem}: running create_spam_model_job once", flush=True)
         subprocess.run(
             [BIN / "dagster", *RETRAIN_JOB_ARGUMENTS],
             cwd=PROJECT_ROOT,

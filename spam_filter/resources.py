@@ -38,15 +38,22 @@ class ModelStorage(dg.ConfigurableResource):
         return weights.exclusive(self.weights_dir, self.lock_timeout_seconds, on_wait)
 
     def save(self, model: SpamModel) -> str:
-        """Write the weights under a new unique name, atomically, and return the file's path.
+        """Write the weights under a new unique name, atomically, and return that name.
 
-        The file stays marked pending until `settle`, so a crash before then leaves it to cleanup.
+        The name is what `models.path` records: relative to the weights folder, so the project
+        can move. The file stays marked pending until `settle`, so a crash before then leaves it
+        to cleanup.
         """
-        return str(weights.write(model.to_weights(), self.weights_dir))
+        return weights.write(model.to_weights(), self.weights_dir).name
 
-    def settle(self, path: str) -> None:
+    def settle(self, name: str) -> None:
         """The file's row is committed, or the file deleted: it is no longer cleanup's concern."""
-        weights.settle(path)
+        weights.settle(weights.resolve(name, self.weights_dir))
+
+    def discard(self, name: str) -> None:
+        """Delete a file that `save` wrote and no row will name."""
+        weights.resolve(name, self.weights_dir).unlink()
+        self.settle(name)
 
     def load(self, path: str) -> SpamModel:
         """Read a recorded weights file; raises OSError or ValueError when it is missing, malformed

@@ -12,9 +12,10 @@ from pathlib import Path
 import dagster as dg
 
 import sample_data
-from spam_filter import checks
+from spam_filter import checks, settings, weights
 from spam_filter.assets import deployment, ingestion, training
 from spam_filter.processes import RETRAIN_JOB_ARGUMENTS
+from spam_filter.spam import SpamModel, load_model
 from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter.storage.records import ModelRecord
 
@@ -59,20 +60,25 @@ def active_model(path: str) -> ModelRecord | None:
 
 
 def copy_trained_state(trained_state: dict[str, str], database_path: str, weights_dir: str) -> Path:
-    """Copy the trained database and its model file; the copy's row points at the copied file.
+    """Copy the trained database and its model file; returns the copied file.
 
-    The API refuses weights outside its own weights folder, so the row must be rewritten too.
+    Rows name weights files relative to the weights folder, so the copy's row names the copy.
     """
     shutil.copyfile(trained_state["database"], database_path)
     Path(weights_dir).mkdir(parents=True, exist_ok=True)
     model_path = Path(weights_dir) / Path(trained_state["model_path"]).name
     shutil.copyfile(trained_state["model_path"], model_path)
-    with DuckDBStorage(database_path).connection() as conn:
-        conn.execute(
-            "UPDATE models SET path = ? WHERE path = ?",
-            [str(model_path), trained_state["model_path"]],
-        )
     return model_path
+
+
+def recorded_file(path: str) -> Path:
+    """The file a `models.path` value names, in the configured weights folder."""
+    return weights.resolve(path, settings.weights_dir())
+
+
+def load_recorded(path: str) -> SpamModel:
+    """The model a `models.path` value names, in the configured weights folder."""
+    return load_model(recorded_file(path))
 
 
 def wait_for(

@@ -446,7 +446,7 @@ def test_bad_weights_keep_the_last_good_model(
 
     # Once the promoted file is readable, it is served and health recovers.
     good = ModelStorage(weights_dir=str(bad_path.parent)).save(_inverted_model())
-    Path(good).replace(bad_path)
+    (bad_path.parent / good).replace(bad_path)
     assert wait_for(lambda: _check(client)["model"] == bad_path.name)
     assert _check(client)["is_spam"] is False
     assert wait_for(lambda: _health(client)["status"] == "ok")

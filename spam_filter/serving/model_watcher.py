@@ -19,8 +19,11 @@ from spam_filter import weights
 from spam_filter.spam import SpamModel, load_model
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.factory import open_storage
+from spam_filter.storage.records import ModelRecord
 
 EXTENSION_KEY = "model_watcher"
+# The watcher's problem before the first promotion: nothing is wrong but the missing training.
+NO_ACTIVE_MODEL = "no active model recorded in the database yet"
 
 
 @dataclass(frozen=True)
@@ -86,22 +89,34 @@ class ActiveModelWatcher:
             self.last_checked_at = datetime.now(UTC)
             return
         checked_at = time.monotonic()
+        # Keep serving the last good model whatever goes wrong.
         try:
             record = self.storage.active_model()
+        except Exception as error:
+            self._report(f"cannot refresh the model: {_reason(error)}")
+        else:
             if record is None:
-                self._report("no active model recorded in the database yet")
+                self._report(NO_ACTIVE_MODEL)
             elif self.loaded is None or record.path != self.loaded.path:
-                # The row is not trusted to point outside the weights folder.
-                model = load_model(weights.resolve(record.path, self.weights_dir))
-                self.loaded = LoadedModel(model, record.path, datetime.now(UTC))
-                self.logger.info("serving model %s", record.path)
-                self._report(None)
+                self._load(record)
             else:
                 self._report(None)
-        except Exception as error:  # keep serving the last good model whatever went wrong
-            self._report(f"cannot refresh the model: {type(error).__name__}: {error}")
         self._verified = (marker, checked_at) if self.problem is None else None
         self.last_checked_at = datetime.now(UTC)
+
+    def _load(self, record: ModelRecord) -> None:
+        try:
+            # The row is not trusted to point outside the weights folder.
+            model = load_model(weights.resolve(record.path, self.weights_dir))
+        except Exception as error:
+            self._report(
+                f"cannot refresh the model: the active model {record.path!r} does not load "
+                f"from {self.weights_dir}: {_reason(error)}"
+            )
+            return
+        self.loaded = LoadedModel(model, record.path, datetime.now(UTC))
+        self.logger.info("serving model %s", record.path)
+        self._report(None)
 
     def _report(self, problem: str | None) -> None:
         if problem == self.problem:
@@ -158,6 +173,10 @@ class ActiveModelWatcher:
             "degraded": degraded,
             "problem": self.problem,
         }
+
+
+def _reason(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def init_app(app: Flask) -> None:

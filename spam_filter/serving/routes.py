@@ -6,7 +6,7 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from spam_filter.serving.model_watcher import current_watcher
+from spam_filter.serving.model_watcher import NO_ACTIVE_MODEL, current_watcher
 from spam_filter.serving.request_parsing import (
     InvalidRequest,
     explain_requested,
@@ -36,9 +36,10 @@ def find_spam() -> ResponseReturnValue:
     payload = json_object(request, current_app.config["MAX_CONTENT_LENGTH"])
     texts, batch = texts_to_check(payload, current_app.config["MAX_BATCH_TEXTS"])
     explain = explain_requested(payload)
-    loaded = current_watcher().current()
+    watcher = current_watcher()
+    loaded = watcher.current()
     if loaded is None:
-        return error_answer(TRAIN_HINT, 503)
+        return error_answer(no_model_message(watcher.problem), 503)
     results = [
         {"is_spam": spam, "spam_probability": probability}
         for spam, probability in map(loaded.model.verdict, texts)
@@ -49,6 +50,13 @@ def find_spam() -> ResponseReturnValue:
     if batch:
         return jsonify(success=True, results=results, model=loaded.name)
     return jsonify(success=True, model=loaded.name, **results[0])
+
+
+def no_model_message(problem: str | None) -> str:
+    """Why no model answers: none trained yet (how to train one), or what stops the recorded one."""
+    if problem is None or problem == NO_ACTIVE_MODEL:
+        return TRAIN_HINT
+    return f"no model can be served: {problem}"
 
 
 @blueprint.get("/health", provide_automatic_options=False)
