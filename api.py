@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask
 
 from spam_filter import settings
-from spam_filter.serving import model_watcher, routes
+from spam_filter.serving import metrics, model_watcher, routes
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -23,6 +23,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.logger.setLevel(logging.INFO)
     model_watcher.init_app(app)
     app.register_blueprint(routes.blueprint)
+    metrics.init_app(app)
     return app
 
 

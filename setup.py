@@ -22,6 +22,9 @@ setup(
         "flask>=3,<4",
         # The production WSGI server for the API.
         "gunicorn>=23,<28",
+        # The API's /metrics in Prometheus' text format; its multiprocess mode sums gunicorn's
+        # workers (0.17 added the live-most-recent gauge mode used for the model's age).
+        "prometheus-client>=0.17,<1",
         # Markdown tables in asset metadata (pandas.DataFrame.to_markdown).
         "tabulate>=0.9",
         # Progress bars for sample_data.py.

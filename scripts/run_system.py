@@ -18,7 +18,11 @@ sys.path.insert(0, str(PROJECT_ROOT))
 
 import sample_data  # noqa: E402
 from spam_filter import settings, weights  # noqa: E402
-from spam_filter.processes import RETRAIN_JOB_ARGUMENTS, stop_process_groups  # noqa: E402
+from spam_filter.processes import (  # noqa: E402
+    RETRAIN_JOB_ARGUMENTS,
+    gunicorn_command,
+    stop_process_groups,
+)
 from spam_filter.spam import load_model  # noqa: E402
 from spam_filter.storage.base import ApplicationStorage  # noqa: E402
 from spam_filter.storage.factory import open_storage  # noqa: E402
@@ -98,7 +102,7 @@ def ui_host(environ: Mapping[str, str] = os.environ) -> str:
 
 def api_command(bind: str, workers: str) -> list[str]:
     """The gunicorn command line that serves the API on `bind`."""
-    return [str(BIN / "gunicorn"), "--workers", workers, "--bind", bind, "api:create_app()"]
+    return gunicorn_command(bind, workers)
 
 
 def _start(command: list[str]) -> subprocess.Popen:

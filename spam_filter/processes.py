@@ -1,10 +1,27 @@
-"""Stopping services as process groups, for the run command, the tests and the benchmarks."""
+"""Starting the API's server and stopping services as process groups, for the run command, the
+tests and the benchmarks."""
 
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterable
+
+# gunicorn's settings for the API: the workers' metric files, no control socket.
+GUNICORN_CONFIG = "python:spam_filter.serving.gunicorn_config"
+
+
+def gunicorn_command(bind: str, workers: int | str, app: str = "api:create_app()") -> list[str]:
+    """The command line that serves `app` with gunicorn on `bind`, with the API's settings.
+
+    The bind always goes on the command line: without it, gunicorn binds 0.0.0.0 when the
+    environment has a PORT variable.
+    """
+    return [
+        *(sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONFIG),
+        *("--workers", str(workers), "--bind", bind, app),
+    ]
 
 
 def stop_process_groups(

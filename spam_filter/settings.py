@@ -53,4 +53,8 @@ def api_config() -> dict[str, Any]:
         ),
         "MAX_CONTENT_LENGTH": int(os.environ.get("SPAM_FILTER_MAX_BODY_BYTES", str(64 * 1024))),
         "MAX_BATCH_TEXTS": int(os.environ.get("SPAM_FILTER_MAX_BATCH_TEXTS", "1000")),
+        # Off only to measure what counting costs.
+        "METRICS": os.environ.get("SPAM_FILTER_METRICS", "on") != "off",
+        # Set (by the gunicorn config) when several workers' metrics are added up from files.
+        "PROMETHEUS_MULTIPROC_DIR": os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     }

@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from spam_filter.processes import stop_process_group
+from spam_filter.processes import gunicorn_command, stop_process_group
 from spam_filter_tests.helpers import PROJECT_ROOT, copy_trained_state
 
 WORKERS = 2
@@ -120,8 +119,7 @@ class Server:
         """Start gunicorn (appending to the log) and return once it answers health with a 200."""
         with self.log.open("a") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "--workers", str(self.workers)]
-                + ["--bind", f"127.0.0.1:{self.port}", "api:create_app()"],
+                gunicorn_command(f"127.0.0.1:{self.port}", self.workers),
                 cwd=PROJECT_ROOT,
                 env=self.env,
                 stdout=log_file,

@@ -16,6 +16,7 @@ from typing import Any
 from flask import Flask, current_app
 
 from spam_filter import weights
+from spam_filter.serving import metrics
 from spam_filter.spam import SpamModel, load_model
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.factory import open_storage
@@ -33,6 +34,8 @@ class LoadedModel:
     model: SpamModel
     path: str
     loaded_at: datetime
+    # When the model was promoted (its `models.created_at`), if known.
+    promoted_at: datetime | None = None
     # Every answer carries the name: derive it once, not per request.
     name: str = field(init=False)
 
@@ -101,6 +104,8 @@ class ActiveModelWatcher:
                 self._load(record)
             else:
                 self._report(None)
+        if self.problem is not None and self.problem != NO_ACTIVE_MODEL:
+            metrics.MODEL_REFRESH_FAILURES.inc()
         self._verified = (marker, checked_at) if self.problem is None else None
         self.last_checked_at = datetime.now(UTC)
 
@@ -114,7 +119,9 @@ class ActiveModelWatcher:
                 f"from {self.weights_dir}: {_reason(error)}"
             )
             return
-        self.loaded = LoadedModel(model, record.path, datetime.now(UTC))
+        previous = self.model_name
+        self.loaded = LoadedModel(model, record.path, datetime.now(UTC), record.created_at)
+        metrics.model_served(previous, self.loaded.name, record.created_at)
         self.logger.info("serving model %s", record.path)
         self._report(None)
 

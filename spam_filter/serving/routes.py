@@ -6,6 +6,7 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from spam_filter.serving import metrics
 from spam_filter.serving.model_watcher import NO_ACTIVE_MODEL, current_watcher
 from spam_filter.serving.request_parsing import (
     InvalidRequest,
@@ -44,6 +45,7 @@ def find_spam() -> ResponseReturnValue:
         {"is_spam": spam, "spam_probability": probability}
         for spam, probability in map(loaded.model.verdict, texts)
     ]
+    metrics.count_verdicts(sum(result["is_spam"] for result in results), len(results))
     if explain:
         for result, text in zip(results, texts, strict=True):
             result["explanation"] = asdict(loaded.model.explain(text, EXPLAINED_TOKENS))

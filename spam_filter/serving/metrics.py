@@ -1,0 +1,128 @@
+"""The API's Prometheus metrics: requests, latency, verdicts, reports and the model served.
+
+Under gunicorn each worker writes its values to files in `PROMETHEUS_MULTIPROC_DIR`, which
+`spam_filter.serving.gunicorn_config` prepares before any worker starts (prometheus-client picks
+its storage when first imported), and GET /metrics adds up every worker's files. Without that
+variable (the development server, tests) /metrics shows the process's own values.
+"""
+
+import time
+from datetime import datetime
+
+from flask import Blueprint, Flask, Response, current_app, g, request
+from flask.typing import ResponseReturnValue
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+EXTENSION_KEY = "metrics"
+# Answers take about a millisecond; the buckets resolve that and show the slow tail.
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+REQUESTS = Counter(
+    "spam_filter_requests",
+    "HTTP requests answered, by endpoint and status.",
+    ["endpoint", "status"],
+)
+LATENCY = Histogram(
+    "spam_filter_request_duration_seconds",
+    "Time from routing a request to its answer, by endpoint.",
+    ["endpoint"],
+    buckets=LATENCY_BUCKETS,
+)
+VERDICTS = Counter("spam_filter_verdicts", "Messages checked, by verdict.", ["verdict"])
+# Counted by the reports endpoint: "accepted", or "refused" when a report is turned down.
+REPORTS = Counter("spam_filter_reports", "User reports of spam, by outcome.", ["outcome"])
+MODEL_SERVED = Gauge(
+    "spam_filter_model_served",
+    "1 for the weights file a worker serves, 0 for one it served before.",
+    ["model"],
+    multiprocess_mode="livemax",
+)
+MODEL_AGE = Gauge(
+    "spam_filter_model_age_seconds",
+    "Seconds since the served model was promoted, as of the scrape.",
+    multiprocess_mode="livemostrecent",
+)
+MODEL_REFRESH_FAILURES = Counter(
+    "spam_filter_model_refresh_failures",
+    "Checks for a newly promoted model that failed: database unreadable, weights file refused.",
+)
+for _verdict in ("spam", "not_spam"):
+    VERDICTS.labels(_verdict)
+for _outcome in ("accepted", "refused"):
+    REPORTS.labels(_outcome)
+
+# When the model this process serves was promoted (a Unix time), for its age at each scrape.
+_served_model: dict[str, float] = {}
+
+blueprint = Blueprint("metrics", __name__)
+
+
+def init_app(app: Flask) -> None:
+    """Count `app`'s requests and serve GET /metrics, unless the METRICS setting is off."""
+    if not app.config["METRICS"]:
+        return
+    app.extensions[EXTENSION_KEY] = app.config["PROMETHEUS_MULTIPROC_DIR"]
+    app.before_request(_start_timer)
+    app.after_request(_count_request)
+    app.register_blueprint(blueprint)
+
+
+@blueprint.get("/metrics", provide_automatic_options=False)
+def metrics_page() -> ResponseReturnValue:
+    """Every metric in Prometheus' text format, added up over the server's workers."""
+    promoted_at = _served_model.get("promoted_at")
+    if promoted_at is not None:
+        MODEL_AGE.set(max(time.time() - promoted_at, 0.0))
+    folder = current_app.extensions[EXTENSION_KEY]
+    registry = REGISTRY
+    if folder:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=folder)
+    return Response(generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def count_verdicts(spam: int, total: int) -> None:
+    """Count the verdicts of one answer, when the app counts anything."""
+    if EXTENSION_KEY in current_app.extensions:
+        if spam:
+            VERDICTS.labels("spam").inc(spam)
+        if total > spam:
+            VERDICTS.labels("not_spam").inc(total - spam)
+
+
+def model_served(previous: str | None, name: str, promoted_at: datetime | None) -> None:
+    """Record that this process now serves the weights file `name` instead of `previous`.
+
+    A naive `promoted_at` is local time, as DuckDB's `current_timestamp` stores it.
+    """
+    if previous is not None and previous != name:
+        MODEL_SERVED.labels(previous).set(0)
+    MODEL_SERVED.labels(name).set(1)
+    if promoted_at is None:
+        _served_model.pop("promoted_at", None)
+    else:
+        _served_model["promoted_at"] = promoted_at.timestamp()
+
+
+def _start_timer() -> None:
+    g.metrics_started = time.perf_counter()
+
+
+def _count_request(response: Response) -> Response:
+    rule = request.url_rule
+    # Unrouted paths share one label: a label per path sent would grow without bound.
+    endpoint = rule.rule if rule is not None else "unmatched"
+    REQUESTS.labels(endpoint, str(response.status_code)).inc()
+    started = g.get("metrics_started")
+    if started is not None:
+        LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+    return response
