@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test bench
+.PHONY: install run retrain test bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(INSTALLED)
 
 run: install
 	$(BIN)/python scripts/run_system.py
+
+# One retrain, recorded in the Dagster instance the UI of `make run` shows (DAGSTER_HOME).
+retrain: install
+	$(BIN)/python scripts/run_system.py retrain
 
 test: install
 	$(BIN)/ruff check .

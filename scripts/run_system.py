@@ -2,9 +2,11 @@
 API (gunicorn) and the Dagster UI with its schedule daemon until Ctrl-C stops both.
 
 Run through `make run`, which creates the virtual environment first. Running it again reuses the
-database, the messages and the active model that exist.
+database, the messages and the active model that exist. `make retrain` runs it as
+`run_system.py retrain`: the retraining job once, into the Dagster instance the UI shows.
 """
 
+import argparse
 import os
 import signal
 import socket
@@ -246,13 +248,29 @@ def serve() -> int:
         _stop(running)
 
 
-def main() -> int:
+def retrain() -> int:
+    """Run `create_spam_model_job` once, recorded in the Dagster instance the UI shows."""
+    home = _dagster_home()
+    print(f"retraining; the run is recorded in DAGSTER_HOME={home}, as the UI shows", flush=True)
+    return subprocess.run([BIN / "dagster", *RETRAIN_JOB_ARGUMENTS], cwd=PROJECT_ROOT).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["serve", "retrain"],
+        default="serve",
+        help="serve (the default): bootstrap and serve both; retrain: run the job once",
+    )
+    args = parser.parse_args(argv)
     # Handle Ctrl-C and SIGTERM here even when started with them ignored (as background jobs of a
     # non-interactive shell are): the services then start with default handling, as exec resets
     # caught signals but keeps ignored ones, and `dagster dev` would otherwise never stop.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    return serve()
+    return retrain() if args.command == "retrain" else serve()
 
 
 if __name__ == "__main__":
