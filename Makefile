@@ -12,18 +12,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstall only when the dependency lists change. The pip that comes with the venv installs all of
-# it: upgrading pip first costs every fresh machine seconds and changes nothing installed. Python
-# compiles a module when it is first imported; compiling every file of every package at install
-# time (pip's default) took longer than the whole first start imports.
-PIP_INSTALL := $(BIN)/python -m pip install --quiet --no-compile
-
+# it: upgrading pip first costs every fresh machine seconds and changes nothing installed.
 $(INSTALLED): setup.py pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) -e .
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(INSTALLED)
 
 # The dev extra includes the project, so one pip call serves both stamps.
 $(DEV_INSTALLED): setup.py pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $(INSTALLED) $(DEV_INSTALLED)
 
 install: $(INSTALLED)
