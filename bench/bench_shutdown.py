@@ -4,8 +4,9 @@ Starts `scripts/run_system.py` of a checkout (this one by default) on state in a
 waits until the API and the Dagster UI answer, sends SIGINT as Ctrl-C does, and prints when the run
 command exited and when the last process of either service's process group was gone. Run:
 
-    python bench/bench_shutdown.py [--checkout DIR] [--rounds 3]
+    python bench/bench_shutdown.py [--checkout DIR] [--rounds 3] [--early SECONDS]
 
+With `--early`, Ctrl-C comes that long after the API answers, while the UI may still be starting.
 The first round trains a model (the run command's bootstrap); later rounds reuse it.
 """
 
@@ -63,7 +64,9 @@ def _group_members(groups: set[int]) -> list[tuple[int, str]]:
     return members
 
 
-def _round(checkout: Path, env: dict[str, str], api_port: int, ui_port: int, log: Path) -> str:
+def _round(
+    checkout: Path, env: dict[str, str], api_port: int, ui_port: int, log: Path, early: float | None
+) -> str:
     python = checkout / ".venv" / "bin" / "python"
     with log.open("a") as log_file:
         started = time.monotonic()
@@ -77,14 +80,17 @@ def _round(checkout: Path, env: dict[str, str], api_port: int, ui_port: int, log
         )
         try:
             deadline = time.monotonic() + 600
-            while not (_answers(api_port, "/api/health") and _answers(ui_port, "/server_info")):
+            while not (
+                _answers(api_port, "/api/health")
+                and (early is not None or _answers(ui_port, "/server_info"))
+            ):
                 if process.poll() is not None or time.monotonic() > deadline:
                     raise SystemExit(f"the run command did not come up; see {log}")
-                time.sleep(0.5)
+                time.sleep(0.2)
             ready = time.monotonic() - started
             # Let the schedule daemon and the code server finish starting, as they have by the
-            # time a person presses Ctrl-C.
-            time.sleep(5)
+            # time a person presses Ctrl-C, unless the interrupt is to come early.
+            time.sleep(5 if early is None else early)
             groups = set(_children(process.pid))
             interrupted = time.monotonic()
             process.send_signal(signal.SIGINT)
@@ -118,6 +124,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkout", type=Path, default=PROJECT_ROOT, help="project to run")
     parser.add_argument("--rounds", type=int, default=3, help="start-and-stop rounds (3)")
+    parser.add_argument(
+        "--early", type=float, help="interrupt this many seconds after the API answers"
+    )
     args = parser.parse_args()
     checkout = args.checkout.resolve()
     folder = Path(tempfile.mkdtemp(prefix="spam_filter_shutdown_"))
@@ -135,7 +144,8 @@ def main() -> int:
     print(f"run command of {checkout}; log in {folder / 'run.log'}")
     try:
         for number in range(1, args.rounds + 1):
-            print(f"round {number}: {_round(checkout, env, api_port, ui_port, folder / 'run.log')}")
+            outcome = _round(checkout, env, api_port, ui_port, folder / "run.log", args.early)
+            print(f"round {number}: {outcome}", flush=True)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return 0
