@@ -191,7 +191,7 @@ def _cpu_seconds(processes: list[psutil.Process]) -> float:
 
 
 def _wrk(port: int, args: argparse.Namespace, script: Path, seconds: float) -> Result:
-    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds}s"]
+    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s"]
     command += ["--timeout", "5s", "-s", str(script), f"http://127.0.0.1:{port}/api/find_spam"]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     line = next(line for line in output.splitlines() if line.startswith("BENCH "))

@@ -6,6 +6,7 @@ its storage when first imported), and GET /metrics adds up every worker's files.
 variable (the development server, tests) /metrics shows the process's own values.
 """
 
+import functools
 import time
 from datetime import datetime
 
@@ -55,8 +56,9 @@ MODEL_REFRESH_FAILURES = Counter(
     "spam_filter_model_refresh_failures",
     "Checks for a newly promoted model that failed: database unreadable, weights file refused.",
 )
-for _verdict in ("spam", "not_spam"):
-    VERDICTS.labels(_verdict)
+# Looked up once: `labels()` costs as much as the increment itself.
+_SPAM = VERDICTS.labels("spam")
+_NOT_SPAM = VERDICTS.labels("not_spam")
 for _outcome in ("accepted", "refused"):
     REPORTS.labels(_outcome)
 
@@ -94,9 +96,9 @@ def count_verdicts(spam: int, total: int) -> None:
     """Count the verdicts of one answer, when the app counts anything."""
     if EXTENSION_KEY in current_app.extensions:
         if spam:
-            VERDICTS.labels("spam").inc(spam)
+            _SPAM.inc(spam)
         if total > spam:
-            VERDICTS.labels("not_spam").inc(total - spam)
+            _NOT_SPAM.inc(total - spam)
 
 
 def model_served(previous: str | None, name: str, promoted_at: datetime | None) -> None:
@@ -121,8 +123,15 @@ def _count_request(response: Response) -> Response:
     rule = request.url_rule
     # Unrouted paths share one label: a label per path sent would grow without bound.
     endpoint = rule.rule if rule is not None else "unmatched"
-    REQUESTS.labels(endpoint, str(response.status_code)).inc()
+    requests, latency = _request_metrics(endpoint, response.status_code)
+    requests.inc()
     started = g.get("metrics_started")
     if started is not None:
-        LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+        latency.observe(time.perf_counter() - started)
     return response
+
+
+@functools.cache
+def _request_metrics(endpoint: str, status: int) -> tuple[Counter, Histogram]:
+    """The counter and the histogram of one endpoint and status, looked up once per process."""
+    return REQUESTS.labels(endpoint, str(status)), LATENCY.labels(endpoint)
