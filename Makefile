@@ -8,11 +8,13 @@ DEV_INSTALLED := $(VENV)/.dev-installed
 
 .PHONY: install install-dev run retrain test bench
 
+# A current pip, once per venv: the one Python 3.11 comes with takes far longer to install these
+# packages than a current one does, upgrade included (README, "First start").
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
 
-# Reinstall only when the dependency lists change. The pip that comes with the venv installs all of
-# it: upgrading pip first costs every fresh machine seconds and changes nothing installed.
+# Reinstall only when the dependency lists change.
 $(INSTALLED): setup.py pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e .
 	touch $(INSTALLED)
