@@ -16,8 +16,8 @@ from spam_filter.serving.request_parsing import (
 )
 
 TRAIN_HINT = (
-    "no active model yet: train one with `dagster job execute -m spam_filter.definitions -j "
-    "create_spam_model_job` or materialize all assets in the Dagster UI"
+    "no active model yet: train one with `make retrain` (which runs `dagster job execute -m "
+    "spam_filter.definitions -j create_spam_model_job`) or materialize all assets in the Dagster UI"
 )
 
 # How many tokens an explanation lists: enough to see why, few enough to read.
