@@ -24,6 +24,7 @@ import sample_data  # noqa: E402
 from spam_filter import settings, weights  # noqa: E402
 from spam_filter.processes import (  # noqa: E402
     RETRAIN_JOB_ARGUMENTS,
+    group_alive,
     gunicorn_command,
     stop_process_groups,
 )
@@ -194,11 +195,13 @@ def _stop(running: dict[Service, subprocess.Popen]) -> None:
                 f"{service.name} was still up {STOP_TIMEOUT_SECONDS:g} s after SIGTERM: killed",
                 file=sys.stderr,
             )
+    elapsed = time.monotonic() - started
+    left = [service.name for service, process in running.items() if group_alive(process.pid)]
+    if left:
+        print(f"{' and '.join(left)} still has processes after SIGKILL", file=sys.stderr)
+        return
     names = " and ".join(service.name for service in running)
-    print(
-        f"stopped {names}: no process of either is left ({time.monotonic() - started:.1f} s)",
-        flush=True,
-    )
+    print(f"stopped {names}: no process of either is left ({elapsed:.1f} s)", flush=True)
 
 
 def serve() -> int:

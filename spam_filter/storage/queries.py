@@ -36,8 +36,8 @@ SELECT_ACTIVE_PATHS = "SELECT path FROM models WHERE status = 'active'"
 
 SELECT_RECORDED_PATHS = "SELECT DISTINCT path FROM models WHERE path IS NOT NULL"
 
-# Absolute paths: rows name their weights file relative to the weights folder, except rows
-# written before that rule, which `relativize_model_paths` rewrites.
+# Rows name their weights file relative to the weights folder; `relativize_model_paths` finds the
+# absolute paths a database may still hold.
 SELECT_ABSOLUTE_MODEL_PATHS = """
     SELECT path FROM models WHERE path LIKE '/%'
     UNION
