@@ -94,6 +94,8 @@ def server_env(tmp_path: Path, trained_state: dict[str, str], **overrides: str) 
         "SPAM_FILTER_STORAGE_DIR": str(tmp_path / "storage"),
         "SPAM_FILTER_MODEL_REFRESH_SECONDS": str(REFRESH_SECONDS),
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        # In the test's folder: a server killed with SIGKILL cannot remove a folder it made.
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
         **overrides,
     }
     Path(env["DAGSTER_HOME"]).mkdir(exist_ok=True)

@@ -121,7 +121,8 @@ def _scrape_server(port: int) -> Samples:
 def test_metrics_add_up_over_the_workers_of_a_real_gunicorn(
     tmp_path: Path, trained_state: dict[str, str]
 ) -> None:
-    with running_server(tmp_path, trained_state) as server:
+    # Without the variable, as `make run` starts it: the server makes the folder and removes it.
+    with running_server(tmp_path, trained_state, PROMETHEUS_MULTIPROC_DIR="") as server:
         workers = server.wait_workers()
         log = server.log.read_text()
         folder = Path(re.search(r"metrics of the workers in (\S+)", log).group(1))

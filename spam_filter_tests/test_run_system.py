@@ -43,6 +43,7 @@ def _environment(tmp_path: Path, api_port: int, ui_port: int) -> dict[str, str]:
         **os.environ,
         **project_paths(tmp_path),
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
         "SPAM_FILTER_API_BIND": f"127.0.0.1:{api_port}",
         "SPAM_FILTER_UI_PORT": str(ui_port),
     }
