@@ -1,5 +1,6 @@
 """What tests share beyond fixtures: paths, data set-up, waiting, and a second writing process."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -8,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import dagster as dg
 
@@ -79,6 +81,16 @@ def recorded_file(path: str) -> Path:
 def load_recorded(path: str) -> SpamModel:
     """The model a `models.path` value names, in the configured weights folder."""
     return load_model(recorded_file(path))
+
+
+def load_run_system() -> ModuleType:
+    """scripts/run_system.py as a module: a script, not part of the package."""
+    spec = importlib.util.spec_from_file_location(
+        "run_system", PROJECT_ROOT / "scripts" / "run_system.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def wait_for(

@@ -4,11 +4,9 @@
 folder are rewritten to names by `python database.py` and `make run`.
 """
 
-import importlib.util
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from flask import Flask
@@ -17,7 +15,7 @@ import database
 from spam_filter.serving.routes import TRAIN_HINT
 from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter.storage.records import ModelRecord
-from spam_filter_tests.helpers import PROJECT_ROOT, copy_trained_state
+from spam_filter_tests.helpers import copy_trained_state, load_run_system
 
 URL = "/api/find_spam"
 SPAM = "you are the winner!"
@@ -125,19 +123,10 @@ def test_a_project_moved_after_database_py_serves_its_model(
     assert body["model"] == old_project["model"]
 
 
-def _run_system() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "run_system", PROJECT_ROOT / "scripts" / "run_system.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_make_run_retrains_when_the_active_model_does_not_load(
     trained_db: str, project_env: dict[str, str]
 ):
-    run_system = _run_system()
+    run_system = load_run_system()
     storage = DuckDBStorage(trained_db)
     weights_dir = Path(project_env["SPAM_FILTER_WEIGHTS_DIR"])
     assert run_system.active_model_problem(storage, weights_dir) is None
@@ -151,7 +140,7 @@ def test_make_run_retrains_when_the_active_model_does_not_load(
 
 
 def test_make_run_trains_when_no_model_is_active(app_db: str, project_env: dict[str, str]):
-    problem = _run_system().active_model_problem(
+    problem = load_run_system().active_model_problem(
         DuckDBStorage(app_db), Path(project_env["SPAM_FILTER_WEIGHTS_DIR"])
     )
     assert problem == "no active model"

@@ -1,6 +1,5 @@
 """The run command (`make run`): taken ports, a service that dies, and stopping every process."""
 
-import importlib.util
 import os
 import signal
 import socket
@@ -10,23 +9,21 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 
 import psutil
 import pytest
 
 from spam_filter.processes import group_alive, stop_process_group
-from spam_filter_tests.helpers import PROJECT_ROOT, copy_trained_state, project_paths, wait_for
+from spam_filter_tests.helpers import (
+    PROJECT_ROOT,
+    copy_trained_state,
+    load_run_system,
+    project_paths,
+    wait_for,
+)
 from spam_filter_tests.servers import free_port, request, send
 
 RUN_SYSTEM = PROJECT_ROOT / "scripts" / "run_system.py"
-
-
-def _run_system() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("run_system", RUN_SYSTEM)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @contextmanager
@@ -82,7 +79,7 @@ def test_a_taken_port_is_named_before_anything_starts(
 
 
 def test_a_port_held_on_every_interface_is_taken_for_loopback_too() -> None:
-    run_system = _run_system()
+    run_system = load_run_system()
     with _listening("0.0.0.0") as port:
         api, ui = run_system.services(
             {"SPAM_FILTER_API_BIND": f"127.0.0.1:{port}", "SPAM_FILTER_UI_PORT": str(port)}
@@ -107,7 +104,7 @@ def test_a_port_held_on_every_interface_is_taken_for_loopback_too() -> None:
     ],
 )
 def test_the_api_address_is_read_as_gunicorn_reads_it(bind: str, expected: object) -> None:
-    (api, _ui) = _run_system().services({"SPAM_FILTER_API_BIND": bind})
+    (api, _ui) = load_run_system().services({"SPAM_FILTER_API_BIND": bind})
     assert api.host_and_port == expected
 
 
