@@ -25,6 +25,9 @@ from spam_filter.storage.records import ReporterExists
 
 def bootstrap(storage: ApplicationStorage, _: argparse.Namespace) -> int:
     storage.create_schema()
+    renamed = storage.relativize_model_paths(settings.weights_dir())
+    if renamed:
+        print(f"{renamed} weights path(s) rewritten relative to {settings.weights_dir()}")
     print(f"database {storage}\n{storage.describe()}")
     return 0
 

@@ -15,10 +15,15 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from sklearn.feature_extraction.text import CountVectorizer
-from sklearn.model_selection import train_test_split
-from sklearn.naive_bayes import MultinomialNB
-from sklearn.pipeline import make_pipeline
+try:
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.model_selection import train_test_split
+    from sklearn.naive_bayes import MultinomialNB
+    from sklearn.pipeline import make_pipeline
+except ImportError as error:  # an extra: `make run` installs the project without it
+    raise SystemExit(
+        "the comparison needs scikit-learn: .venv/bin/pip install -e '.[evaluate]'"
+    ) from error
 
 from spam_filter import constants, settings
 from spam_filter.datasets import read_sms_spam_collection

@@ -125,6 +125,28 @@ def decision_prior(spam_messages: int, total_messages: int, false_positive_cost:
 
 
 @dataclass(frozen=True)
+class TokenContribution:
+    """How far one token of a message moved its score, counting each occurrence."""
+
+    token: str
+    count: int
+    log_odds: float
+    """`count` times the token's log-odds: positive towards spam, negative towards not spam."""
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a message got its score: the prior and the tokens that moved it most."""
+
+    log_odds: float
+    """The message's whole score, as `SpamModel.score` computes it."""
+    prior_log_odds: float
+    """The cost-adjusted prior's share of the score, the same for every message."""
+    tokens: tuple[TokenContribution, ...]
+    """Known tokens, largest absolute contribution first; unknown tokens contribute nothing."""
+
+
+@dataclass(frozen=True)
 class SpamModel:
     """A trained model in the weights format, with per-word log-odds precomputed for scoring."""
 
@@ -180,6 +202,25 @@ class SpamModel:
         # math.exp overflows past about 709; the probability is 0 to double precision anyway.
         probability = 0.0 if score < -700 else 1.0 / (1.0 + math.exp(-score))
         return score > 0, probability
+
+    def explain(self, text: str, top: int = 10) -> Explanation:
+        """The `top` known tokens of `text` that moved its score most, and the prior's share.
+
+        The score is the prior's log-odds plus each known token's contribution, so the prior and
+        all contributions (`top` large enough) add up to `log_odds`, to rounding.
+        """
+        log_odds = self._log_odds
+        counts = Counter(token for token in tokenize(text) if token in log_odds)
+        contributions = [
+            TokenContribution(token, count, count * log_odds[token])
+            for token, count in counts.items()
+        ]
+        contributions.sort(key=lambda item: (-abs(item.log_odds), item.token))
+        return Explanation(
+            log_odds=self.score(text),
+            prior_log_odds=self._prior_log_odds,
+            tokens=tuple(contributions[: max(top, 0)]),
+        )
 
     def to_weights(self) -> dict[str, Any]:
         """The JSON-ready weights file content (`info` adds provenance beside the three keys)."""

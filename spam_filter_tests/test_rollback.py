@@ -12,23 +12,23 @@ from spam_filter.rollback import RollbackRefused, prune_retired_weights, roll_ba
 from spam_filter.spam import train_model
 from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter.storage.records import ModelRecord
-from spam_filter.weights import settle
 from spam_filter_tests.helpers import PROJECT_ROOT, wait_for
 
 
 def _promote_models(app_db: str, weights_dir: str, count: int) -> list[str]:
     """Promote `count` models one after the other; their paths, oldest first."""
     storage = DuckDBStorage(app_db)
-    paths = []
+    model_storage = ModelStorage(weights_dir=weights_dir)
+    names = []
     for index in range(count):
         model = train_model([(f"win {index} prize", True), ("lunch", False)], 0.1, 1.0)
-        path = ModelStorage(weights_dir=weights_dir).save(model)
-        settle(path)
+        name = model_storage.save(model)
+        model_storage.settle(name)
         current = storage.active_model()
-        record = ModelRecord(path, "active", 0.9, 0.001, reason=f"model {index}")
+        record = ModelRecord(name, "active", 0.9, 0.001, reason=f"model {index}")
         storage.promote_model(record, replacing=current.path if current else None)
-        paths.append(path)
-    return paths
+        names.append(name)
+    return names
 
 
 @pytest.fixture
@@ -69,7 +69,7 @@ def test_rollback_refuses_what_cannot_be_served(app_db, project_env, three_model
     weights_dir = project_env["SPAM_FILTER_WEIGHTS_DIR"]
     with pytest.raises(RollbackRefused, match="no retired model named"):
         roll_back(storage, weights_dir, "spam_model_nothing.json")
-    Path(three_models[1]).unlink()
+    (Path(weights_dir) / three_models[1]).unlink()
     with pytest.raises(RollbackRefused, match="cannot be loaded"):
         roll_back(storage, weights_dir)
     assert storage.active_model().path == three_models[2]
@@ -80,7 +80,7 @@ def test_only_the_last_retired_weights_are_kept(app_db, project_env):
     paths = _promote_models(app_db, weights_dir, 8)
     deleted = prune_retired_weights(DuckDBStorage(app_db), weights_dir, keep=5)
     assert sorted(deleted) == sorted(Path(p).name for p in paths[:2])
-    assert [Path(p).exists() for p in paths] == [False, False] + [True] * 6
+    assert [(Path(weights_dir) / p).exists() for p in paths] == [False, False] + [True] * 6
     assert prune_retired_weights(DuckDBStorage(app_db), weights_dir, keep=5) == []
 
 

@@ -160,6 +160,38 @@ def test_case_and_punctuation_do_not_change_the_answer(model, variants):
     assert len({model.score(v) for v in variants}) == 1
 
 
+def test_explanation_adds_up_to_the_score(model, sms_texts):
+    for text in sms_texts[:300]:
+        explanation = model.explain(text, top=1_000)
+        assert explanation.log_odds == model.score(text)
+        assert explanation.prior_log_odds == model.prior_log_odds
+        total = explanation.prior_log_odds + sum(item.log_odds for item in explanation.tokens)
+        assert total == pytest.approx(explanation.log_odds, abs=1e-9)
+
+
+def test_explanation_lists_the_strongest_tokens_first_with_their_counts(model):
+    text = "WINNER! winner, you have won a £1000 prize. Call 09061701461 now, qwxzvb"
+    explanation = model.explain(text, top=3)
+    assert len(explanation.tokens) == 3
+    everything = model.explain(text, top=100).tokens
+    assert explanation.tokens == everything[:3]
+    sizes = [abs(item.log_odds) for item in everything]
+    assert sizes == sorted(sizes, reverse=True)
+    by_token = {item.token: item for item in everything}
+    assert by_token["winner"].count == 2
+    assert by_token["winner"].log_odds == pytest.approx(2 * model.log_odds["winner"])
+    assert "qwxzvb" not in by_token  # unknown to the model: it moves nothing
+    assert everything[0].log_odds > 0  # an obvious spam is pushed towards spam the most
+
+
+@pytest.mark.parametrize("text", ["", "?!", "qwxzvb"])
+def test_explanation_without_known_tokens_is_the_prior(model, text):
+    explanation = model.explain(text)
+    assert explanation.tokens == ()
+    assert explanation.log_odds == explanation.prior_log_odds == model.prior_log_odds
+    assert model.explain("you won a prize", top=0).tokens == ()
+
+
 def test_scoring_agrees_with_the_tutorials_comparison(model, sms_texts):
     for text in sms_texts[:500]:
         tutorial = compare_text_to_bow(

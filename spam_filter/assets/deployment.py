@@ -2,7 +2,6 @@
 
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -193,17 +192,16 @@ def _write_and_promote(
     try:
         with model_storage.exclusive(on_wait=context.log.info):
             _remove_orphan_weights(context, storage, model_storage)
-            path = model_storage.save(model)
+            name = model_storage.save(model)
             crash_point("weights_written")
             try:
-                storage.promote_model(replace(record, path=path), record.compared_with)
+                storage.promote_model(replace(record, path=name), record.compared_with)
             except ActiveModelChanged as error:
-                Path(path).unlink()
-                model_storage.settle(path)
+                model_storage.discard(name)
                 reason = f"not promoted: another run promoted a model meanwhile ({error})"
                 return replace(record, reason=reason)
             crash_point("switch_closed")
-            model_storage.settle(path)
+            model_storage.settle(name)
             _prune_retired_weights(context, storage, model_storage, keep_retired_models)
     except OSError as error:
         raise dg.Failure(
@@ -214,7 +212,7 @@ def _write_and_promote(
             ),
             metadata={"weights_dir": model_storage.weights_dir, "error": str(error)},
         ) from error
-    return replace(record, path=path, status="active")
+    return replace(record, path=name, status="active")
 
 
 def _prune_retired_weights(

@@ -36,6 +36,18 @@ SELECT_ACTIVE_PATHS = "SELECT path FROM models WHERE status = 'active'"
 
 SELECT_RECORDED_PATHS = "SELECT DISTINCT path FROM models WHERE path IS NOT NULL"
 
+# Rows name their weights file relative to the weights folder; `relativize_model_paths` finds the
+# absolute paths a database may still hold.
+SELECT_ABSOLUTE_MODEL_PATHS = """
+    SELECT path FROM models WHERE path LIKE '/%'
+    UNION
+    SELECT compared_with FROM models WHERE compared_with LIKE '/%'
+"""
+
+RENAME_MODEL_PATH = "UPDATE models SET path = $1 WHERE path = $2"
+
+RENAME_COMPARED_MODEL_PATH = "UPDATE models SET compared_with = $1 WHERE compared_with = $2"
+
 RETIRE_ACTIVE_MODEL = """
     UPDATE models
     SET status = 'inactive', retired_at = current_timestamp
