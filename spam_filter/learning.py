@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import duckdb
 
+from spam_filter.spam import SpamModel, smoothed_bags_of_words
 from spam_filter.tokenizer_sql import install_tokenizer
 
 FOLDS = 5
@@ -297,6 +298,46 @@ def calibrate_threshold(
             )
     score, reason = max(candidates)
     return Threshold(score, reason, {group: messages for group, messages, *_ in quantiles})
+
+
+@dataclass(frozen=True)
+class LearnedModel:
+    """A model learned from the warehouse's training split, and what it was learned from."""
+
+    model: SpamModel
+    threshold: Threshold
+    training_spam: int
+    training_messages: int
+
+
+def learn(
+    conn: duckdb.DuckDBPyConnection,
+    left_out: list[int],
+    alpha: float,
+    false_positive_cost: float,
+    collection_budget: float,
+    user_budget: float,
+) -> LearnedModel:
+    """The model from the counts (see `count_training_words`) of all but the left-out reporters:
+    smoothed bags of words, and the threshold calibrated out of fold, folded into the prior.
+
+    Raises:
+        ValueError: The training split lacks spam or non-spam messages.
+    """
+    counts, training_spam, training_messages = class_counts(conn, left_out)
+    if not counts.spam_messages or not counts.ham_messages:
+        raise ValueError("the training split needs both spam and non-spam messages")
+    spam_bow, non_spam_bow = smoothed_bags_of_words(counts.spam_words, counts.ham_words, alpha)
+    threshold = calibrate_threshold(
+        conn,
+        left_out,
+        alpha,
+        collection_budget,
+        user_budget,
+        cost_threshold(counts.spam_messages, counts.ham_messages, false_positive_cost),
+    )
+    model = SpamModel(spam_bow, non_spam_bow, 1.0 / (1.0 + math.exp(threshold.score)))
+    return LearnedModel(model, threshold, training_spam, training_messages)
 
 
 def drop_learning_tables(conn: duckdb.DuckDBPyConnection) -> None:

@@ -14,14 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Numbers count by their shape, not their value: each value is rare, but its kind is telling. A run
-# of ten or more digits (a phone number) is one shared token. Six to nine digits (one-time codes,
-# order and reference numbers) say nothing of spam either way, and become no token: a code is no
-# more likely spam for being a code. Shorter runs keep their length only: "£23.50" gives "£ 00 00",
-# a five-digit short code "00000".
+# Long numbers count by their kind, not their value: each value is rare, but the kind is telling.
+# A run of ten or more digits (a phone number) is one shared token, and a run of five (a short code
+# to text) another. Six to nine digits (one-time codes, order and reference numbers) say nothing of
+# spam either way and become no token: a message is no more likely spam for carrying a code.
+# Shorter numbers (prices, times, dates) stay as they are.
 LONG_NUMBER_PATTERN = r"[0-9]{10,}"
 LONG_NUMBER_TOKEN = "longnumber"
 CODE_NUMBER_PATTERN = r"[0-9]{6,}"
+SHORT_CODE_PATTERN = r"[0-9]{5}"
+SHORT_CODE_TOKEN = "00000"
 DIGIT_PATTERN = r"[0-9]"
 # A token is a currency sign on its own, or a run of anything but ASCII whitespace, ASCII
 # punctuation and currency signs: letters of any script, digits and emoji survive. Written without
@@ -34,7 +36,7 @@ _ANY_DIGIT = re.compile(DIGIT_PATTERN)
 _NUMBER_SHAPES = (
     (re.compile(LONG_NUMBER_PATTERN), f" {LONG_NUMBER_TOKEN} "),
     (re.compile(CODE_NUMBER_PATTERN), " "),
-    (re.compile(DIGIT_PATTERN), "0"),
+    (re.compile(SHORT_CODE_PATTERN), f" {SHORT_CODE_TOKEN} "),
 )
 # Python's str.lower() applies two context rules DuckDB's lower() does not (final sigma, and
 # U+0130 becoming two code points); mapping those first makes both lower-case every character alike.
@@ -50,8 +52,8 @@ def tokenize(text: str) -> list[str]:
         text: The raw message, in any case, with any punctuation.
 
     Returns:
-        Lower-cased tokens; currency signs are tokens of their own, and numbers are replaced by
-        their shape (see `LONG_NUMBER_PATTERN`).
+        Lower-cased tokens; currency signs are tokens of their own, and long numbers are replaced
+        by their kind (see `LONG_NUMBER_PATTERN`).
     """
     # translate() with a mapping looks up every character, which costs more than the rest of
     # tokenizing; the two characters it maps are rare, so it runs only when one occurs.

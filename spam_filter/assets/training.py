@@ -1,7 +1,5 @@
 """Training: split the dataset, count words per class, and build the model from the counts."""
 
-import math
-
 import dagster as dg
 import duckdb
 
@@ -9,7 +7,7 @@ from spam_filter import constants, learning, tables
 from spam_filter.assets.ingestion import spam_dataset
 from spam_filter.reporter_impact import GoldSet, ReporterImpact, reporter_impacts
 from spam_filter.resources import ApplicationDatabase, Warehouse
-from spam_filter.spam import SpamModel, TrainedModel, smoothed_bags_of_words
+from spam_filter.spam import TrainedModel
 
 GROUP = "training"
 PICKLE_IO_MANAGER = "pickle_io_manager"
@@ -220,37 +218,33 @@ def _train(
     left_out: list[int],
 ) -> TrainedModel:
     """The model from the counts of all but the left-out reporters, and its calibrated threshold."""
-    counts, training_spam, training_messages = learning.class_counts(conn, left_out)
-    if not counts.spam_messages or not counts.ham_messages:
-        raise dg.Failure("cannot train: the training split needs both spam and non-spam messages")
-    spam_bow, non_spam_bow = smoothed_bags_of_words(
-        counts.spam_words, counts.ham_words, config.alpha
-    )
+    context.log.info("counted the training messages; calibrating the threshold out of fold")
+    try:
+        learned = learning.learn(
+            conn,
+            left_out,
+            config.alpha,
+            config.false_positive_cost,
+            config.collection_false_positive_budget,
+            config.user_false_positive_budget,
+        )
+    except ValueError as error:
+        raise dg.Failure(f"cannot train: {error}") from None
     context.log.info(
-        f"counted {training_messages:,} training messages ({training_spam:,} spam), vocabulary "
-        f"{len(spam_bow):,}; calibrating the threshold out of fold"
+        f"trained on {learned.training_messages:,} messages ({learned.training_spam:,} spam), "
+        f"vocabulary {learned.model.vocabulary_size:,}; threshold {learned.threshold.score:.3f}, "
+        f"set by {learned.threshold.reason}"
     )
-    threshold = learning.calibrate_threshold(
-        conn,
-        left_out,
-        config.alpha,
-        config.collection_false_positive_budget,
-        config.user_false_positive_budget,
-        learning.cost_threshold(
-            counts.spam_messages, counts.ham_messages, config.false_positive_cost
-        ),
-    )
-    context.log.info(f"threshold {threshold.score:.3f}, set by {threshold.reason}")
     return TrainedModel(
-        model=SpamModel(spam_bow, non_spam_bow, 1.0 / (1.0 + math.exp(threshold.score))),
-        training_messages=training_messages,
-        training_spam=training_spam,
+        model=learned.model,
+        training_messages=learned.training_messages,
+        training_spam=learned.training_spam,
         alpha=config.alpha,
         false_positive_cost=config.false_positive_cost,
         seed=config.seed,
         test_size=config.test_size,
         left_out_reporters=tuple(left_out),
-        threshold_reason=threshold.reason,
+        threshold_reason=learned.threshold.reason,
     )
 
 
