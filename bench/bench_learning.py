@@ -60,6 +60,14 @@ GOLD_TESTS = """
 TRAINING_COLLECTION = """
     SELECT spam, body FROM public.spam_training_dataframe WHERE source = 'sms_spam_collection'
 """
+# Messages a new user tried first: one-time codes and payment notices are legitimate.
+PROBES = [
+    ("Your verification code is 482913", False),
+    ("123456 is your Instagram code", False),
+    ("You paid £23.50 to Tesco, card ending 4421", False),
+    ("Royal Mail: your parcel has a £1.99 fee to pay, visit royalmail-redelivery.com", True),
+    ("Congratulations! You have won a free cruise, reply YES to claim", True),
+]
 NAMES = ["Anna", "Ben", "Chloe", "Dev", "Ella", "Finn", "Grace", "Hugo", "Isla", "Jack", "Kira"]
 COURIERS = ["parcel", "package", "delivery", "shipment", "order"]
 WORDS = ["secure", "verify", "release", "redeliver", "confirm", "settle", "update", "unlock"]
@@ -212,6 +220,7 @@ def _scenario(name, reported, held_out, hostile, args) -> dict:
         storage.add_reporter(f"honest {index}", key_hash(key))
     storage.add_reporter("attacker", key_hash(attacker))
     _retrain(env, folder)
+    first_model = _trained(env)
     api = Api(env, folder / "gunicorn.log")
     try:
         for index, key in enumerate(honest):
@@ -233,6 +242,10 @@ def _scenario(name, reported, held_out, hostile, args) -> dict:
         texts, labels = zip(*held_out, strict=True)
         # The model the run trained, promoted or not, and what the API serves after the run.
         result["held_out"] = _rates([trained.model.is_spam(t) for t in texts], list(labels))
+        result["probes"] = [
+            (text, first_model.model.verdict(text), trained.model.verdict(text))
+            for text, _ in PROBES
+        ]
         time.sleep(2)  # the API picks up a promotion within its refresh
         result["served"] = _rates(api.verdicts(list(texts)), list(labels))
         if name == "campaign":
@@ -332,6 +345,12 @@ def main() -> int:
     for r in results:
         promoted = "promoted" if r["promoted"] else "not promoted"
         print(f"{r['name']}: {promoted}: {r['decision']}; threshold set by {r['threshold']}")
+    print("\nwhat the first model and the learned one (honest scenario) say:")
+    for text, (first_spam, first_p), (spam, p) in baseline["probes"]:
+        print(
+            f"  {text[:60]:<60} {'spam' if first_spam else 'not spam':>8} ({first_p:.3f}) -> "
+            f"{'spam' if spam else 'not spam'} ({p:.3f})"
+        )
     honest = baseline["held_out"]
     print("\ngoals:")
     checks = [
