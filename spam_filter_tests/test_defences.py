@@ -1,5 +1,7 @@
 """A run leaves hostile reporters out and flags them; honest ones stay in. Real DuckDB files."""
 
+import duckdb
+
 from spam_filter import settings
 from spam_filter.datasets import read_sms_spam_collection
 from spam_filter.reporter_keys import key_hash
@@ -58,3 +60,34 @@ def test_an_honest_reporter_stays_in_and_a_later_clean_run_clears_an_old_flag(re
     assert _spam_model_metadata(result)["reporters_left_out"] == 0
     (desk,) = storage.reporters()
     assert desk.status == "active" and desk.flag_reason is None
+
+
+def test_a_key_that_flips_everything_others_report_is_left_out_and_their_labels_return(
+    resources, app_db
+):
+    storage = DuckDBStorage(app_db)
+    honest = [storage.add_reporter(f"honest {i}", key_hash(f"h{i}")) for i in range(4)]
+    attacker = storage.add_reporter("veto", key_hash("v"))
+    for index, reporter in enumerate(honest):
+        reports = [
+            Report(f"parcel {spelled(index)} {spelled(i)} is held, pay the fee", True)
+            for i in range(12)
+        ]
+        storage.record_reports(reporter, reports)
+        # Every message the honest keys report, the attacker reports the other way: all ties.
+        storage.record_reports(attacker, [Report(r.text, False) for r in reports])
+    assert materialize_all(resources).success
+    statuses = {r.name: r.status for r in storage.reporters()}
+    assert statuses == {
+        "honest 0": "active",
+        "honest 1": "active",
+        "honest 2": "active",
+        "honest 3": "active",
+        "veto": "flagged",
+    }
+    with duckdb.connect(resources["warehouse"].database, read_only=True) as conn:
+        reported = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE spam) FROM public.user_messages "
+            "WHERE source = 'reports'"
+        ).fetchone()
+    assert reported == (48, 48)  # the ties are gone with the attacker: the honest labels count

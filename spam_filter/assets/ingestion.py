@@ -104,26 +104,44 @@ INSERT_REPORTED_MESSAGES = """
     LEFT JOIN allowances USING (reporter_id)
 """
 
-# How often each reporter's votes contradict the labels it can be checked against: the SMS
-# collection's label for the same message, else the majority of the message's other reporters.
+# How often each reporter's votes contradict what they can be checked against: the SMS
+# collection's label for the same message, else the majority of the message's other reporters
+# (a vote is unchecked when no one else voted or the others tie). Reporters in $left_out are
+# left out of the count.
 MEASURE_REPORTER_AGREEMENT = """
-    CREATE OR REPLACE TABLE public.reporter_agreement AS
-    WITH collection AS (
-        SELECT text_key, bool_or(spam) AS spam
-        FROM collection_keys
+    WITH votes AS (
+        SELECT * FROM report_votes WHERE NOT list_contains($left_out::INTEGER[], reporter_id)
+    ),
+    tallies AS (
+        SELECT
+            text_key,
+            count(*) FILTER (WHERE spam) AS spam_votes,
+            count(*) FILTER (WHERE NOT spam) AS ham_votes
+        FROM votes
         GROUP BY text_key
+    ),
+    collection AS (
+        SELECT text_key, bool_or(spam) AS spam FROM collection_keys GROUP BY text_key
+    ),
+    others AS (
+        SELECT
+            votes.reporter_id,
+            votes.spam,
+            collection.spam AS collection_spam,
+            spam_votes - votes.spam::INTEGER AS other_spam,
+            ham_votes - (NOT votes.spam)::INTEGER AS other_ham
+        FROM votes
+        JOIN tallies USING (text_key)
+        LEFT JOIN collection USING (text_key)
     ),
     checked AS (
         SELECT
-            report_votes.reporter_id,
+            reporter_id,
             CASE
-                WHEN collection.spam IS NOT NULL THEN report_votes.spam <> collection.spam
-                WHEN spam_votes + ham_votes > 1 AND spam_votes <> ham_votes
-                    THEN report_votes.spam <> (spam_votes > ham_votes)
+                WHEN collection_spam IS NOT NULL THEN spam <> collection_spam
+                WHEN other_spam <> other_ham THEN spam <> (other_spam > other_ham)
             END AS disagrees
-        FROM report_votes
-        JOIN report_tallies USING (text_key)
-        LEFT JOIN collection USING (text_key)
+        FROM others
     )
     SELECT
         reporter_id,
@@ -131,6 +149,16 @@ MEASURE_REPORTER_AGREEMENT = """
         count(*) FILTER (WHERE disagrees) AS disagreements
     FROM checked
     GROUP BY reporter_id
+    ORDER BY disagreements DESC, reporter_id
+"""
+
+DROP_LEFT_OUT_VOTES = (
+    "DELETE FROM report_votes WHERE list_contains($left_out::INTEGER[], reporter_id)"
+)
+
+RECORD_LEFT_OUT_REPORTERS = """
+    CREATE OR REPLACE TABLE public.reporters_left_out AS
+    SELECT unnest($reporters::INTEGER[]) AS reporter_id, unnest($reasons::VARCHAR[]) AS reason
 """
 
 ADD_CAPPED_COLUMN = "ALTER TABLE public.user_messages ADD COLUMN capped BOOLEAN DEFAULT false"
@@ -182,6 +210,11 @@ class UserMessagesConfig(dg.Config):
     """Seed of that sample, and of which reports a reporter over its share keeps."""
     max_reporter_share: float = constants.MAX_REPORTER_SHARE
     """The largest share of the user messages one reporter may contribute (1 = no cap)."""
+    max_disagreement: float = constants.MAX_DISAGREEMENT
+    """Share of a reporter's checkable votes that may contradict the SMS collection's label or
+    the other reporters' majority before its votes are left out of the run."""
+    min_checked_votes: int = constants.MIN_CHECKED_VOTES
+    """Checkable votes a reporter needs before its disagreement counts."""
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas", "duckdb"})
@@ -278,22 +311,52 @@ def user_messages(
 
 
 def _add_reported_messages(conn: duckdb.DuckDBPyConnection, config: UserMessagesConfig) -> None:
-    """Label the reported messages, cap each reporter's share, and measure its agreement."""
+    """Leave out outvoted reporters, label the reported messages, and cap each reporter's share."""
     conn.execute(ADD_CAPPED_COLUMN)
     conn.execute(CREATE_USER_REPORTS_IF_MISSING)
     conn.execute(CREATE_SMS_SPAM_EXAMPLES_IF_MISSING)
     conn.execute(COLLECT_REPORT_VOTES)
+    left_out = _outvoted_reporters(conn, config)
+    conn.execute(DROP_LEFT_OUT_VOTES, {"left_out": list(left_out)})
+    conn.execute(
+        RECORD_LEFT_OUT_REPORTERS,
+        {"reporters": list(left_out), "reasons": list(left_out.values())},
+    )
     conn.execute(COUNT_REPORT_VOTES)
     conn.execute(
         INSERT_REPORTED_MESSAGES,
         {"max_share": config.max_reporter_share, "seed": config.sample_seed},
     )
+
+
+def _outvoted_reporters(
+    conn: duckdb.DuckDBPyConnection, config: UserMessagesConfig
+) -> dict[int, str]:
+    """Reporters whose checkable votes mostly contradict the collection or the other reporters.
+
+    The worst is left out first and the others are counted again without it: a key that flips
+    every message others report makes each of them look outvoted too, until it is gone.
+    """
     # The collection's messages as reports name them, so that a report contradicting it shows.
     collection = conn.execute(SELECT_SMS_SPAM_EXAMPLES).df()
     collection["text_key"] = collection["body"].map(text_key)
     conn.register("collection_keys", collection)
+    left_out: dict[int, str] = {}
     try:
-        conn.execute(MEASURE_REPORTER_AGREEMENT)
+        while True:
+            rows = conn.execute(MEASURE_REPORTER_AGREEMENT, {"left_out": list(left_out)}).fetchall()
+            outvoted = [
+                (reporter, checked, wrong)
+                for reporter, checked, wrong in rows
+                if checked >= config.min_checked_votes and wrong > config.max_disagreement * checked
+            ]
+            if not outvoted:
+                return left_out
+            reporter, checked, wrong = outvoted[0]
+            left_out[reporter] = (
+                f"{wrong:,} of its {checked:,} checkable votes contradict the collection's "
+                "labels or the other reporters' majority"
+            )
     finally:
         conn.unregister("collection_keys")
 

@@ -15,10 +15,8 @@ TOP_WORDS = 15
 
 # The training split is a view, which cannot hold parameters, so the seed and the test share live
 # in a one-row table that both splits read.
-CREATE_REPORTER_AGREEMENT_IF_MISSING = """
-    CREATE TABLE IF NOT EXISTS public.reporter_agreement (
-        reporter_id INTEGER, checked_votes BIGINT, disagreements BIGINT
-    )
+CREATE_REPORTERS_LEFT_OUT_IF_MISSING = """
+    CREATE TABLE IF NOT EXISTS public.reporters_left_out (reporter_id INTEGER, reason VARCHAR)
 """
 
 WRITE_SPLIT_SETTINGS = """
@@ -58,12 +56,8 @@ COUNT_TESTING_MESSAGES = """
     SELECT count(*) FILTER (WHERE spam), count(*) FROM public.spam_testing_dataframe
 """
 
-# Reporters whose votes contradict the labels they can be checked against too often.
-DISAGREEING_REPORTERS = """
-    SELECT reporter_id, checked_votes, disagreements
-    FROM public.reporter_agreement
-    WHERE checked_votes >= $min_checked AND disagreements > $max_share * checked_votes
-"""
+# Reporters `user_messages` left out for contradicting what their votes could be checked against.
+OUTVOTED_REPORTERS = "SELECT reporter_id, reason FROM public.reporters_left_out"
 
 # The gold messages the impact check scores each reporter's effect on; a bounded seeded sample.
 GOLD_TEST_MESSAGES = """
@@ -95,11 +89,6 @@ class SpamModelConfig(dg.Config):
     """Share of the users' legitimate training messages the threshold may flag."""
     impact_margin: float = constants.IMPACT_MARGIN
     """Gold error cost a reporter's messages may add before the run leaves them out."""
-    max_disagreement: float = constants.MAX_DISAGREEMENT
-    """Share of a reporter's checkable votes that may contradict the collection's label or the
-    other reporters' majority before the run leaves the reporter out."""
-    min_checked_votes: int = constants.MIN_CHECKED_VOTES
-    """Checkable votes a reporter needs before its disagreement counts."""
 
 
 @dg.multi_asset(
@@ -127,7 +116,7 @@ def spam_model(
     with warehouse.get_connection() as conn:
         _split(conn, config)
         context.log.info("split the dataset; counting words of the training messages")
-        disagreeing = _disagreeing_reporters(conn, config)
+        disagreeing = _outvoted_reporters(conn)
         learning.count_training_words(conn, config.report_weight)
         impacts = _reporter_impacts(conn, config, frozenset(disagreeing))
         left_out = sorted({i.reporter_id for i in impacts if i.left_out} | set(disagreeing))
@@ -169,20 +158,10 @@ def _split(conn: duckdb.DuckDBPyConnection, config: SpamModelConfig) -> None:
     conn.execute(CREATE_TESTING_TABLE)
 
 
-def _disagreeing_reporters(
-    conn: duckdb.DuckDBPyConnection, config: SpamModelConfig
-) -> dict[int, str]:
-    """Reporters whose checkable votes contradict the collection or the majority too often."""
-    conn.execute(CREATE_REPORTER_AGREEMENT_IF_MISSING)
-    rows = conn.execute(
-        DISAGREEING_REPORTERS,
-        {"min_checked": config.min_checked_votes, "max_share": config.max_disagreement},
-    ).fetchall()
-    return {
-        reporter: f"{wrong:,} of its {checked:,} checkable votes contradict the collection's "
-        "labels or the other reporters' majority"
-        for reporter, checked, wrong in rows
-    }
+def _outvoted_reporters(conn: duckdb.DuckDBPyConnection) -> dict[int, str]:
+    """Reporters `user_messages` left out for being outvoted, with the reason."""
+    conn.execute(CREATE_REPORTERS_LEFT_OUT_IF_MISSING)
+    return dict(conn.execute(OUTVOTED_REPORTERS).fetchall())
 
 
 def _reporter_impacts(
