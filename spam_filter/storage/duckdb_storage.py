@@ -42,6 +42,8 @@ SCHEMA = (
         compared_false_positive_rate FLOAT
     )
     """,
+    # When the model stopped being the active one: what a rollback without a name returns to.
+    "ALTER TABLE models ADD COLUMN IF NOT EXISTS retired_at TIMESTAMP",
     # Always NULL here: this backend keeps weights in the weights folder (see `weights`).
     "ALTER TABLE models ADD COLUMN IF NOT EXISTS weights VARCHAR",
     "CREATE SEQUENCE IF NOT EXISTS reporter_ids START 1",

@@ -28,7 +28,7 @@ from spam_filter.storage.base import ApplicationStorage, in_transaction
 from spam_filter.storage.records import Report, ReportOutcome, StorageUnavailable
 
 # Bumped when SCHEMA changes, so that `create_schema` runs its statements again once.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = (
     """
@@ -54,6 +54,8 @@ SCHEMA = (
         weights TEXT
     )
     """,
+    # When the model stopped being the active one: what a rollback without a name returns to.
+    "ALTER TABLE models ADD COLUMN IF NOT EXISTS retired_at TIMESTAMPTZ",
     # At most one active model, whatever a client does; it also makes the API's poll an index read.
     """
     CREATE UNIQUE INDEX IF NOT EXISTS models_one_active ON models (status)
