@@ -20,7 +20,7 @@ from spam_filter.reporter_keys import key_hash, new_key
 from spam_filter.rollback import RollbackRefused, roll_back
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.factory import open_storage
-from spam_filter.storage.records import ReporterExists
+from spam_filter.storage.records import ModelRecord, ReporterExists
 
 
 def bootstrap(storage: ApplicationStorage, _: argparse.Namespace) -> int:
@@ -80,14 +80,20 @@ def list_models(storage: ApplicationStorage, args: argparse.Namespace) -> int:
     print(f"{'created':<16}  {'status':<8}  {'gold TPR':>8}  {'gold FPR':>8}  model")
     for record in history:
         name = Path(record.path).name if record.path else "(no file: not promoted)"
-        weights_file = settings.weights_dir() / name if record.path else None
-        gone = " (weights deleted)" if weights_file and not weights_file.exists() else ""
+        gone = " (weights deleted)" if record.path and not _has_weights(storage, record) else ""
         print(
             f"{record.created_at:%Y-%m-%d %H:%M}  {record.status:<8}  "
             f"{record.true_positive_rate:>8.4f}  {record.false_positive_rate:>8.2%}  {name}{gone}"
         )
         print(f"{'':<18}{record.reason}")
     return 0
+
+
+def _has_weights(storage: ApplicationStorage, record: ModelRecord) -> bool:
+    """Whether the model's weights are still there to roll back to: its row's or its file."""
+    if storage.keeps_weights:
+        return storage.model_weights(record.path) is not None
+    return (settings.weights_dir() / Path(record.path).name).exists()
 
 
 def rollback(storage: ApplicationStorage, args: argparse.Namespace) -> int:

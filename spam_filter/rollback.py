@@ -4,10 +4,11 @@ Shared by `python database.py rollback` and the `rollback_model_job` in the Dags
 no Dagster, so the command line starts quickly.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 
 from spam_filter import weights
-from spam_filter.spam import load_model
+from spam_filter.spam import SpamModel, load_model
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.records import ModelRecord
 
@@ -37,29 +38,55 @@ def roll_back(
 ) -> tuple[ModelRecord, ModelRecord | None]:
     """Make an earlier model active again, in one transaction; returns (it, the model it replaced).
 
-    Its weights must still load: a model whose file was deleted is refused, not half-restored.
-    The weights folder's lock is held throughout, so no cleanup deletes the file meanwhile.
+    Its weights must still load: a model whose file was deleted, or whose row's weights were
+    cleared, is refused, not half-restored. With files, the weights folder's lock is held
+    throughout, so no cleanup deletes the file meanwhile; with weights in the rows, the storage
+    makes the switch and the clearing take turns, and refuses a row cleared in between.
     """
+    if storage.keeps_weights:
+        return _reactivate(storage, model, lambda path: _model_in_row(storage, path))
     with weights.exclusive(weights_dir):
-        history = storage.model_history()
-        current = next((r for r in history if r.status == "active"), None)
-        target = rollback_target(history, model)
-        try:
-            load_model(weights.resolve(target.path, weights_dir))
-        except (OSError, ValueError) as error:
-            raise RollbackRefused(f"{target.path} cannot be loaded: {error}") from error
+        return _reactivate(
+            storage, model, lambda path: load_model(weights.resolve(path, weights_dir))
+        )
+
+
+def _reactivate(
+    storage: ApplicationStorage, model: str | None, load: Callable[[str], SpamModel]
+) -> tuple[ModelRecord, ModelRecord | None]:
+    history = storage.model_history()
+    current = next((r for r in history if r.status == "active"), None)
+    target = rollback_target(history, model)
+    try:
+        load(target.path)
+    except (OSError, ValueError) as error:
+        raise RollbackRefused(f"{target.path} cannot be loaded: {error}") from error
+    try:
         storage.reactivate_model(target.path, current.path if current else None)
+    except ValueError as error:
+        raise RollbackRefused(str(error)) from error
     return target, current
+
+
+def _model_in_row(storage: ApplicationStorage, path: str) -> SpamModel:
+    text = storage.model_weights(path)
+    if text is None:
+        raise ValueError("its weights were cleared, as a retired model's beyond the last kept")
+    return SpamModel.from_weights(weights.from_json(text))
 
 
 def prune_retired_weights(
     storage: ApplicationStorage, weights_dir: str | Path, keep: int
 ) -> list[str]:
-    """Delete the weights files of retired models beyond the `keep` most recently retired.
+    """Delete the weights of retired models beyond the `keep` most recently retired; returns
+    the names of what was deleted.
 
-    Call it holding the weights folder's lock. The active model's file is never touched, nor a
-    file any model kept for rollback still names; the rows stay, as history.
+    With files, call it holding the weights folder's lock: the active model's file is never
+    touched, nor a file any model kept for rollback still names. With weights in the rows, the
+    older retired rows' weights are cleared. The rows stay, as history.
     """
+    if storage.keeps_weights:
+        return storage.clear_old_retired_weights(keep)
     history = storage.model_history()
     retired = sorted(
         (r for r in history if r.status == "inactive" and r.path is not None),

@@ -17,6 +17,7 @@ import database
 from spam_filter import faults, weights
 from spam_filter.definitions import build_resources
 from spam_filter.reporter_keys import key_hash
+from spam_filter.rollback import prune_retired_weights
 from spam_filter.spam import SpamModel
 from spam_filter.storage.postgres_storage import PostgresStorage
 from spam_filter.storage.records import Report, StorageUnavailable
@@ -230,3 +231,27 @@ def test_an_unreachable_server_stores_nothing_and_says_so(postgres):
     assert postgres.password not in str(error.value)
     with pytest.raises(StorageUnavailable):
         unreachable.active_model()
+
+
+def test_a_rollback_on_postgres_is_served_within_seconds_and_cleared_weights_refused(
+    postgres_url, make_app, capsys
+):
+    PostgresStorage(postgres_url).create_schema()
+    names = [promote_weak_model_in_row(postgres_url) for _ in range(3)]
+    client = make_app(postgres_url).test_client()
+    assert client.get("/api/health").json["model"] == names[2]
+    assert database.main(["--database", postgres_url, "rollback"]) == 0
+    assert f"{names[1]} is active again, in place of {names[2]}" in capsys.readouterr().out
+    assert wait_for(
+        lambda: client.get("/api/health").json["model"] == names[1], SWAP_DEADLINE_SECONDS
+    )
+    # Keeping one retired model's weights clears the older one's row: it lists as deleted, and a
+    # rollback to it is refused while the active model stays.
+    storage = PostgresStorage(postgres_url)
+    assert prune_retired_weights(storage, "/nonexistent", keep=1) == [names[0]]
+    assert database.main(["--database", postgres_url, "models"]) == 0
+    listed = capsys.readouterr().out
+    assert f"{names[0]} (weights deleted)" in listed and f"{names[2]} (" not in listed
+    assert database.main(["--database", postgres_url, "rollback", names[0]]) == 1
+    assert "weights were cleared" in capsys.readouterr().err
+    assert storage.active_model().path == names[1]

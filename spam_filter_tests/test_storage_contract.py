@@ -2,6 +2,7 @@
 PostgreSQL server (the `storage` fixture runs each test once per backend)."""
 
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -269,3 +270,95 @@ def test_hostile_reporters_reports_and_models_round_trip_verbatim(storage):
     assert storage.active_model().path == HOSTILE_TEXTS[6]
     assert sorted(storage.recorded_model_paths()) == sorted([HOSTILE_TEXTS[0], HOSTILE_TEXTS[6]])
     assert storage.message_count() == 0
+
+
+def _promote_in_turn(storage: ApplicationStorage, names: list[str]) -> None:
+    """Promote each model after the previous one; where the backend keeps weights with the row,
+    each row holds its own (the JSON names the model)."""
+    previous = None
+    for name in names:
+        weights = f'{{"model": "{name}"}}' if storage.keeps_weights else None
+        storage.promote_model(_record(name), replacing=previous, weights=weights)
+        previous = name
+
+
+def test_reactivating_makes_a_retired_model_active_in_place_of_the_current(storage):
+    _promote_in_turn(storage, ["a.json", "b.json"])
+    storage.reactivate_model("a.json", replacing="b.json")
+    history = {r.path: r for r in storage.model_history()}
+    assert _active_paths(storage) == ["a.json"]
+    assert history["a.json"].retired_at is None
+    assert history["b.json"].status == "inactive" and history["b.json"].retired_at is not None
+    if storage.keeps_weights:
+        assert storage.active_model_weights()[1] == '{"model": "a.json"}'
+
+
+def test_reactivating_refuses_a_changed_active_model_or_an_unknown_one(storage):
+    _promote_in_turn(storage, ["a.json", "b.json", "c.json"])
+    with pytest.raises(ActiveModelChanged):
+        storage.reactivate_model("a.json", replacing="b.json")
+    with pytest.raises(ValueError, match="no retired model"):
+        storage.reactivate_model("nothing.json", replacing="c.json")
+    # Each refusal changed nothing.
+    assert _active_paths(storage) == ["c.json"]
+    assert {r.path: r.retired_at is None for r in storage.model_history()} == {
+        "a.json": False,
+        "b.json": False,
+        "c.json": True,
+    }
+
+
+def test_rollbacks_racing_from_threads_leave_one_active_model(storage):
+    _promote_in_turn(storage, ["a.json", "b.json", "c.json"])
+    start = threading.Barrier(2)
+    outcomes: dict[str, str] = {}
+
+    def reactivate(name: str) -> None:
+        start.wait()
+        try:
+            storage.reactivate_model(name, replacing="c.json")
+            outcomes[name] = "active"
+        except ActiveModelChanged:
+            outcomes[name] = "refused"
+        except Exception as error:  # DuckDB may abort a conflicting transaction instead
+            outcomes[name] = f"failed: {type(error).__name__}"
+
+    threads = [threading.Thread(target=reactivate, args=(n,)) for n in ("a.json", "b.json")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    winners = [name for name, outcome in outcomes.items() if outcome == "active"]
+    assert len(winners) == 1, outcomes
+    assert _active_paths(storage) == winners
+
+
+def test_only_the_last_retired_models_keep_weights_in_their_rows(storage):
+    _promote_in_turn(storage, ["a.json", "b.json", "c.json", "d.json"])
+    cleared = storage.clear_old_retired_weights(keep=1)
+    if not storage.keeps_weights:
+        # Weights live in files here: the rows hold none, and pruning deletes files instead.
+        assert cleared == [] and storage.model_weights("a.json") is None
+        return
+    assert sorted(cleared) == ["a.json", "b.json"]
+    assert storage.model_weights("a.json") is None
+    assert storage.model_weights("c.json") == '{"model": "c.json"}'
+    assert storage.active_model_weights()[1] == '{"model": "d.json"}'
+    assert storage.clear_old_retired_weights(keep=1) == []
+    # A row without weights can never become the model the API is told to serve.
+    with pytest.raises(ValueError, match="cleared"):
+        storage.reactivate_model("a.json", replacing="d.json")
+    assert _active_paths(storage) == ["d.json"]
+    storage.reactivate_model("c.json", replacing="d.json")
+    assert _active_paths(storage) == ["c.json"]
+
+
+def test_absolute_paths_in_the_weights_folder_become_bare_names(storage, tmp_path):
+    inside, elsewhere = str(tmp_path / "a.json"), "/elsewhere/b.json"
+    storage.promote_model(_record(inside), replacing=None)
+    storage.record_rejected_model(replace(_record(None), compared_with=inside))
+    storage.promote_model(_record(elsewhere), replacing=inside)
+    assert storage.relativize_model_paths(tmp_path) == 1
+    paths = {(r.path, r.compared_with) for r in storage.model_history()}
+    assert paths == {("a.json", None), (None, "a.json"), (elsewhere, None)}
+    assert storage.relativize_model_paths(tmp_path) == 0

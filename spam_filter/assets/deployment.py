@@ -15,7 +15,7 @@ from spam_filter.rollback import prune_retired_weights
 from spam_filter.scoring import METRIC_GROUPS, SplitScores, score_test_split
 from spam_filter.spam import SpamModel, TrainedModel
 from spam_filter.storage.base import ApplicationStorage
-from spam_filter.storage.records import ActiveModelChanged, ModelRecord
+from spam_filter.storage.records import ActiveModelChanged, ModelRecord, StorageUnavailable
 
 GROUP = "deployment"
 
@@ -85,7 +85,8 @@ class ModelFileConfig(dg.Config):
     """How many earlier models stay ready for a rollback."""
 
     keep_retired_models: int = 5
-    """Retired models whose weights files are kept; older ones' files are deleted."""
+    """Retired models whose weights are kept; older ones' files are deleted (on PostgreSQL, the
+    weights in their rows are cleared)."""
 
 
 @dg.asset(group_name=GROUP, io_manager_key=PICKLE_IO_MANAGER)
@@ -114,6 +115,8 @@ def model_file(
     storage = database.storage(on_wait=context.log.info)
     if model_score.decision.promote and storage.keeps_weights:
         record = _promote_with_weights(spam_model, record, storage)
+        if record.status == "active":
+            _prune_retired_weights(context, storage, model_storage, config.keep_retired_models)
     elif model_score.decision.promote:
         record = _write_and_promote(
             context, spam_model, record, storage, model_storage, config.keep_retired_models
@@ -231,7 +234,7 @@ def _prune_retired_weights(
     """Delete the weights of retired models beyond the last `keep`; a failure only warns."""
     try:
         deleted = prune_retired_weights(storage, model_storage.weights_dir, keep)
-    except OSError as error:
+    except (OSError, StorageUnavailable) as error:
         context.log.warning(f"could not delete old weights files: {error}")
         return
     if deleted:

@@ -172,18 +172,40 @@ class ApplicationStorage(ABC):
 
         Raises:
             ActiveModelChanged: The active model is no longer `replacing`; nothing changed.
-            ValueError: No retired model has that path; nothing changed.
+            ValueError: No retired model has that path, or the backend keeps weights in rows and
+                that row's were cleared; nothing changed.
         """
         with self.connection() as conn:
             with in_transaction(conn):
+                self._serialize_promotions(conn)
                 current = [p for (p,) in conn.execute(queries.SELECT_ACTIVE_PATHS).fetchall()]
                 if current != ([replacing] if replacing is not None else []):
                     raise ActiveModelChanged(
                         f"expected active model {replacing!r}, found {current!r}"
                     )
                 conn.execute(queries.RETIRE_ACTIVE_MODEL)
-                if not conn.execute(queries.REACTIVATE_MODEL, [path]).fetchall():
+                row = conn.execute(queries.REACTIVATE_MODEL, [path]).fetchone()
+                if row is None:
                     raise ValueError(f"no retired model {path!r} to make active again")
+                if self.keeps_weights and row[1] is None:
+                    raise ValueError(f"the weights of {path!r} were cleared; it cannot be active")
+
+    def model_weights(self, path: str) -> str | None:
+        """The JSON of the weights kept in the row of the model at `path`; None when the backend
+        keeps weights in files, or they were cleared."""
+        with self.connection(read_only=True) as conn:
+            row = conn.execute(queries.SELECT_MODEL_WEIGHTS, [path]).fetchone()
+        return row[0] if row else None
+
+    def clear_old_retired_weights(self, keep: int) -> list[str]:
+        """Clear the weights kept in the rows of retired models beyond the `keep` most recently
+        retired; returns their paths. Nothing to clear where weights live in files."""
+        with self.connection() as conn:
+            with in_transaction(conn):
+                # Taking turns with rollbacks: one never makes a row active as it is cleared.
+                self._serialize_promotions(conn)
+                rows = conn.execute(queries.CLEAR_OLD_RETIRED_WEIGHTS, [keep]).fetchall()
+        return [path for (path,) in rows]
 
     def relativize_model_paths(self, weights_dir: Path | str) -> int:
         """Rewrite absolute paths of files in `weights_dir` as bare names, in one transaction.

@@ -54,10 +54,28 @@ RETIRE_ACTIVE_MODEL = """
     WHERE status = 'active'
 """
 
+# Returns the row's weights too: a backend that keeps weights with the row refuses one without.
 REACTIVATE_MODEL = """
     UPDATE models
     SET status = 'active', retired_at = NULL
     WHERE path = $1 AND status = 'inactive'
+    RETURNING path, weights
+"""
+
+SELECT_MODEL_WEIGHTS = "SELECT weights FROM models WHERE path = $1 AND weights IS NOT NULL"
+
+# Where weights live in the rows, keeping the last `$1` retired models' weights is clearing the
+# older retired rows' weights: the rows stay, as history, and a rollback to them is refused.
+CLEAR_OLD_RETIRED_WEIGHTS = """
+    UPDATE models
+    SET weights = NULL
+    WHERE status = 'inactive' AND weights IS NOT NULL AND path NOT IN (
+        SELECT path
+        FROM models
+        WHERE status = 'inactive' AND path IS NOT NULL
+        ORDER BY coalesce(retired_at, created_at) DESC
+        LIMIT $1
+    )
     RETURNING path
 """
 
