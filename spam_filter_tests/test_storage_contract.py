@@ -2,6 +2,7 @@
 PostgreSQL server (the `storage` fixture runs each test once per backend)."""
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
@@ -101,27 +102,37 @@ def test_promotion_refuses_when_another_run_promoted_meanwhile(storage):
     assert _active_paths(storage) == ["b.json"]
 
 
-def test_promotions_racing_from_threads_leave_one_winner(storage):
-    storage.promote_model(_record("base.json"), replacing=None)
-    start = threading.Barrier(4)
+def _race(names: list[str], make_active: Callable[[str], None]) -> dict[str, str]:
+    """Call `make_active(name)` for every name at once, each from its own thread; the outcome of
+    each: 'active', 'refused' (ActiveModelChanged) or 'failed: ...'."""
+    start = threading.Barrier(len(names))
     outcomes: dict[str, str] = {}
 
-    def promote(name: str) -> None:
+    def attempt(name: str) -> None:
         start.wait()
         try:
-            storage.promote_model(_record(name), replacing="base.json")
-            outcomes[name] = "promoted"
+            make_active(name)
+            outcomes[name] = "active"
         except ActiveModelChanged:
             outcomes[name] = "refused"
         except Exception as error:  # DuckDB may abort a conflicting transaction instead
             outcomes[name] = f"failed: {type(error).__name__}"
 
-    threads = [threading.Thread(target=promote, args=(f"m{i}.json",)) for i in range(4)]
+    threads = [threading.Thread(target=attempt, args=(name,)) for name in names]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(60)
-    winners = [name for name, outcome in outcomes.items() if outcome == "promoted"]
+    return outcomes
+
+
+def test_promotions_racing_from_threads_leave_one_winner(storage):
+    storage.promote_model(_record("base.json"), replacing=None)
+    outcomes = _race(
+        [f"m{i}.json" for i in range(4)],
+        lambda name: storage.promote_model(_record(name), replacing="base.json"),
+    )
+    winners = [name for name, outcome in outcomes.items() if outcome == "active"]
     assert len(winners) == 1, outcomes
     assert _active_paths(storage) == winners
 
@@ -310,24 +321,9 @@ def test_reactivating_refuses_a_changed_active_model_or_an_unknown_one(storage):
 
 def test_rollbacks_racing_from_threads_leave_one_active_model(storage):
     _promote_in_turn(storage, ["a.json", "b.json", "c.json"])
-    start = threading.Barrier(2)
-    outcomes: dict[str, str] = {}
-
-    def reactivate(name: str) -> None:
-        start.wait()
-        try:
-            storage.reactivate_model(name, replacing="c.json")
-            outcomes[name] = "active"
-        except ActiveModelChanged:
-            outcomes[name] = "refused"
-        except Exception as error:  # DuckDB may abort a conflicting transaction instead
-            outcomes[name] = f"failed: {type(error).__name__}"
-
-    threads = [threading.Thread(target=reactivate, args=(n,)) for n in ("a.json", "b.json")]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    outcomes = _race(
+        ["a.json", "b.json"], lambda name: storage.reactivate_model(name, replacing="c.json")
+    )
     winners = [name for name, outcome in outcomes.items() if outcome == "active"]
     assert len(winners) == 1, outcomes
     assert _active_paths(storage) == winners
