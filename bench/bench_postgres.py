@@ -44,7 +44,11 @@ import psycopg  # noqa: E402
 
 import sample_data  # noqa: E402
 from spam_filter import weights  # noqa: E402
-from spam_filter.processes import RETRAIN_JOB_ARGUMENTS, stop_process_group  # noqa: E402
+from spam_filter.processes import (  # noqa: E402
+    RETRAIN_JOB_ARGUMENTS,
+    gunicorn_command,
+    stop_process_group,
+)
 from spam_filter.reporter_keys import key_hash, new_key  # noqa: E402
 from spam_filter.spam import train_model  # noqa: E402
 from spam_filter.storage.duckdb_storage import DuckDBStorage  # noqa: E402
@@ -114,8 +118,8 @@ def _post(port: int, path: str, body: str, headers: dict | None = None) -> tuple
 
 def _serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}"]
-        + ["api:create_app()"],
+        # The API's own gunicorn settings (its metrics included), as `make run` serves it.
+        gunicorn_command(f"127.0.0.1:{port}", 2),
         cwd=PROJECT_ROOT,
         env=env,
         stdout=log.open("w"),
