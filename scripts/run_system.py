@@ -20,14 +20,13 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from spam_filter import settings, weights  # noqa: E402
+from spam_filter import settings  # noqa: E402
 from spam_filter.processes import (  # noqa: E402
     RETRAIN_JOB_ARGUMENTS,
     group_alive,
     gunicorn_command,
     stop_process_groups,
 )
-from spam_filter.spam import load_model  # noqa: E402
 from spam_filter.storage.base import ApplicationStorage  # noqa: E402
 from spam_filter.storage.factory import open_storage  # noqa: E402
 
@@ -101,7 +100,7 @@ def active_model_problem(storage: ApplicationStorage, weights_dir: Path) -> str 
     if record is None:
         return "no active model"
     try:
-        load_model(weights.resolve(record.path, weights_dir))
+        storage.load_model(record.path, weights_dir)
     except Exception as error:
         return f"the active model {record.path} does not load ({type(error).__name__}: {error})"
     return None

@@ -4,11 +4,9 @@ Shared by `python database.py rollback` and the `rollback_model_job` in the Dags
 no Dagster, so the command line starts quickly.
 """
 
-from collections.abc import Callable
 from pathlib import Path
 
 from spam_filter import weights
-from spam_filter.spam import SpamModel, load_model
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.records import ModelRecord
 
@@ -44,21 +42,19 @@ def roll_back(
     makes the switch and the clearing take turns, and refuses a row cleared in between.
     """
     if storage.keeps_weights:
-        return _reactivate(storage, model, lambda path: _model_in_row(storage, path))
+        return _reactivate(storage, weights_dir, model)
     with weights.exclusive(weights_dir):
-        return _reactivate(
-            storage, model, lambda path: load_model(weights.resolve(path, weights_dir))
-        )
+        return _reactivate(storage, weights_dir, model)
 
 
 def _reactivate(
-    storage: ApplicationStorage, model: str | None, load: Callable[[str], SpamModel]
+    storage: ApplicationStorage, weights_dir: str | Path, model: str | None
 ) -> tuple[ModelRecord, ModelRecord | None]:
     history = storage.model_history()
     current = next((r for r in history if r.status == "active"), None)
     target = rollback_target(history, model)
     try:
-        load(target.path)
+        storage.load_model(target.path, weights_dir)
     except (OSError, ValueError) as error:
         raise RollbackRefused(f"{target.path} cannot be loaded: {error}") from error
     try:
@@ -66,13 +62,6 @@ def _reactivate(
     except ValueError as error:
         raise RollbackRefused(str(error)) from error
     return target, current
-
-
-def _model_in_row(storage: ApplicationStorage, path: str) -> SpamModel:
-    text = storage.model_weights(path)
-    if text is None:
-        raise ValueError("its weights were cleared, as a retired model's beyond the last kept")
-    return SpamModel.from_weights(weights.from_json(text))
 
 
 def prune_retired_weights(

@@ -7,7 +7,9 @@ from dataclasses import replace
 
 import pytest
 
+from spam_filter import weights
 from spam_filter.reporter_keys import key_hash
+from spam_filter.spam import train_model
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.records import (
     ActiveModelChanged,
@@ -358,3 +360,16 @@ def test_absolute_paths_in_the_weights_folder_become_bare_names(storage, tmp_pat
     paths = {(r.path, r.compared_with) for r in storage.model_history()}
     assert paths == {("a.json", None), (None, "a.json"), (elsewhere, None)}
     assert storage.relativize_model_paths(tmp_path) == 0
+
+
+def test_a_recorded_model_loads_from_where_the_backend_keeps_its_weights(storage, tmp_path):
+    model = train_model([("win cash now", True), ("lunch at noon", False)], 1.0, 1.0)
+    if storage.keeps_weights:
+        name = weights.new_name()
+        storage.promote_model(_record(name), None, weights=weights.to_json(model.to_weights()))
+    else:
+        name = weights.write(model.to_weights(), tmp_path).name
+        storage.promote_model(_record(name), replacing=None)
+    assert storage.load_model(name, tmp_path).to_weights() == model.to_weights()
+    with pytest.raises((OSError, ValueError)):
+        storage.load_model(weights.new_name(), tmp_path)

@@ -150,25 +150,13 @@ def _score_active_model(
     if record is None:
         return None, None, None
     try:
-        active_model = _load_active_model(storage, model_storage, record.path)
+        active_model = storage.load_model(record.path, model_storage.weights_dir)
     except (OSError, ValueError) as error:
         problem = f"active model {record.path} cannot be read ({error})"
         context.log.warning(problem)
         return record.path, None, problem
     context.log.info(f"scoring the active model {record.path} on the same test split")
     return record.path, score_split(conn, active_model), None
-
-
-def _load_active_model(
-    storage: ApplicationStorage, model_storage: ModelStorage, path: str
-) -> SpamModel:
-    """The active model, from its row where the storage keeps weights, else from its file."""
-    if not storage.keeps_weights:
-        return model_storage.load(path)
-    found = storage.active_model_weights()
-    if found is None:
-        raise ValueError(f"the row of {path} holds no weights")
-    return SpamModel.from_weights(weights.from_json(found[1]))
 
 
 def _split_scorer(

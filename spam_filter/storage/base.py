@@ -12,7 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from spam_filter import weights
 from spam_filter.faults import crash_point
+from spam_filter.spam import SpamModel, load_model
 from spam_filter.storage import queries
 from spam_filter.storage.records import (
     ActiveModelChanged,
@@ -196,6 +198,21 @@ class ApplicationStorage(ABC):
         with self.connection(read_only=True) as conn:
             row = conn.execute(queries.SELECT_MODEL_WEIGHTS, [path]).fetchone()
         return row[0] if row else None
+
+    def load_model(self, path: str, weights_dir: Path | str) -> SpamModel:
+        """The recorded model at `path`: from its row where the backend keeps weights there, else
+        from its file in `weights_dir`.
+
+        Raises:
+            OSError: The file is missing or unreadable.
+            ValueError: The weights are malformed, the row holds none, or the path is unsafe.
+        """
+        if not self.keeps_weights:
+            return load_model(weights.resolve(path, weights_dir))
+        text = self.model_weights(path)
+        if text is None:
+            raise ValueError(f"the row of {path} holds no weights (cleared when it grew old)")
+        return SpamModel.from_weights(weights.from_json(text))
 
     def clear_old_retired_weights(self, keep: int) -> list[str]:
         """Clear the weights kept in the rows of retired models beyond the `keep` most recently
