@@ -5,6 +5,7 @@ Everything here is a real process on real files: `sample_data.py`, the `dagster`
 Afterwards the database opens, every row is there, and exactly one model is active.
 """
 
+import codecs
 import fcntl
 import json
 import os
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from spam_filter import faults
 from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter_tests.helpers import (
     BIN,
@@ -29,9 +31,8 @@ from spam_filter_tests.helpers import (
 from spam_filter_tests.servers import free_port, service
 
 INITIAL_MESSAGES = 2_000
-# About 9 s of inserting on this machine: well past the 5 s the CLI takes to reach `user_messages`.
-INSERTED_MESSAGES = 10_000_000
-INSERTED_LABEL = "10.0M"  # as tqdm shows it
+INSERTED_MESSAGES = 1_000_000
+INSERTED_LABEL = "1.00M"  # as tqdm shows it
 # The run trains on the newest of them only, so that it stays short; the inserted messages are
 # newer than the first ones, so the number copied still tells whether the run saw the insert.
 TRAINED_MESSAGES = 10_000
@@ -100,9 +101,12 @@ class _Output:
         self._thread.start()
 
     def _read(self) -> None:
-        for chunk in iter(lambda: self.process.stdout.read(256), ""):
+        # os.read returns what the pipe holds; a text stream's read(n) would wait for n characters.
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        descriptor = self.process.stdout.fileno()
+        for chunk in iter(lambda: os.read(descriptor, 4096), b""):
             with self._changed:
-                self.text += chunk
+                self.text += decoder.decode(chunk)
                 self._changed.notify_all()
 
     def wait_for(self, text: str, timeout: float = 120) -> None:
@@ -125,13 +129,15 @@ def test_sample_data_beside_a_retrain_both_finish_with_all_or_none_of_the_rows(
         json.dumps({"ops": {"user_messages": {"config": {"max_messages": TRAINED_MESSAGES}}}})
     )
     if first == "sample_data":
-        inserting = _Output(_start_sample_data(env))
+        # The insert holds its open transaction until the run has said that it waits for it.
+        release = tmp_path / "release-insert"
+        hold = f"sample_data_inserted:{release}"
+        inserting = _Output(_start_sample_data({**env, faults.HOLD_AT_VARIABLE: hold}))
         inserting.wait_for(f"/{INSERTED_LABEL}")  # the transaction is open and holds the database
         job = _Output(_start_job(env, run_config))
-        job.wait_for('Started execution of step "user_reports"')
-        # The run opens the database while the insert is still going: it has to wait for it.
-        assert inserting.process.poll() is None, "the insert ended before the run read messages"
         job.wait_for(f"waiting for another process to release {app_db}")
+        assert inserting.process.poll() is None
+        release.touch()
     else:
         job = _Output(_start_job(env, run_config))
         job.wait_for('Started execution of step "sms_spam_examples"')
