@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -120,9 +120,29 @@ class _Output:
         return code
 
 
+@pytest.fixture
+def watched() -> Iterator[Callable[[subprocess.Popen], _Output]]:
+    """Collects a started process's output; kills it at the end if a failed test left it waiting."""
+    processes: list[subprocess.Popen] = []
+
+    def watch(process: subprocess.Popen) -> _Output:
+        processes.append(process)
+        return _Output(process)
+
+    yield watch
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 @pytest.mark.parametrize("first", ["sample_data", "job"])
 def test_sample_data_beside_a_retrain_both_finish_with_all_or_none_of_the_rows(
-    env: dict[str, str], app_db: str, first: str, tmp_path: Path
+    env: dict[str, str],
+    app_db: str,
+    first: str,
+    tmp_path: Path,
+    watched: Callable[[subprocess.Popen], _Output],
 ) -> None:
     run_config = tmp_path / "run_config.json"
     run_config.write_text(
@@ -132,16 +152,16 @@ def test_sample_data_beside_a_retrain_both_finish_with_all_or_none_of_the_rows(
         # The insert holds its open transaction until the run has said that it waits for it.
         release = tmp_path / "release-insert"
         hold = f"sample_data_inserted:{release}"
-        inserting = _Output(_start_sample_data({**env, faults.HOLD_AT_VARIABLE: hold}))
+        inserting = watched(_start_sample_data({**env, faults.HOLD_AT_VARIABLE: hold}))
         inserting.wait_for(f"/{INSERTED_LABEL}")  # the transaction is open and holds the database
-        job = _Output(_start_job(env, run_config))
+        job = watched(_start_job(env, run_config))
         job.wait_for(f"waiting for another process to release {app_db}")
         assert inserting.process.poll() is None
         release.touch()
     else:
-        job = _Output(_start_job(env, run_config))
+        job = watched(_start_job(env, run_config))
         job.wait_for('Started execution of step "sms_spam_examples"')
-        inserting = _Output(_start_sample_data(env))
+        inserting = watched(_start_sample_data(env))
     assert inserting.finish() == 0, inserting.text[-3000:]
     assert job.finish() == 0, job.text[-3000:]
     assert "RUN_SUCCESS" in job.text
