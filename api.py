@@ -11,7 +11,7 @@ from typing import Any
 from flask import Flask
 
 from spam_filter import settings
-from spam_filter.serving import database_watcher, rate_limits, routes
+from spam_filter.serving import database_watcher, metrics, rate_limits, routes
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -24,6 +24,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     database_watcher.init_app(app)
     rate_limits.init_app(app)
     app.register_blueprint(routes.blueprint)
+    metrics.init_app(app)
     return app
 
 

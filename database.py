@@ -4,6 +4,8 @@
     python database.py add-reporter NAME     create a reporter; prints its key on the last line
     python database.py reporters             list reporters with their reports and status
     python database.py revoke-reporter NAME  revoke a reporter's key
+    python database.py models                list every model, its rates and the decision
+    python database.py rollback [MODEL]      make the previous (or the named) model active again
 
 The schema, the queries and the transactions live in `spam_filter.storage`; this script only
 calls them.
@@ -13,7 +15,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from spam_filter import settings
 from spam_filter.reporter_keys import key_hash, new_key
+from spam_filter.rollback import RollbackRefused, roll_back
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.factory import open_storage
 from spam_filter.storage.records import ReporterExists
@@ -21,6 +25,9 @@ from spam_filter.storage.records import ReporterExists
 
 def bootstrap(storage: ApplicationStorage, _: argparse.Namespace) -> int:
     storage.create_schema()
+    renamed = storage.relativize_model_paths(settings.weights_dir())
+    if renamed:
+        print(f"{renamed} weights path(s) rewritten relative to {settings.weights_dir()}")
     print(f"database {storage}\n{storage.describe()}")
     return 0
 
@@ -64,6 +71,39 @@ def revoke_reporter(storage: ApplicationStorage, args: argparse.Namespace) -> in
     return 0
 
 
+def list_models(storage: ApplicationStorage, args: argparse.Namespace) -> int:
+    storage.create_schema()
+    history = storage.model_history()
+    if not history:
+        print("no model recorded yet: run create_spam_model_job")
+        return 0
+    print(f"{'created':<16}  {'status':<8}  {'gold TPR':>8}  {'gold FPR':>8}  model")
+    for record in history:
+        name = Path(record.path).name if record.path else "(no file: not promoted)"
+        weights_file = settings.weights_dir() / name if record.path else None
+        gone = " (weights deleted)" if weights_file and not weights_file.exists() else ""
+        print(
+            f"{record.created_at:%Y-%m-%d %H:%M}  {record.status:<8}  "
+            f"{record.true_positive_rate:>8.4f}  {record.false_positive_rate:>8.2%}  {name}{gone}"
+        )
+        print(f"{'':<18}{record.reason}")
+    return 0
+
+
+def rollback(storage: ApplicationStorage, args: argparse.Namespace) -> int:
+    try:
+        target, replaced = roll_back(storage, settings.weights_dir(), args.model)
+    except RollbackRefused as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    replaced_name = Path(replaced.path).name if replaced else "no model"
+    print(
+        f"{Path(target.path).name} is active again, in place of {replaced_name}; API servers "
+        "serve it within seconds"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Manage the application database.")
     parser.add_argument(
@@ -79,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     revoke = commands.add_parser("revoke-reporter", help="revoke a reporter's key")
     revoke.add_argument("name")
     revoke.set_defaults(command=revoke_reporter)
+    models = commands.add_parser("models", help="list every model, its rates and the decision")
+    models.set_defaults(command=list_models)
+    back = commands.add_parser("rollback", help="make the previous (or the named) model active")
+    back.add_argument("model", nargs="?", help="a retired model's file name (default: previous)")
+    back.set_defaults(command=rollback)
     args = parser.parse_args(argv)
     return args.command(open_storage(args.database), args)
 

@@ -1,5 +1,7 @@
 from setuptools import find_packages, setup
 
+SCIKIT_LEARN = "scikit-learn>=1.5,<2"
+
 setup(
     name="spam_filter",
     version="0.1.0",
@@ -18,23 +20,29 @@ setup(
         "duckdb>=2.0,<3",
         "pandas>=2.2,<3",
         "numpy>=2,<3",
-        "scikit-learn>=1.5,<2",
         "flask>=3,<4",
         # The production WSGI server for the API.
         "gunicorn>=23,<28",
+        # The API's /metrics in Prometheus' text format; its multiprocess mode sums gunicorn's
+        # workers (0.17 added the live-most-recent gauge mode used for the model's age).
+        "prometheus-client>=0.17,<1",
         # Markdown tables in asset metadata (pandas.DataFrame.to_markdown).
         "tabulate>=0.9",
         # Progress bars for sample_data.py.
         "tqdm>=4.66",
     ],
     extras_require={
+        # The offline comparison with scikit-learn (python -m spam_filter.evaluate). Training and
+        # serving never import it, and with scipy it is the largest download of all.
+        "evaluate": [SCIKIT_LEARN],
         "dev": [
+            SCIKIT_LEARN,
             "pytest>=8",
             # Property-based tests that throw generated hostile input at the API.
             "hypothesis>=6.100,<7",
             # Process-tree memory for the benchmarks.
             "psutil>=5.9",
             "ruff>=0.6",
-        ]
+        ],
     },
 )

@@ -60,6 +60,14 @@ GOLD_TESTS = """
 TRAINING_COLLECTION = """
     SELECT spam, body FROM public.spam_training_dataframe WHERE source = 'sms_spam_collection'
 """
+# Messages a new user tried first: one-time codes and payment notices are legitimate.
+PROBES = [
+    ("Your verification code is 482913", False),
+    ("123456 is your Instagram code", False),
+    ("You paid £23.50 to Tesco, card ending 4421", False),
+    ("Royal Mail: your parcel has a £1.99 fee to pay, visit royalmail-redelivery.com", True),
+    ("Congratulations! You have won a free cruise, reply YES to claim", True),
+]
 NAMES = ["Anna", "Ben", "Chloe", "Dev", "Ella", "Finn", "Grace", "Hugo", "Isla", "Jack", "Kira"]
 COURIERS = ["parcel", "package", "delivery", "shipment", "order"]
 WORDS = ["secure", "verify", "release", "redeliver", "confirm", "settle", "update", "unlock"]
@@ -212,6 +220,7 @@ def _scenario(name, reported, held_out, hostile, args) -> dict:
         storage.add_reporter(f"honest {index}", key_hash(key))
     storage.add_reporter("attacker", key_hash(attacker))
     _retrain(env, folder)
+    first_model = _trained(env)
     api = Api(env, folder / "gunicorn.log")
     try:
         for index, key in enumerate(honest):
@@ -223,16 +232,25 @@ def _scenario(name, reported, held_out, hostile, args) -> dict:
             corroborated = [(text, True) for text in campaign(60, start=0)]
             for key in honest[:3]:
                 api.report(key, corroborated)
+        first = storage.active_model().path
         _retrain(env, folder)
         trained = _trained(env)
         result["gold"] = _gold(env, trained)
-        result["promoted"] = storage.active_model().path
-        time.sleep(2)  # the API picks up a promotion within its refresh
+        active = storage.active_model()
+        result["promoted"] = active.path != first
+        result["decision"] = active.reason if result["promoted"] else _last_reason(storage)
         texts, labels = zip(*held_out, strict=True)
-        result["held_out"] = _rates(api.verdicts(list(texts)), list(labels))
+        # The model the run trained, promoted or not, and what the API serves after the run.
+        result["held_out"] = _rates([trained.model.is_spam(t) for t in texts], list(labels))
+        result["probes"] = [
+            (text, first_model.model.verdict(text), trained.model.verdict(text))
+            for text, _ in PROBES
+        ]
+        time.sleep(2)  # the API picks up a promotion within its refresh
+        result["served"] = _rates(api.verdicts(list(texts)), list(labels))
         if name == "campaign":
             variants = campaign(200, start=HOSTILE_REPORTS + 1000)
-            result["campaign_tpr"] = sum(api.verdicts(variants)) / len(variants)
+            result["campaign_tpr"] = sum(map(trained.model.is_spam, variants)) / len(variants)
         flags = {r.name: r.status for r in storage.reporters()}
         result["attacker_flagged"] = flags["attacker"] == "flagged"
         result["honest_flagged"] = sum(
@@ -247,6 +265,10 @@ def _scenario(name, reported, held_out, hostile, args) -> dict:
         api.stop()
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _last_reason(storage: DuckDBStorage) -> str:
+    return storage.model_history()[0].reason
 
 
 def _sklearn(training: list[tuple[bool, str]], reported, held_out) -> Rates:
@@ -305,18 +327,30 @@ def main() -> int:
         f"out, from {args.messages}\n"
     )
     print(
-        f"{'scenario':<11} {'held-out TPR/FPR':>17} {'gold TPR/FPR':>15} {'attacker flagged':>17} "
-        f"{'honest flagged':>15} {'campaign TPR':>13}  threshold set by"
+        f"{'scenario':<11} {'held-out TPR/FPR':>17} {'gold TPR/FPR':>15} {'served TPR/FPR':>17} "
+        f"{'attacker flagged':>17} {'honest flagged':>15} {'campaign TPR':>13}"
     )
     for r in results:
         print(
             f"{r['name']:<11} {str(r['held_out']):>17} {str(r['gold']):>15} "
+            f"{str(r['served']):>17} "
             f"{str(r['attacker_flagged']) if r['name'] != 'honest' else '-':>17} "
             f"{r['honest_flagged']:>15} "
-            f"{(format(r['campaign_tpr'], '.3f') if 'campaign_tpr' in r else '-'):>13}  "
-            f"{r['threshold']}"
+            f"{(format(r['campaign_tpr'], '.3f') if 'campaign_tpr' in r else '-'):>13}"
         )
     print(f"{'sklearn MNB':<11} {str(sklearn):>17}")
+    print(
+        "\n(held-out and gold: the model each run trained; served: what the API answers after it)"
+    )
+    for r in results:
+        promoted = "promoted" if r["promoted"] else "not promoted"
+        print(f"{r['name']}: {promoted}: {r['decision']}; threshold set by {r['threshold']}")
+    print("\nwhat the first model and the learned one (honest scenario) say:")
+    for text, (first_spam, first_p), (spam, p) in baseline["probes"]:
+        print(
+            f"  {text[:60]:<60} {'spam' if first_spam else 'not spam':>8} ({first_p:.3f}) -> "
+            f"{'spam' if spam else 'not spam'} ({p:.3f})"
+        )
     honest = baseline["held_out"]
     print("\ngoals:")
     checks = [

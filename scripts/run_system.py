@@ -2,22 +2,33 @@
 API (gunicorn) and the Dagster UI with its schedule daemon until Ctrl-C stops both.
 
 Run through `make run`, which creates the virtual environment first. Running it again reuses the
-database, the messages and the active model that exist.
+database, the messages and the active model that exist. `make retrain` runs it as
+`run_system.py retrain`: the retraining job once, into the Dagster instance the UI shows.
 """
 
+import argparse
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from spam_filter import settings  # noqa: E402
-from spam_filter.processes import RETRAIN_JOB_ARGUMENTS, stop_process_groups  # noqa: E402
+from spam_filter import settings, weights  # noqa: E402
+from spam_filter.processes import (  # noqa: E402
+    RETRAIN_JOB_ARGUMENTS,
+    group_alive,
+    gunicorn_command,
+    stop_process_groups,
+)
+from spam_filter.spam import load_model  # noqa: E402
+from spam_filter.storage.base import ApplicationStorage  # noqa: E402
 from spam_filter.storage.factory import open_storage  # noqa: E402
 
 # One retrain at a time: two runs would only take turns on the warehouse file's lock.
@@ -33,6 +44,9 @@ BIN = Path(sys.executable).parent
 # is a choice to make explicitly (SPAM_FILTER_API_BIND=0.0.0.0:5000, behind a proxy or firewall).
 DEFAULT_API_BIND = "127.0.0.1:5000"
 DEFAULT_UI_HOST = "127.0.0.1"
+DEFAULT_UI_PORT = "3000"
+# How long the services get to stop after SIGTERM before they are killed.
+STOP_TIMEOUT_SECONDS = 20.0
 
 
 def _dagster_home() -> Path:
@@ -53,12 +67,27 @@ def _dagster_home() -> Path:
     return home
 
 
+def active_model_problem(storage: ApplicationStorage, weights_dir: Path) -> str | None:
+    """Why the API would have no model to serve, or None when the active model loads."""
+    record = storage.active_model()
+    if record is None:
+        return "no active model"
+    try:
+        load_model(weights.resolve(record.path, weights_dir))
+    except Exception as error:
+        return f"the active model {record.path} does not load ({type(error).__name__}: {error})"
+    return None
+
+
 def _bootstrap() -> None:
     storage = open_storage()
     storage.create_schema()
+    weights_dir = settings.weights_dir()
+    if renamed := storage.relativize_model_paths(weights_dir):
+        print(f"{renamed} weights path(s) rewritten relative to {weights_dir}", flush=True)
     # The first model learns from real data only: the SMS collection and what users reported.
-    if storage.active_model() is None:
-        print("no active model: running create_spam_model_job once", flush=True)
+    if problem := active_model_problem(storage, weights_dir):
+        print(f"{problem}: running create_spam_model_job once", flush=True)
         subprocess.run(
             [BIN / "dagster", *RETRAIN_JOB_ARGUMENTS],
             cwd=PROJECT_ROOT,
@@ -78,49 +107,170 @@ def ui_host(environ: Mapping[str, str] = os.environ) -> str:
 
 def api_command(bind: str, workers: str) -> list[str]:
     """The gunicorn command line that serves the API on `bind`."""
-    return [str(BIN / "gunicorn"), "--workers", workers, "--bind", bind, "api:create_app()"]
+    return gunicorn_command(bind, workers)
 
 
-def _start(command: list[str]) -> subprocess.Popen:
+@dataclass(frozen=True)
+class Service:
+    """A server the run command starts, and the variable that moves it to another address."""
+
+    name: str
+    address: str
+    variable: str
+    command: tuple[str, ...]
+
+    @property
+    def host_and_port(self) -> tuple[str, int] | None:
+        """Where the service listens on TCP, as gunicorn reads an address; None for a Unix socket
+        or an inherited file descriptor."""
+        if self.address.startswith(("unix:", "fd://")):
+            return None
+        host, colon, port = self.address.rpartition(":")
+        if not colon or "]" in port:  # a host alone: gunicorn's default port
+            host, port = self.address, "8000"
+        return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def services(environ: Mapping[str, str] = os.environ) -> list[Service]:
+    """The API and the Dagster UI, on the addresses the environment gives."""
+    bind = api_bind(environ)
+    workers = environ.get("SPAM_FILTER_API_WORKERS") or "2"
+    host = ui_host(environ)
+    ui_port = environ.get("SPAM_FILTER_UI_PORT") or DEFAULT_UI_PORT
+    return [
+        Service(
+            "the API (gunicorn)", bind, "SPAM_FILTER_API_BIND", tuple(api_command(bind, workers))
+        ),
+        Service(
+            "the Dagster UI (dagster dev)",
+            f"[{host}]:{ui_port}" if ":" in host else f"{host}:{ui_port}",
+            "SPAM_FILTER_UI_PORT",
+            (str(BIN / "dagster"), "dev", "--host", host, "--port", ui_port),
+        ),
+    ]
+
+
+def port_problems(to_start: list[Service]) -> list[str]:
+    """What stops each service from listening where it is told to, saying which variable moves it.
+
+    A service that cannot bind its port does not always exit (`dagster dev` keeps running with no
+    UI), so ports are tried here first, the way the servers bind them (with SO_REUSEADDR, so a
+    port that only has connections closing is free).
+    """
+    problems = []
+    for service in to_start:
+        if service.host_and_port is None:
+            continue
+        host, port = service.host_and_port
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as error:
+                problems.append(
+                    f"{service.name} cannot listen on {service.address}: "
+                    f"{error.strerror or error}. Stop what holds it, or set {service.variable} "
+                    f"to another {'address' if service.variable.endswith('BIND') else 'port'}."
+                )
+    return problems
+
+
+def _start(command: tuple[str, ...]) -> subprocess.Popen:
     # A session of its own per service, so stopping a service stops all of its processes, and
     # default signal handling, without which `dagster dev` ignores SIGTERM.
     return subprocess.Popen(command, cwd=PROJECT_ROOT, start_new_session=True, restore_signals=True)
 
 
-def main() -> int:
+def _stop(running: dict[Service, subprocess.Popen]) -> None:
+    """Stop every service and say so once none of their processes is left."""
+    started = time.monotonic()
+    killed = stop_process_groups(running.values(), timeout_seconds=STOP_TIMEOUT_SECONDS)
+    for service, process in running.items():
+        if process in killed:
+            print(
+                f"{service.name} was still up {STOP_TIMEOUT_SECONDS:g} s after SIGTERM: killed",
+                file=sys.stderr,
+            )
+    elapsed = time.monotonic() - started
+    left = [service.name for service, process in running.items() if group_alive(process.pid)]
+    if left:
+        print(f"{' and '.join(left)} still has processes after SIGKILL", file=sys.stderr)
+        return
+    names = " and ".join(service.name for service in running)
+    print(f"stopped {names}: no process of either is left ({elapsed:.1f} s)", flush=True)
+
+
+def serve() -> int:
+    """Bootstrap, then serve until Ctrl-C, SIGTERM or a service stopping on its own."""
+    to_start = services()
+    # Before the bootstrap, which may train for a while: a taken port is known at once.
+    problems = port_problems(to_start)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
+    home = _dagster_home()
+    _bootstrap()
+    problems = port_problems(to_start)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
+    running: dict[Service, subprocess.Popen] = {}
+    try:
+        for service in to_start:
+            running[service] = _start(service.command)
+    except BaseException:
+        _stop(running)
+        raise
+    api, ui = to_start
+    print(
+        f"\nAPI on http://{api.address}/api/find_spam, Dagster UI on http://{ui.address} "
+        f"(DAGSTER_HOME={home}, database {settings.database_path()}). Ctrl-C stops both.\n",
+        flush=True,
+    )
+    try:
+        while True:
+            for service, process in running.items():
+                if process.poll() is not None:
+                    others = " and ".join(s.name for s in running if s is not service)
+                    print(
+                        f"{service.name} on {service.address} stopped on its own (exit code "
+                        f"{process.returncode}; its log is above); stopping {others}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    return 1
+            time.sleep(0.5)
+    except (KeyboardInterrupt, SystemExit):
+        print("\nstopping the API and the Dagster UI", flush=True)
+        return 0
+    finally:
+        _stop(running)
+
+
+def retrain() -> int:
+    """Run `create_spam_model_job` once, recorded in the Dagster instance the UI shows."""
+    home = _dagster_home()
+    print(f"retraining; the run is recorded in DAGSTER_HOME={home}, as the UI shows", flush=True)
+    return subprocess.run([BIN / "dagster", *RETRAIN_JOB_ARGUMENTS], cwd=PROJECT_ROOT).returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=["serve", "retrain"],
+        default="serve",
+        help="serve (the default): bootstrap and serve both; retrain: run the job once",
+    )
+    args = parser.parse_args(argv)
     # Handle Ctrl-C and SIGTERM here even when started with them ignored (as background jobs of a
     # non-interactive shell are): the services then start with default handling, as exec resets
     # caught signals but keeps ignored ones, and `dagster dev` would otherwise never stop.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    home = _dagster_home()
-    _bootstrap()
-    bind = api_bind()
-    workers = os.environ.get("SPAM_FILTER_API_WORKERS", "2")
-    host = ui_host()
-    ui_port = os.environ.get("SPAM_FILTER_UI_PORT", "3000")
-    services: list[subprocess.Popen] = []
-    try:
-        services.append(_start(api_command(bind, workers)))
-        services.append(_start([BIN / "dagster", "dev", "--host", host, "--port", ui_port]))
-    except BaseException:
-        stop_process_groups(services, timeout_seconds=20)
-        raise
-    print(
-        f"\nAPI on http://{bind}/api/find_spam, Dagster UI on http://{host}:{ui_port} "
-        f"(DAGSTER_HOME={home}, database {settings.database_path()}). Ctrl-C stops both.\n",
-        flush=True,
-    )
-    try:
-        while all(service.poll() is None for service in services):
-            time.sleep(0.5)
-        print("a service stopped on its own; stopping the other", file=sys.stderr)
-        return 1
-    except (KeyboardInterrupt, SystemExit):
-        print("\nstopping the API and the Dagster UI", flush=True)
-        return 0
-    finally:
-        stop_process_groups(services, timeout_seconds=20)
+    return retrain() if args.command == "retrain" else serve()
 
 
 if __name__ == "__main__":

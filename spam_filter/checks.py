@@ -82,20 +82,27 @@ def check_spam_dataset_labels_boolean(warehouse: Warehouse) -> dg.AssetCheckResu
     )
 
 
+# Only what a run trains on: messages over a reporter's share are kept out of it.
 REPORTER_SHARES = """
-    SELECT reporter_id, count(*) / (SELECT count(*) FROM public.user_messages) AS share
+    SELECT
+        reporter_id,
+        count(*) / (SELECT count(*) FROM public.user_messages WHERE NOT capped) AS share
     FROM public.user_messages
-    WHERE reporter_id IS NOT NULL
+    WHERE reporter_id IS NOT NULL AND NOT capped
     GROUP BY reporter_id
     ORDER BY share DESC, reporter_id
     LIMIT 1
 """
 
-LABEL_BALANCE = "SELECT count(*), count(*) FILTER (WHERE spam) FROM public.user_messages"
+LABEL_BALANCE = """
+    SELECT count(*), count(*) FILTER (WHERE spam) FROM public.user_messages WHERE NOT capped
+"""
 
-CONTRIBUTING_REPORTERS = (
-    "SELECT DISTINCT reporter_id FROM public.user_messages WHERE reporter_id IS NOT NULL"
-)
+CONTRIBUTING_REPORTERS = """
+    SELECT DISTINCT reporter_id
+    FROM public.user_messages
+    WHERE reporter_id IS NOT NULL AND NOT capped
+"""
 
 
 class ReporterShareConfig(dg.Config):

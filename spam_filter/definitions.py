@@ -5,7 +5,7 @@ from dagster_duckdb_pandas import DuckDBPandasIOManager
 
 from spam_filter import checks, settings, tables
 from spam_filter.assets import deployment, ingestion, training
-from spam_filter.jobs import create_spam_model_job, monthly_retrain_schedule
+from spam_filter.jobs import create_spam_model_job, monthly_retrain_schedule, rollback_model_job
 from spam_filter.resources import ApplicationDatabase, ModelStorage, Warehouse
 from spam_filter.sensors import RetrainPolicy, retrain_on_reports_sensor
 
@@ -37,7 +37,7 @@ def build_resources() -> dict:
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([ingestion, training, deployment]),
     asset_checks=dg.load_asset_checks_from_modules([checks, deployment]),
-    jobs=[create_spam_model_job],
+    jobs=[create_spam_model_job, rollback_model_job],
     schedules=[monthly_retrain_schedule],
     sensors=[retrain_on_reports_sensor],
     resources=build_resources(),

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import duckdb
 
+from spam_filter.spam import SpamModel, smoothed_bags_of_words
 from spam_filter.tokenizer_sql import install_tokenizer
 
 FOLDS = 5
@@ -20,7 +21,9 @@ _FOLD_SEED = 7919
 MESSAGES_PER_BUDGETED_FALSE_POSITIVE = 5
 
 # A reporter's messages count towards it only where it alone supports their label (contributor);
-# every other message is contributor 0. Reports weigh `report_weight` training messages each.
+# every other message is contributor 0. A message over its reporter's share (capped) counts as
+# the negated reporter id: out of the model, but part of what the impact check weighs. Reports
+# weigh `report_weight` training messages each.
 COUNT_TRAINING_WORDS = """
     CREATE OR REPLACE TEMP TABLE training_word_counts AS
     SELECT
@@ -30,7 +33,7 @@ COUNT_TRAINING_WORDS = """
     FROM (
         SELECT
             hash(body, $fold_seed) % $folds AS fold,
-            coalesce(reporter_id, 0) AS contributor,
+            CASE WHEN capped THEN -reporter_id ELSE coalesce(reporter_id, 0) END AS contributor,
             CASE WHEN source = 'reports' THEN $report_weight ELSE 1.0 END AS weight,
             spam,
             unnest(string_split(spam_token_text(body), ' ')) AS word
@@ -44,23 +47,26 @@ COUNT_TRAINING_MESSAGES = """
     CREATE OR REPLACE TEMP TABLE training_message_counts AS
     SELECT
         hash(body, $fold_seed) % $folds AS fold,
-        coalesce(reporter_id, 0) AS contributor,
+        CASE WHEN capped THEN -reporter_id ELSE coalesce(reporter_id, 0) END AS contributor,
         coalesce(sum(weight) FILTER (WHERE spam), 0) AS spam_messages,
         coalesce(sum(weight) FILTER (WHERE NOT spam), 0) AS ham_messages,
         count(*) FILTER (WHERE spam) AS spam_rows,
         count(*) AS rows
     FROM (
-        SELECT body, reporter_id, spam,
+        SELECT body, reporter_id, capped, spam,
             CASE WHEN source = 'reports' THEN $report_weight ELSE 1.0 END AS weight
         FROM public.spam_training_dataframe
     )
     GROUP BY fold, contributor
 """
 
+# The model's counts: every message but the capped ones and the left-out reporters' own; with
+# $with_capped, the capped ones too (the world the impact check weighs reporters in).
 WORD_TOTALS = """
     SELECT word, sum(spam_count), sum(ham_count)
     FROM training_word_counts
-    WHERE NOT list_contains($left_out::INTEGER[], contributor)
+    WHERE (contributor >= 0 OR $with_capped)
+        AND NOT list_contains($left_out::INTEGER[], abs(contributor))
     GROUP BY word
     HAVING sum(spam_count) + sum(ham_count) > 0
 """
@@ -70,21 +76,23 @@ MESSAGE_TOTALS = """
         coalesce(sum(spam_messages), 0), coalesce(sum(ham_messages), 0),
         coalesce(sum(spam_rows), 0), coalesce(sum(rows), 0)
     FROM training_message_counts
-    WHERE NOT list_contains($left_out::INTEGER[], contributor)
+    WHERE (contributor >= 0 OR $with_capped)
+        AND NOT list_contains($left_out::INTEGER[], abs(contributor))
 """
 
+# Each reporter's counts over every message it alone supports, capped or not.
 REPORTER_WORD_COUNTS = """
-    SELECT contributor, word, sum(spam_count), sum(ham_count)
+    SELECT abs(contributor), word, sum(spam_count), sum(ham_count)
     FROM training_word_counts
     WHERE contributor <> 0
-    GROUP BY contributor, word
+    GROUP BY abs(contributor), word
 """
 
 REPORTER_MESSAGE_COUNTS = """
-    SELECT contributor, sum(spam_messages), sum(ham_messages), sum(rows)
+    SELECT abs(contributor), sum(spam_messages), sum(ham_messages), sum(rows)
     FROM training_message_counts
     WHERE contributor <> 0
-    GROUP BY contributor
+    GROUP BY abs(contributor)
 """
 
 # Legitimate training messages to calibrate on, by who labelled them: the SMS collection, or the
@@ -99,7 +107,7 @@ CALIBRATION_MESSAGES = """
                 AS calibration_group,
             body
         FROM public.spam_training_dataframe
-        WHERE NOT spam AND NOT synthetic
+        WHERE NOT spam AND NOT synthetic AND NOT capped
             AND (reporter_id IS NULL OR NOT list_contains($left_out::INTEGER[], reporter_id))
         QUALIFY row_number() OVER (
             PARTITION BY calibration_group ORDER BY hash(body, $fold_seed, 'calibration')
@@ -124,7 +132,7 @@ LEAVE_ONE_FOLD_OUT_LOG_ODDS = """
     WITH kept AS (
         SELECT fold, word, sum(spam_count) AS spam_count, sum(ham_count) AS ham_count
         FROM training_word_counts
-        WHERE NOT list_contains($left_out::INTEGER[], contributor)
+        WHERE contributor >= 0 AND NOT list_contains($left_out::INTEGER[], contributor)
         GROUP BY fold, word
     ),
     words AS (
@@ -218,19 +226,19 @@ def count_training_words(conn: duckdb.DuckDBPyConnection, report_weight: float) 
 
 
 def class_counts(
-    conn: duckdb.DuckDBPyConnection, left_out: list[int]
+    conn: duckdb.DuckDBPyConnection, left_out: list[int], with_capped: bool = False
 ) -> tuple[ClassCounts, int, int]:
-    """The counts of every training message but the left-out reporters' own; and the unweighted
-    (spam, all) training rows they came from."""
+    """The counts of every training message but the left-out reporters' own and, unless
+    `with_capped`, those over a reporter's share; and the unweighted (spam, all) training rows
+    they came from."""
     spam_words, ham_words = {}, {}
-    for word, spam, ham in conn.execute(WORD_TOTALS, {"left_out": left_out}).fetchall():
+    params = {"left_out": left_out, "with_capped": with_capped}
+    for word, spam, ham in conn.execute(WORD_TOTALS, params).fetchall():
         if spam:
             spam_words[word] = spam
         if ham:
             ham_words[word] = ham
-    spam_messages, ham_messages, spam_rows, rows = conn.execute(
-        MESSAGE_TOTALS, {"left_out": left_out}
-    ).fetchone()
+    spam_messages, ham_messages, spam_rows, rows = conn.execute(MESSAGE_TOTALS, params).fetchone()
     counts = ClassCounts(spam_words, ham_words, spam_messages, ham_messages)
     return counts, int(spam_rows), int(rows)
 
@@ -290,6 +298,46 @@ def calibrate_threshold(
             )
     score, reason = max(candidates)
     return Threshold(score, reason, {group: messages for group, messages, *_ in quantiles})
+
+
+@dataclass(frozen=True)
+class LearnedModel:
+    """A model learned from the warehouse's training split, and what it was learned from."""
+
+    model: SpamModel
+    threshold: Threshold
+    training_spam: int
+    training_messages: int
+
+
+def learn(
+    conn: duckdb.DuckDBPyConnection,
+    left_out: list[int],
+    alpha: float,
+    false_positive_cost: float,
+    collection_budget: float,
+    user_budget: float,
+) -> LearnedModel:
+    """The model from the counts (see `count_training_words`) of all but the left-out reporters:
+    smoothed bags of words, and the threshold calibrated out of fold, folded into the prior.
+
+    Raises:
+        ValueError: The training split lacks spam or non-spam messages.
+    """
+    counts, training_spam, training_messages = class_counts(conn, left_out)
+    if not counts.spam_messages or not counts.ham_messages:
+        raise ValueError("the training split needs both spam and non-spam messages")
+    spam_bow, non_spam_bow = smoothed_bags_of_words(counts.spam_words, counts.ham_words, alpha)
+    threshold = calibrate_threshold(
+        conn,
+        left_out,
+        alpha,
+        collection_budget,
+        user_budget,
+        cost_threshold(counts.spam_messages, counts.ham_messages, false_positive_cost),
+    )
+    model = SpamModel(spam_bow, non_spam_bow, 1.0 / (1.0 + math.exp(threshold.score)))
+    return LearnedModel(model, threshold, training_spam, training_messages)
 
 
 def drop_learning_tables(conn: duckdb.DuckDBPyConnection) -> None:

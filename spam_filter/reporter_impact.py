@@ -11,7 +11,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import csr_matrix
 
 from spam_filter.learning import ClassCounts
 from spam_filter.spam import tokenize
@@ -42,9 +41,10 @@ class GoldSet:
                 values.append(count)
         self.words = list(vocabulary)
         self.spam = np.array(labels, dtype=bool)
-        self.tokens = csr_matrix(
-            (values, (rows, columns)), shape=(len(labels), len(vocabulary)), dtype=float
-        )
+        # Token counts as (message, word, count) triples: a sparse message-by-word matrix.
+        self._rows = np.array(rows, dtype=np.int64)
+        self._columns = np.array(columns, dtype=np.int64)
+        self._counts = np.array(values, dtype=float)
 
     def __len__(self) -> int:
         return len(self.spam)
@@ -52,10 +52,16 @@ class GoldSet:
     def error_cost(
         self, log_odds: np.ndarray, threshold: float, false_positive_cost: float
     ) -> float:
-        """Missed gold spam plus `false_positive_cost` per flagged gold legitimate message."""
-        flagged = self.tokens @ log_odds > threshold
-        missed = int(np.count_nonzero(self.spam & ~flagged))
-        false_alarms = int(np.count_nonzero(~self.spam & flagged))
+        """Missed gold spam plus `false_positive_cost` per flagged gold legitimate message, each
+        counted smoothly (a logistic of its distance to the threshold), so that a reporter who
+        moves many messages towards the wrong side shows before they cross it."""
+        scores = np.bincount(
+            self._rows, weights=self._counts * log_odds[self._columns], minlength=len(self)
+        )
+        margin = np.clip(scores - threshold, -50.0, 50.0)
+        flagged = 1.0 / (1.0 + np.exp(-margin))
+        missed = float(np.sum(1.0 - flagged[self.spam]))
+        false_alarms = float(np.sum(flagged[~self.spam]))
         return missed + false_positive_cost * false_alarms
 
 
@@ -120,28 +126,64 @@ def reporter_impacts(
     threshold: float,
     false_positive_cost: float,
     margin: float,
+    already_left_out: frozenset[int] = frozenset(),
 ) -> list[ReporterImpact]:
-    """Each reporter's harm to the gold result at `threshold`; left out past `margin`."""
-    if not len(gold):
-        return [
-            ReporterImpact(r, c.spam_messages + c.ham_messages, 0.0, False)
-            for r, c in reporters.items()
-        ]
-    totals = _Totals.of(everyone)
-    with_everyone = gold.error_cost(
-        gold_log_odds(gold, everyone, totals, alpha), threshold, false_positive_cost
-    )
-    impacts = []
-    for reporter, counts in sorted(reporters.items()):
-        without = gold.error_cost(
-            gold_log_odds(gold, everyone, totals, alpha, without=counts),
-            threshold,
-            false_positive_cost,
+    """Each reporter's harm to the gold result at `threshold`; left out past `margin`.
+
+    The most harmful reporter is left out first and the others are weighed again without it, so
+    that one attacker's weight does not make honest reporters look harmful beside it. Reporters
+    in `already_left_out` (by another check) are taken out before any is weighed.
+    """
+    left_out = set(already_left_out)
+    harms: dict[int, float] = {}
+    while len(gold):
+        remaining = _minus(everyone, [reporters[r] for r in left_out if r in reporters])
+        totals = _Totals.of(remaining)
+        cost = gold.error_cost(
+            gold_log_odds(gold, remaining, totals, alpha), threshold, false_positive_cost
         )
-        harm = with_everyone - without
-        impacts.append(
-            ReporterImpact(
-                reporter, counts.spam_messages + counts.ham_messages, harm, harm > margin
+        round_harms = {
+            reporter: cost
+            - gold.error_cost(
+                gold_log_odds(gold, remaining, totals, alpha, without=counts),
+                threshold,
+                false_positive_cost,
             )
+            for reporter, counts in reporters.items()
+            if reporter not in left_out
+        }
+        harms.update(round_harms)
+        worst = max(round_harms, key=round_harms.get, default=None)
+        if worst is None or round_harms[worst] <= margin:
+            break
+        left_out.add(worst)
+    return [
+        ReporterImpact(
+            reporter,
+            counts.spam_messages + counts.ham_messages,
+            harms.get(reporter, 0.0),
+            reporter in left_out,
         )
-    return impacts
+        for reporter, counts in sorted(reporters.items())
+    ]
+
+
+def _minus(counts: ClassCounts, others: list[ClassCounts]) -> ClassCounts:
+    """`counts` with each of `others` taken away."""
+    if not others:
+        return counts
+    spam, ham = dict(counts.spam_words), dict(counts.ham_words)
+    spam_messages, ham_messages = counts.spam_messages, counts.ham_messages
+    for other in others:
+        for word, count in other.spam_words.items():
+            spam[word] = spam.get(word, 0.0) - count
+        for word, count in other.ham_words.items():
+            ham[word] = ham.get(word, 0.0) - count
+        spam_messages -= other.spam_messages
+        ham_messages -= other.ham_messages
+    return ClassCounts(
+        {w: c for w, c in spam.items() if c > 1e-9},
+        {w: c for w, c in ham.items() if c > 1e-9},
+        spam_messages,
+        ham_messages,
+    )

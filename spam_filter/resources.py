@@ -15,6 +15,25 @@ from spam_filter.spam import SpamModel, load_model
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.factory import open_storage
 
+# Where the dagster CLI keeps its instance when DAGSTER_HOME is unset: a folder of this name in the
+# working directory, deleted when the command exits.
+TEMPORARY_HOME_PREFIX = ".tmp_dagster_home_"
+
+
+def temporary_instance_warning(instance: dg.DagsterInstance | None) -> str | None:
+    """What to tell a run recorded in an instance that is deleted when it ends, else None."""
+    if instance is None:
+        return None
+    if not instance.is_ephemeral:
+        home = Path(instance.root_directory)
+        if not home.name.startswith(TEMPORARY_HOME_PREFIX):
+            return None
+    return (
+        "this run is recorded in a temporary Dagster instance, deleted when the command ends: "
+        "the Dagster UI will not show it. Retrain with `make retrain`, or set DAGSTER_HOME to "
+        "the UI's folder (`make run` uses .dagster_home/ in the project)."
+    )
+
 
 class ApplicationDatabase(dg.ConfigurableResource):
     """The application database (`messages`, `models`), shared with the API and the scripts."""
@@ -41,15 +60,22 @@ class ModelStorage(dg.ConfigurableResource):
         return weights.exclusive(self.weights_dir, self.lock_timeout_seconds, on_wait)
 
     def save(self, model: SpamModel) -> str:
-        """Write the weights under a new unique name, atomically, and return the file's path.
+        """Write the weights under a new unique name, atomically, and return that name.
 
-        The file stays marked pending until `settle`, so a crash before then leaves it to cleanup.
+        The name is what `models.path` records: relative to the weights folder, so the project
+        can move. The file stays marked pending until `settle`, so a crash before then leaves it
+        to cleanup.
         """
-        return str(weights.write(model.to_weights(), self.weights_dir))
+        return weights.write(model.to_weights(), self.weights_dir).name
 
-    def settle(self, path: str) -> None:
+    def settle(self, name: str) -> None:
         """The file's row is committed, or the file deleted: it is no longer cleanup's concern."""
-        weights.settle(path)
+        weights.settle(weights.resolve(name, self.weights_dir))
+
+    def discard(self, name: str) -> None:
+        """Delete a file that `save` wrote and no row will name."""
+        weights.resolve(name, self.weights_dir).unlink()
+        self.settle(name)
 
     def load(self, path: str) -> SpamModel:
         """Read a recorded weights file; raises OSError or ValueError when it is missing, malformed
@@ -78,6 +104,10 @@ class Warehouse(DuckDBResource):
     _run_lock: object = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # Every run starts here, so this is where a run learns that nobody will see it.
+        warning = temporary_instance_warning(context.instance)
+        if warning and context.log is not None:
+            context.log.warning(warning)
         lock_path = Path(self.database + ".run-lock")
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         handle = lock_path.open("a")

@@ -70,4 +70,8 @@ def api_config() -> dict[str, Any]:
         "REPORT_RATE_PER_SECOND": _number("SPAM_FILTER_REPORT_RATE", 100),
         "REPORT_BURST": _number("SPAM_FILTER_REPORT_BURST", 2000),
         "REPORT_RETRY_AFTER_SECONDS": 5,
+        # Off only to measure what counting costs.
+        "METRICS": os.environ.get("SPAM_FILTER_METRICS", "on") != "off",
+        # Set (by the gunicorn config) when several workers' metrics are added up from files.
+        "PROMETHEUS_MULTIPROC_DIR": os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None,
     }

@@ -14,14 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Numbers count by their shape, not their value: each value is rare, but its kind is telling. A run
-# of ten or more digits (a phone number) is one shared token. Six to nine digits (one-time codes,
-# order and reference numbers) say nothing of spam either way, and become no token: a code is no
-# more likely spam for being a code. Shorter runs keep their length only: "£23.50" gives "£ 00 00",
-# a five-digit short code "00000".
+# Long numbers count by their kind, not their value: each value is rare, but the kind is telling.
+# A run of ten or more digits (a phone number) is one shared token, and a run of five (a short code
+# to text) another. Six to nine digits (one-time codes, order and reference numbers) say nothing of
+# spam either way and become no token: a message is no more likely spam for carrying a code.
+# Shorter numbers (prices, times, dates) stay as they are.
 LONG_NUMBER_PATTERN = r"[0-9]{10,}"
 LONG_NUMBER_TOKEN = "longnumber"
 CODE_NUMBER_PATTERN = r"[0-9]{6,}"
+SHORT_CODE_PATTERN = r"[0-9]{5}"
+SHORT_CODE_TOKEN = "00000"
 DIGIT_PATTERN = r"[0-9]"
 # A token is a currency sign on its own, or a run of anything but ASCII whitespace, ASCII
 # punctuation and currency signs: letters of any script, digits and emoji survive. Written without
@@ -34,7 +36,7 @@ _ANY_DIGIT = re.compile(DIGIT_PATTERN)
 _NUMBER_SHAPES = (
     (re.compile(LONG_NUMBER_PATTERN), f" {LONG_NUMBER_TOKEN} "),
     (re.compile(CODE_NUMBER_PATTERN), " "),
-    (re.compile(DIGIT_PATTERN), "0"),
+    (re.compile(SHORT_CODE_PATTERN), f" {SHORT_CODE_TOKEN} "),
 )
 # Python's str.lower() applies two context rules DuckDB's lower() does not (final sigma, and
 # U+0130 becoming two code points); mapping those first makes both lower-case every character alike.
@@ -50,8 +52,8 @@ def tokenize(text: str) -> list[str]:
         text: The raw message, in any case, with any punctuation.
 
     Returns:
-        Lower-cased tokens; currency signs are tokens of their own, and numbers are replaced by
-        their shape (see `LONG_NUMBER_PATTERN`).
+        Lower-cased tokens; currency signs are tokens of their own, and long numbers are replaced
+        by their kind (see `LONG_NUMBER_PATTERN`).
     """
     # translate() with a mapping looks up every character, which costs more than the rest of
     # tokenizing; the two characters it maps are rare, so it runs only when one occurs.
@@ -125,6 +127,28 @@ def decision_prior(spam_messages: int, total_messages: int, false_positive_cost:
 
 
 @dataclass(frozen=True)
+class TokenContribution:
+    """How far one token of a message moved its score, counting each occurrence."""
+
+    token: str
+    count: int
+    log_odds: float
+    """`count` times the token's log-odds: positive towards spam, negative towards not spam."""
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Why a message got its score: the prior and the tokens that moved it most."""
+
+    log_odds: float
+    """The message's whole score, as `SpamModel.score` computes it."""
+    prior_log_odds: float
+    """The cost-adjusted prior's share of the score, the same for every message."""
+    tokens: tuple[TokenContribution, ...]
+    """Known tokens, largest absolute contribution first; unknown tokens contribute nothing."""
+
+
+@dataclass(frozen=True)
 class SpamModel:
     """A trained model in the weights format, with per-word log-odds precomputed for scoring."""
 
@@ -180,6 +204,25 @@ class SpamModel:
         # math.exp overflows past about 709; the probability is 0 to double precision anyway.
         probability = 0.0 if score < -700 else 1.0 / (1.0 + math.exp(-score))
         return score > 0, probability
+
+    def explain(self, text: str, top: int = 10) -> Explanation:
+        """The `top` known tokens of `text` that moved its score most, and the prior's share.
+
+        The score is the prior's log-odds plus each known token's contribution, so the prior and
+        all contributions (`top` large enough) add up to `log_odds`, to rounding.
+        """
+        log_odds = self._log_odds
+        counts = Counter(token for token in tokenize(text) if token in log_odds)
+        contributions = [
+            TokenContribution(token, count, count * log_odds[token])
+            for token, count in counts.items()
+        ]
+        contributions.sort(key=lambda item: (-abs(item.log_odds), item.token))
+        return Explanation(
+            log_odds=self.score(text),
+            prior_log_odds=self._prior_log_odds,
+            tokens=tuple(contributions[: max(top, 0)]),
+        )
 
     def to_weights(self) -> dict[str, Any]:
         """The JSON-ready weights file content (`info` adds provenance beside the three keys)."""

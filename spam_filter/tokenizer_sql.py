@@ -1,6 +1,6 @@
 """The tokenizer as DuckDB macros, so that counting and scoring millions of messages stays in SQL.
 
-The macros spell out the same patterns as `spam_filter.spam.tokenize` (the number shapes,
+The macros spell out the same patterns as `spam_filter.spam.tokenize` (the kinds of long numbers,
 SEPARATOR_CLASS, CURRENCY_SIGNS); tests hold the two equal on every code point.
 
 `regexp_extract_all` would express the token pattern directly, but it runs several times slower
@@ -21,7 +21,7 @@ TOKEN_TEXT_MACRO = r"""
             regexp_replace(regexp_replace(regexp_replace(lower(text),
                 '[0-9]{10,}', ' longnumber ', 'g'),
                 '[0-9]{6,}', ' ', 'g'),
-                '[0-9]', '0', 'g'),
+                '[0-9]{5}', ' 00000 ', 'g'),
             '[ \t\n\r\f\v!"#%&''()*+,\-./:;<=>?@\[\\\]^_`{|}~]+', ' ', 'g'
         ),
         '£', ' £ '), '$', ' $ '), '€', ' € ')

@@ -59,7 +59,8 @@ def trained_state(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     assert result.success
     record = active_model(env["SPAM_FILTER_DATABASE"])
     assert record is not None and record.path is not None
-    return {"database": env["SPAM_FILTER_DATABASE"], "model_path": record.path}
+    model_path = Path(env["SPAM_FILTER_WEIGHTS_DIR"]) / record.path
+    return {"database": env["SPAM_FILTER_DATABASE"], "model_path": str(model_path)}
 
 
 @pytest.fixture

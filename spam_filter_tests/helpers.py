@@ -1,5 +1,6 @@
 """What tests share beyond fixtures: paths, data set-up, waiting, and a second writing process."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -8,18 +9,18 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import dagster as dg
 
 import sample_data
-from spam_filter import checks
+from spam_filter import checks, settings, weights
 from spam_filter.assets import deployment, ingestion, training
 from spam_filter.processes import RETRAIN_JOB_ARGUMENTS
 from spam_filter.resources import ModelStorage
-from spam_filter.spam import train_model
+from spam_filter.spam import SpamModel, load_model, train_model
 from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter.storage.records import ModelRecord
-from spam_filter.weights import settle
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -62,20 +63,35 @@ def active_model(path: str) -> ModelRecord | None:
 
 
 def copy_trained_state(trained_state: dict[str, str], database_path: str, weights_dir: str) -> Path:
-    """Copy the trained database and its model file; the copy's row points at the copied file.
+    """Copy the trained database and its model file; returns the copied file.
 
-    The API refuses weights outside its own weights folder, so the row must be rewritten too.
+    Rows name weights files relative to the weights folder, so the copy's row names the copy.
     """
     shutil.copyfile(trained_state["database"], database_path)
     Path(weights_dir).mkdir(parents=True, exist_ok=True)
     model_path = Path(weights_dir) / Path(trained_state["model_path"]).name
     shutil.copyfile(trained_state["model_path"], model_path)
-    with DuckDBStorage(database_path).connection() as conn:
-        conn.execute(
-            "UPDATE models SET path = ? WHERE path = ?",
-            [str(model_path), trained_state["model_path"]],
-        )
     return model_path
+
+
+def recorded_file(path: str) -> Path:
+    """The file a `models.path` value names, in the configured weights folder."""
+    return weights.resolve(path, settings.weights_dir())
+
+
+def load_recorded(path: str) -> SpamModel:
+    """The model a `models.path` value names, in the configured weights folder."""
+    return load_model(recorded_file(path))
+
+
+def load_run_system() -> ModuleType:
+    """scripts/run_system.py as a module: a script, not part of the package."""
+    spec = importlib.util.spec_from_file_location(
+        "run_system", PROJECT_ROOT / "scripts" / "run_system.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def wait_for(
@@ -182,17 +198,18 @@ def promote_weak_model(database_path: str, weights_dir: str) -> str:
     """Make a barely trained model active, so that the next retrain beats it and is promoted.
 
     A retrain on unchanged data is better nowhere and promotes nothing; tests of what happens
-    around a promotion start from a model worth replacing. Returns the weak model's path.
+    around a promotion start from a model worth replacing. Returns the weak model's name.
     """
     weak = train_model(
         [("claim your prize now", True), ("see you at lunch", False)],
         alpha=1.0,
         false_positive_cost=1.0,
     )
-    path = ModelStorage(weights_dir=weights_dir).save(weak)
+    model_storage = ModelStorage(weights_dir=weights_dir)
+    name = model_storage.save(weak)
     storage = DuckDBStorage(database_path, lock_timeout_seconds=30)
     current = storage.active_model()
-    record = ModelRecord(path, "active", 0.5, 0.5, reason="a weak model for a test")
+    record = ModelRecord(name, "active", 0.5, 0.5, reason="a weak model for a test")
     storage.promote_model(record, replacing=current.path if current else None)
-    settle(path)
-    return path
+    model_storage.settle(name)
+    return name

@@ -76,10 +76,13 @@ big_batches = st.builds(
 # Request-like objects: mostly the documented keys, with any value at all.
 payloads = st.one_of(
     json_values,
-    st.fixed_dictionaries({"text": texts | json_values}, optional={"extra": json_values}),
+    st.fixed_dictionaries(
+        {"text": texts | json_values},
+        optional={"extra": json_values, "explain": st.booleans() | json_values},
+    ),
     st.fixed_dictionaries(
         {"texts": st.lists(texts, max_size=5) | st.lists(json_values, max_size=3) | big_batches},
-        optional={"model": json_values},
+        optional={"model": json_values, "explain": st.booleans()},
     ),
     st.dictionaries(
         st.sampled_from(["text", "texts", "Text", "TEXT", "text ", "message"])
@@ -134,11 +137,15 @@ def expected_status(payload: Any, body: bytes, max_body: int = MAX_BODY_BYTES) -
     if not isinstance(payload, dict) or ("text" in payload) == ("texts" in payload):
         return 400
     if "text" in payload:
-        return 200 if isinstance(payload["text"], str) else 400
-    batch = payload["texts"]
-    if not isinstance(batch, list) or not all(isinstance(text, str) for text in batch):
-        return 400
-    return 200 if 1 <= len(batch) <= MAX_BATCH_TEXTS else 400
+        if not isinstance(payload["text"], str):
+            return 400
+    else:
+        batch = payload["texts"]
+        if not isinstance(batch, list) or not all(isinstance(text, str) for text in batch):
+            return 400
+        if not 1 <= len(batch) <= MAX_BATCH_TEXTS:
+            return 400
+    return 200 if isinstance(payload.get("explain", False), bool) else 400
 
 
 @st.composite
@@ -253,14 +260,19 @@ def _shape_problems(body: dict) -> list[str]:
         if set(body) != {"success", "results", "model"} or not isinstance(body["results"], list):
             return [f"batch answer of the wrong shape: {body!r:.200}"]
         return [p for result in body["results"] for p in _result_problems(result)]
-    if set(body) != {"success", "is_spam", "spam_probability", "model"}:
+    if set(body) - {"explanation"} != {"success", "is_spam", "spam_probability", "model"}:
         return [f"single answer of the wrong shape: {body!r:.200}"]
-    return _result_problems({k: body[k] for k in ("is_spam", "spam_probability")})
+    return _result_problems({k: body[k] for k in set(body) - {"success", "model"}})
 
 
 def _result_problems(result: Any) -> list[str]:
-    if not isinstance(result, dict) or set(result) != {"is_spam", "spam_probability"}:
+    if not isinstance(result, dict) or set(result) - {"explanation"} != {
+        "is_spam",
+        "spam_probability",
+    }:
         return [f"result of the wrong shape: {result!r:.200}"]
+    if "explanation" in result and _explanation_problems(result["explanation"]):
+        return [f"explanation of the wrong shape: {result!r:.200}"]
     probability = result["spam_probability"]
     if not isinstance(result["is_spam"], bool) or not isinstance(probability, float):
         return [f"result of the wrong types: {result!r:.200}"]
@@ -269,3 +281,17 @@ def _result_problems(result: Any) -> list[str]:
     if (probability < 0.5 and result["is_spam"]) or (probability > 0.5 and not result["is_spam"]):
         return [f"verdict and probability disagree: {result!r:.200}"]
     return []
+
+
+def _explanation_problems(explanation: Any) -> bool:
+    """Whether an explanation is not the documented object of log-odds and tokens."""
+    if not isinstance(explanation, dict) or set(explanation) != {
+        "log_odds",
+        "prior_log_odds",
+        "tokens",
+    }:
+        return True
+    tokens = explanation["tokens"]
+    return not isinstance(tokens, list) or any(
+        not isinstance(item, dict) or set(item) != {"token", "count", "log_odds"} for item in tokens
+    )

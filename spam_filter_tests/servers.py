@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from spam_filter.processes import stop_process_group
+from spam_filter.processes import gunicorn_command, stop_process_group
 from spam_filter_tests.helpers import PROJECT_ROOT, copy_trained_state, spelled
 
 WORKERS = 2
@@ -95,6 +94,8 @@ def server_env(tmp_path: Path, trained_state: dict[str, str], **overrides: str) 
         "SPAM_FILTER_STORAGE_DIR": str(tmp_path / "storage"),
         "SPAM_FILTER_MODEL_REFRESH_SECONDS": str(REFRESH_SECONDS),
         "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        # In the test's folder: a server killed with SIGKILL cannot remove a folder it made.
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
         **overrides,
     }
     Path(env["DAGSTER_HOME"]).mkdir(exist_ok=True)
@@ -120,8 +121,7 @@ class Server:
         """Start gunicorn (appending to the log) and return once it answers health with a 200."""
         with self.log.open("a") as log_file:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "--workers", str(self.workers)]
-                + ["--bind", f"127.0.0.1:{self.port}", "api:create_app()"],
+                gunicorn_command(f"127.0.0.1:{self.port}", self.workers),
                 cwd=PROJECT_ROOT,
                 env=self.env,
                 stdout=log_file,

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -13,7 +14,7 @@ from flask.testing import FlaskClient
 
 from spam_filter.resources import ModelStorage
 from spam_filter.serving.database_watcher import EXTENSION_KEY
-from spam_filter.serving.routes import TRAIN_HINT
+from spam_filter.serving.routes import EXPLAINED_TOKENS, TRAIN_HINT
 from spam_filter.spam import SpamModel, train_model
 from spam_filter_tests.helpers import (
     APP_REFRESH_SECONDS,
@@ -107,6 +108,38 @@ def test_batch_accepts_the_maximum_count(client: FlaskClient) -> None:
     assert response.json["results"][999]["is_spam"] is False
 
 
+def test_explain_lists_what_moved_the_verdict(client: FlaskClient) -> None:
+    text = "WINNER! you won a £1000 cash prize, call 09061701461 now"
+    plain = _check(client, text)
+    body = client.post(URL, json={"text": text, "explain": True}).json
+    assert {k: body[k] for k in plain} == plain
+    explanation = body["explanation"]
+    assert set(explanation) == {"log_odds", "prior_log_odds", "tokens"}
+    assert 1 / (1 + math.exp(-explanation["log_odds"])) == pytest.approx(plain["spam_probability"])
+    assert explanation["prior_log_odds"] < 0  # the cost-adjusted prior leans towards not spam
+    tokens = explanation["tokens"]
+    assert 0 < len(tokens) <= EXPLAINED_TOKENS
+    assert all(set(item) == {"token", "count", "log_odds"} for item in tokens)
+    sizes = [abs(item["log_odds"]) for item in tokens]
+    assert sizes == sorted(sizes, reverse=True)
+    assert tokens[0]["log_odds"] > 0
+
+
+def test_explain_works_for_a_batch(client: FlaskClient) -> None:
+    texts = [SPAM, HAM, ""]
+    body = client.post(URL, json={"texts": texts, "explain": True}).json
+    for text, result in zip(texts, body["results"], strict=True):
+        single = client.post(URL, json={"text": text, "explain": True}).json
+        assert result == {k: single[k] for k in ("is_spam", "spam_probability", "explanation")}
+    assert body["results"][2]["explanation"]["tokens"] == []
+
+
+def test_explain_false_answers_as_without_it(client: FlaskClient) -> None:
+    body = client.post(URL, json={"text": SPAM, "explain": False}).json
+    assert body == _check(client, SPAM)
+    assert "explanation" not in body
+
+
 # --- error contract --------------------------------------------------------------------------
 
 
@@ -149,6 +182,9 @@ ERROR_CASES = {
     "texts holds a number": (_json({"texts": ["hi", 3]}), 400, "list of strings"),
     "texts is empty": (_json({"texts": []}), 400, "between 1 and 1000"),
     "texts over the limit": (_json({"texts": ["hi"] * 1001}), 400, "between 1 and 1000"),
+    "explain is a string": (_json({"text": "hi", "explain": "yes"}), 400, '"explain" must be'),
+    "explain is a number": (_json({"texts": ["hi"], "explain": 1}), 400, '"explain" must be'),
+    "explain is null": (_json({"text": "hi", "explain": None}), 400, '"explain" must be'),
     "body over 64 KiB": (
         _post(json.dumps({"text": "a" * (64 * 1024)})),
         413,
@@ -410,7 +446,7 @@ def test_bad_weights_keep_the_last_good_model(
 
     # Once the promoted file is readable, it is served and health recovers.
     good = ModelStorage(weights_dir=str(bad_path.parent)).save(_inverted_model())
-    Path(good).replace(bad_path)
+    (bad_path.parent / good).replace(bad_path)
     assert wait_for(lambda: _check(client)["model"] == bad_path.name)
     assert _check(client)["is_spam"] is False
     assert wait_for(lambda: _health(client)["status"] == "ok")

@@ -1,6 +1,5 @@
 """The API listens on loopback unless told otherwise: it has no authentication of its own."""
 
-import importlib.util
 import ipaddress
 import os
 import socket
@@ -8,12 +7,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from types import ModuleType
 
 import psutil
 import pytest
 
-from spam_filter_tests.helpers import PROJECT_ROOT
+from spam_filter_tests.helpers import PROJECT_ROOT, load_run_system
 from spam_filter_tests.servers import free_port, send, stop_process_group
 
 
@@ -96,17 +94,8 @@ def test_dev_server_listens_on_loopback_only(
             socket.create_connection((address, port), timeout=5).close()
 
 
-def _run_system() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "run_system", PROJECT_ROOT / "scripts" / "run_system.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_run_system_serves_on_loopback_unless_told_otherwise() -> None:
-    run_system = _run_system()
+    run_system = load_run_system()
     bind = run_system.api_bind({})
     host, _, port = bind.rpartition(":")
     assert ipaddress.ip_address(host).is_loopback

@@ -28,7 +28,7 @@ def _inverted_model_file(folder: Path) -> Path:
         alpha=0.1,
         false_positive_cost=1.0,
     )
-    return Path(ModelStorage(weights_dir=str(folder)).save(model))
+    return folder / ModelStorage(weights_dir=str(folder)).save(model)
 
 
 def _outside_model(tmp_path: Path) -> Path:

@@ -33,10 +33,11 @@ def _warehouse_with(path: Path, rows: list[tuple[bool, str]]) -> Warehouse:
         conn.execute("CREATE SCHEMA public")
         conn.execute(
             "CREATE TABLE public.spam_dataset (spam BOOLEAN, body VARCHAR, source VARCHAR, "
-            "synthetic BOOLEAN, reporter_id INTEGER)"
+            "synthetic BOOLEAN, reporter_id INTEGER, capped BOOLEAN)"
         )
         conn.executemany(
-            "INSERT INTO public.spam_dataset VALUES (?, ?, 'sms_spam_collection', false, NULL)",
+            "INSERT INTO public.spam_dataset "
+            "VALUES (?, ?, 'sms_spam_collection', false, NULL, false)",
             rows,
         )
     return Warehouse(database=str(path))

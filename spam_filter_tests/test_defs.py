@@ -116,6 +116,10 @@ def test_resources_are_named_as_the_assets_expect():
     } <= set(defs.resources)
 
 
+def test_the_rollback_job_runs_in_process():
+    assert defs.resolve_job_def("rollback_model_job").executor_def.name == "in_process"
+
+
 def test_schedule_is_monthly_running_and_targets_the_job():
     schedule = defs.resolve_schedule_def("monthly_retrain_schedule")
     assert schedule.cron_schedule == "0 0 1 * *"

@@ -13,11 +13,12 @@ from sklearn.model_selection import train_test_split
 
 from spam_filter import settings
 from spam_filter.datasets import read_sms_spam_collection
+from spam_filter.processes import gunicorn_command
 from spam_filter.resources import ModelStorage
 from spam_filter.spam import train_model
 from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter.storage.records import ModelRecord
-from spam_filter_tests.helpers import BIN, JOB_COMMAND
+from spam_filter_tests.helpers import JOB_COMMAND
 from spam_filter_tests.servers import free_port, service
 
 
@@ -34,14 +35,7 @@ def _gunicorn(env: dict[str, str]) -> Iterator[str]:
     """Serve the API with gunicorn on a free port; yield its find_spam URL once it answers."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/api/find_spam"
-    command = [
-        BIN / "gunicorn",
-        "--workers",
-        "2",
-        "--bind",
-        f"127.0.0.1:{port}",
-        "api:create_app()",
-    ]
+    command = gunicorn_command(f"127.0.0.1:{port}", 2)
     with service(command, env, lambda: _post(url, {"text": "ping"}), "gunicorn", 30):
         yield url
 

@@ -17,9 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from spam_filter.spam import load_model
 from spam_filter.storage.duckdb_storage import DuckDBStorage
-from spam_filter_tests.helpers import BIN, JOB_COMMAND, PROJECT_ROOT, add_sample_messages, wait_for
+from spam_filter_tests.helpers import (
+    BIN,
+    JOB_COMMAND,
+    PROJECT_ROOT,
+    add_sample_messages,
+    load_recorded,
+    wait_for,
+)
 from spam_filter_tests.servers import free_port, service
 
 INITIAL_MESSAGES = 2_000
@@ -51,7 +57,7 @@ def _consistent_state(db: str) -> tuple[int, list[str]]:
     history = storage.model_history()
     active = [record.path for record in history if record.status == "active"]
     for path in active:
-        assert load_model(path).vocabulary_size > 0
+        assert load_recorded(path).vocabulary_size > 0
     return messages, active
 
 

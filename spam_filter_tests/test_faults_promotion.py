@@ -16,9 +16,13 @@ from pathlib import Path
 import pytest
 
 from spam_filter import faults
-from spam_filter.spam import load_model
 from spam_filter.storage.duckdb_storage import DuckDBStorage
-from spam_filter_tests.helpers import PROJECT_ROOT, add_sample_messages, promote_weak_model
+from spam_filter_tests.helpers import (
+    PROJECT_ROOT,
+    add_sample_messages,
+    load_recorded,
+    promote_weak_model,
+)
 
 # How many times the loop passes every crash point.
 ROUNDS = int(os.environ.get("SPAM_FILTER_FAULT_ROUNDS", "1"))
@@ -82,7 +86,7 @@ def _state(db: str) -> tuple[list[str], list[str]]:
 
 
 def _weights_files(weights_dir: Path) -> set[str]:
-    return {str(p) for p in weights_dir.iterdir() if p.suffix == ".json"}
+    return {p.name for p in weights_dir.iterdir() if p.suffix == ".json"}
 
 
 def _leftovers(weights_dir: Path, recorded: list[str]) -> set[str]:
@@ -116,7 +120,7 @@ def test_a_job_killed_at_any_point_of_promotion_leaves_one_loadable_active_model
             active, recorded = _state(app_db)
             assert len(active) == 1, f"after a crash at {point}: active models {active}"
             # The weights file of the active model is whole: the model loads from it.
-            assert load_model(active[0]).vocabulary_size > 0
+            assert load_recorded(active[0]).vocabulary_size > 0
             new_files = _weights_files(weights_dir) - files_before
             assert len(new_files) == 1, f"the killed run wrote {new_files}"
             if point in {"switch_committed", "switch_closed"}:
@@ -134,7 +138,9 @@ def test_a_job_killed_at_any_point_of_promotion_leaves_one_loadable_active_model
             assert runner.run() == {"signal": None, "exit": 0}
             active, recorded = _state(app_db)
             assert len(active) == 1
-            assert load_model(active[0]).vocabulary_size > 0
-            assert _weights_files(weights_dir) == set(recorded)
+            assert load_recorded(active[0]).vocabulary_size > 0
+            # No file without a row (retired models' files beyond the last few are deleted on
+            # purpose; their rows stay as history).
+            assert _weights_files(weights_dir) <= set(recorded)
             assert _leftovers(weights_dir, recorded) == set()
     assert injected == {point: ROUNDS for point in faults.PROMOTION_POINTS}

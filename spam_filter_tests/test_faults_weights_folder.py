@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from spam_filter.spam import load_model
 from spam_filter_tests.helpers import (
     PROJECT_ROOT,
     active_model,
+    load_recorded,
     materialize_all,
     promote_weak_model,
 )
@@ -121,7 +121,7 @@ def test_an_unwritable_weights_folder_fails_the_run_and_keeps_the_active_model(
     assert _weights_files(outcome["weights_dir"]) == files_before
     after = active_model(trained_db)
     assert after == before
-    assert load_model(after.path).vocabulary_size > 0
+    assert load_recorded(after.path).vocabulary_size > 0
 
     # With the folder writable again, the next run promotes a model.
     assert materialize_all(resources).success

@@ -25,18 +25,22 @@ sys.stdin.read()
 def test_saved_weights_get_unique_names_and_the_three_keys(tmp_path):
     storage = ModelStorage(weights_dir=str(tmp_path / "weights"))
     model = train_model([("win cash now", True), ("lunch at noon", False)], 0.1, 1.0)
-    paths = {storage.save(model) for _ in range(20)}
-    assert len(paths) == 20
-    names = sorted(Path(p).name for p in paths)
+    saved_names = {storage.save(model) for _ in range(20)}
+    assert len(saved_names) == 20
+    # What `models.path` records: a bare name inside the weights folder.
+    assert all(Path(name).name == name for name in saved_names)
+    names = sorted(saved_names)
     # Each file stays marked pending until its fate is recorded.
     folder = tmp_path / "weights"
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == names
     assert sorted(p.name for p in folder.glob(".*.pending")) == [f".{n}.pending" for n in names]
-    for path in paths:
-        storage.settle(path)
+    for name in saved_names:
+        storage.settle(name)
     assert sorted(p.name for p in folder.iterdir()) == names
-    saved = json.loads(open(paths.pop()).read())
+    saved = json.loads((folder / names[0]).read_text())
     assert {"spam_bow", "non_spam_bow", "percent_spam"} <= set(saved)
+    storage.discard(names[0])
+    assert sorted(p.name for p in folder.iterdir()) == names[1:]
 
 
 def test_a_run_waits_for_the_run_holding_the_warehouse(resources, app_db):

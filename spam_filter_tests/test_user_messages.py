@@ -29,7 +29,7 @@ def _user_messages(resources: dict, share: float = 0.2) -> tuple[dg.ExecuteInPro
     )
     with duckdb.connect(resources["warehouse"].database, read_only=True) as conn:
         rows = conn.execute(
-            "SELECT body, spam, source, reporter_id, supporters FROM public.user_messages "
+            "SELECT body, spam, source, reporter_id, supporters, capped FROM public.user_messages "
             "ORDER BY body"
         ).fetchall()
     return result, rows
@@ -46,7 +46,7 @@ def test_labels_come_from_the_majority_of_distinct_reporters(resources, app_db):
     storage.record_reports(c, [Report("see you", False, "m2")])
     _, rows = _user_messages(resources, share=1.0)
     labelled = {
-        body.lower().rstrip("!"): (spam, supporters) for body, spam, _, _, supporters in rows
+        body.lower().rstrip("!"): (spam, supporters) for body, spam, _, _, supporters, _ in rows
     }
     assert labelled == {"win a prize": (True, 2), "see you": (False, 1)}  # "lunch?" is a tie
 
@@ -57,7 +57,7 @@ def test_a_message_supported_by_one_reporter_belongs_to_it(resources, app_db):
     storage.record_reports(a, [Report("only mine", True), Report("ours", True)])
     storage.record_reports(b, [Report("ours", True)])
     _, rows = _user_messages(resources, share=1.0)
-    owners = {body: reporter for body, _, _, reporter, _ in rows}
+    owners = {body: reporter for body, _, _, reporter, _, _ in rows}
     assert owners == {"only mine": a, "ours": None}
 
 
@@ -70,10 +70,12 @@ def test_no_reporter_stands_behind_more_than_its_share(resources, app_db):
             reporter, [Report(f"honest {spelled(index)} {spelled(i)}", True) for i in range(5)]
         )
     result, rows = _user_messages(resources, share=0.2)
-    from_loud = [row for row in rows if row[3] == loud]
-    # 50 honest messages: the loud reporter keeps k with k <= 0.2 * (50 + k), so 12.
+    from_loud = [row for row in rows if row[3] == loud and not row[5]]
+    # 50 honest messages: the loud reporter keeps k with k <= 0.2 * (50 + k), so 12; the other
+    # 88 are marked capped, for the impact check to weigh but not to train on.
     assert len(from_loud) == 12
-    assert len(rows) == 62
+    assert len([row for row in rows if row[5]]) == 88
+    assert len([row for row in rows if not row[5]]) == 62
     share = result.get_asset_check_evaluations()
     by_name = {check.check_name: check for check in share}
     reporter_share = by_name["check_user_messages_reporter_share"]

@@ -46,7 +46,7 @@ def test_unnested_words_count_like_python(sms):
     conn.execute(
         "CREATE TABLE public.spam_training_dataframe AS "
         "SELECT i % 2 = 0 AS spam, texts[i + 1] AS body, 'sms_spam_collection' AS source, "
-        "false AS synthetic, NULL::INTEGER AS reporter_id "
+        "false AS synthetic, NULL::INTEGER AS reporter_id, false AS capped "
         "FROM range(len($texts)) AS r(i), (SELECT $texts AS texts)",
         {"texts": texts},
     )
@@ -175,15 +175,16 @@ def test_reports_weigh_as_configured_and_count_per_reporter():
     install_tokenizer(conn)
     conn.execute("CREATE SCHEMA public")
     conn.execute(
-        "CREATE TABLE public.spam_training_dataframe "
-        "(spam BOOLEAN, body VARCHAR, source VARCHAR, synthetic BOOLEAN, reporter_id INTEGER)"
+        "CREATE TABLE public.spam_training_dataframe (spam BOOLEAN, body VARCHAR, "
+        "source VARCHAR, synthetic BOOLEAN, reporter_id INTEGER, capped BOOLEAN)"
     )
     conn.executemany(
-        "INSERT INTO public.spam_training_dataframe VALUES (?, ?, ?, false, ?)",
+        "INSERT INTO public.spam_training_dataframe VALUES (?, ?, ?, false, ?, ?)",
         [
-            (True, "win cash", "sms_spam_collection", None),
-            (True, "win now", "reports", 3),
-            (False, "lunch now", "reports", None),  # a message several reporters agree on
+            (True, "win cash", "sms_spam_collection", None, False),
+            (True, "win now", "reports", 3, False),
+            (False, "lunch now", "reports", None, False),  # several reporters agree on it
+            (True, "free gift", "reports", 3, True),  # over reporter 3's share
         ],
     )
     learning.count_training_words(conn, report_weight=4.0)
@@ -191,7 +192,12 @@ def test_reports_weigh_as_configured_and_count_per_reporter():
     assert everyone.spam_words == {"win": 5.0, "cash": 1.0, "now": 4.0}
     assert everyone.ham_words == {"lunch": 4.0, "now": 4.0}
     assert (everyone.spam_messages, everyone.ham_messages) == (5.0, 4.0)
+    # The capped message is out of the model, but part of what the impact check weighs.
+    assert "free" not in everyone.spam_words
+    with_capped, _, _ = learning.class_counts(conn, left_out=[], with_capped=True)
+    assert with_capped.spam_words["free"] == 4.0
     reporter = learning.reporter_counts(conn)[3]
-    assert reporter.spam_words == {"win": 4.0, "now": 4.0} and reporter.ham_words == {}
+    assert reporter.spam_words == {"win": 4.0, "now": 4.0, "free": 4.0, "gift": 4.0}
+    assert reporter.ham_words == {}
     without, spam_rows, rows = learning.class_counts(conn, left_out=[3])
     assert without.spam_words == {"win": 1.0, "cash": 1.0} and (spam_rows, rows) == (1, 2)

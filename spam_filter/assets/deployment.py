@@ -2,7 +2,6 @@
 
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -12,6 +11,7 @@ from spam_filter.assets.training import PICKLE_IO_MANAGER
 from spam_filter.faults import crash_point
 from spam_filter.promotion import ModelScore, PromotionRule, decide_promotion
 from spam_filter.resources import ApplicationDatabase, ModelStorage, Warehouse
+from spam_filter.rollback import prune_retired_weights
 from spam_filter.scoring import METRIC_GROUPS, SplitScores, score_test_split
 from spam_filter.spam import SpamModel, TrainedModel
 from spam_filter.storage.base import ApplicationStorage
@@ -81,9 +81,17 @@ def check_false_positive_rate(model_score: ModelScore) -> dg.AssetCheckResult:
     )
 
 
+class ModelFileConfig(dg.Config):
+    """How many earlier models stay ready for a rollback."""
+
+    keep_retired_models: int = 5
+    """Retired models whose weights files are kept; older ones' files are deleted."""
+
+
 @dg.asset(group_name=GROUP, io_manager_key=PICKLE_IO_MANAGER)
 def model_file(
     context: dg.AssetExecutionContext,
+    config: ModelFileConfig,
     spam_model: TrainedModel,
     model_score: ModelScore,
     database: ApplicationDatabase,
@@ -105,7 +113,9 @@ def model_file(
     )
     storage = database.storage(on_wait=context.log.info)
     if model_score.decision.promote:
-        record = _write_and_promote(context, spam_model, record, storage, model_storage)
+        record = _write_and_promote(
+            context, spam_model, record, storage, model_storage, config.keep_retired_models
+        )
     if record.status == "rejected":
         storage.record_rejected_model(record)
     promoted = record.status == "active"
@@ -164,6 +174,7 @@ def _write_and_promote(
     record: ModelRecord,
     storage: ApplicationStorage,
     model_storage: ModelStorage,
+    keep_retired_models: int,
 ) -> ModelRecord:
     """Write the weights and switch the active model to them; the record as it was stored.
 
@@ -181,17 +192,17 @@ def _write_and_promote(
     try:
         with model_storage.exclusive(on_wait=context.log.info):
             _remove_orphan_weights(context, storage, model_storage)
-            path = model_storage.save(model)
+            name = model_storage.save(model)
             crash_point("weights_written")
             try:
-                storage.promote_model(replace(record, path=path), record.compared_with)
+                storage.promote_model(replace(record, path=name), record.compared_with)
             except ActiveModelChanged as error:
-                Path(path).unlink()
-                model_storage.settle(path)
+                model_storage.discard(name)
                 reason = f"not promoted: another run promoted a model meanwhile ({error})"
                 return replace(record, reason=reason)
             crash_point("switch_closed")
-            model_storage.settle(path)
+            model_storage.settle(name)
+            _prune_retired_weights(context, storage, model_storage, keep_retired_models)
     except OSError as error:
         raise dg.Failure(
             description=(
@@ -201,7 +212,23 @@ def _write_and_promote(
             ),
             metadata={"weights_dir": model_storage.weights_dir, "error": str(error)},
         ) from error
-    return replace(record, path=path, status="active")
+    return replace(record, path=name, status="active")
+
+
+def _prune_retired_weights(
+    context: dg.AssetExecutionContext,
+    storage: ApplicationStorage,
+    model_storage: ModelStorage,
+    keep: int,
+) -> None:
+    """Delete the weights of retired models beyond the last `keep`; a failure only warns."""
+    try:
+        deleted = prune_retired_weights(storage, model_storage.weights_dir, keep)
+    except OSError as error:
+        context.log.warning(f"could not delete old weights files: {error}")
+        return
+    if deleted:
+        context.log.info(f"deleted the weights of {len(deleted)} older retired model(s)")
 
 
 def _remove_orphan_weights(

@@ -2,15 +2,22 @@
 reports, into the one dataset the model learns and is judged on."""
 
 import dagster as dg
+import duckdb
 import pandas as pd
 
 from spam_filter import constants, settings, tables
 from spam_filter.datasets import read_gold_messages, read_sms_spam_collection
+from spam_filter.reporter_keys import text_key
 from spam_filter.resources import ApplicationDatabase, Warehouse
 
 GROUP = "ingestion"
 
-# What the reports and gold assets write, for a run that materializes what follows them alone.
+# What the reports, collection and gold assets write, for a run that materializes what follows
+# them alone.
+CREATE_SMS_SPAM_EXAMPLES_IF_MISSING = """
+    CREATE TABLE IF NOT EXISTS public.sms_spam_examples (spam BOOLEAN, body VARCHAR)
+"""
+SELECT_SMS_SPAM_EXAMPLES = "SELECT spam, body FROM public.sms_spam_examples"
 CREATE_USER_REPORTS_IF_MISSING = """
     CREATE TABLE IF NOT EXISTS public.user_reports (
         reporter_id INTEGER, text_key VARCHAR, body VARCHAR, spam BOOLEAN, reported_at TIMESTAMP
@@ -25,47 +32,55 @@ CREATE_GOLD_EXAMPLES = """
     SELECT spam::BOOLEAN AS spam, body::VARCHAR AS body FROM gold_frame
 """
 
-# Reports become messages defensively. Each reporter's latest vote on a message counts once; a
-# message's label is the majority of its distinct reporters, and ties are left out. A message
-# with a single supporter belongs to that reporter, and no reporter may contribute more than
-# $max_share of the user messages: past it, a seeded sample of what it alone supports is kept.
+# Each reporter's latest vote on each message (a message is its text as the model sees it).
+COLLECT_REPORT_VOTES = """
+    CREATE OR REPLACE TEMP TABLE report_votes AS
+    SELECT
+        reporter_id, text_key,
+        arg_max(spam, reported_at) AS spam, arg_max(body, reported_at) AS body
+    FROM public.user_reports
+    GROUP BY reporter_id, text_key
+"""
+
+COUNT_REPORT_VOTES = """
+    CREATE OR REPLACE TEMP TABLE report_tallies AS
+    SELECT
+        text_key,
+        count(*) FILTER (WHERE spam) AS spam_votes,
+        count(*) FILTER (WHERE NOT spam) AS ham_votes
+    FROM report_votes
+    GROUP BY text_key
+"""
+
+# A message's label is the majority of its distinct reporters; ties are left out. A message with
+# a single supporter belongs to that reporter, and no reporter may stand behind more than
+# $max_share of the user messages: past it, a seeded sample of what it alone supports is kept and
+# the rest is marked capped (kept out of training and scoring, but weighed by the impact check).
 INSERT_REPORTED_MESSAGES = """
-    INSERT INTO public.user_messages (spam, body, source, synthetic, reporter_id, supporters)
-    WITH latest AS (
+    INSERT INTO public.user_messages
+        (spam, body, source, synthetic, reporter_id, supporters, capped)
+    WITH labelled AS (
         SELECT
-            reporter_id, text_key,
-            arg_max(spam, reported_at) AS spam, arg_max(body, reported_at) AS body
-        FROM public.user_reports
-        GROUP BY reporter_id, text_key
-    ),
-    tallies AS (
-        SELECT
-            text_key,
-            count(*) FILTER (WHERE spam) AS spam_votes,
-            count(*) FILTER (WHERE NOT spam) AS ham_votes
-        FROM latest
-        GROUP BY text_key
-    ),
-    labelled AS (
-        SELECT
-            latest.text_key, latest.spam, min(latest.body) AS body,
+            report_votes.text_key, report_votes.spam, min(report_votes.body) AS body,
             greatest(spam_votes, ham_votes) AS supporters,
-            CASE WHEN greatest(spam_votes, ham_votes) = 1 THEN min(latest.reporter_id) END
+            CASE WHEN greatest(spam_votes, ham_votes) = 1 THEN min(report_votes.reporter_id) END
                 AS reporter_id
-        FROM tallies
-        JOIN latest
-            ON latest.text_key = tallies.text_key AND latest.spam = (spam_votes > ham_votes)
+        FROM report_tallies
+        JOIN report_votes
+            ON report_votes.text_key = report_tallies.text_key
+            AND report_votes.spam = (spam_votes > ham_votes)
         WHERE spam_votes <> ham_votes
-        GROUP BY latest.text_key, latest.spam, spam_votes, ham_votes
+        GROUP BY report_votes.text_key, report_votes.spam, spam_votes, ham_votes
     ),
     shares AS (
         SELECT
-            latest.reporter_id,
+            report_votes.reporter_id,
             count(*) FILTER (WHERE labelled.supporters = 1) AS alone,
             count(*) FILTER (WHERE labelled.supporters > 1) AS corroborated
-        FROM latest
-        JOIN labelled ON labelled.text_key = latest.text_key AND labelled.spam = latest.spam
-        GROUP BY latest.reporter_id
+        FROM report_votes
+        JOIN labelled
+            ON labelled.text_key = report_votes.text_key AND labelled.spam = report_votes.spam
+        GROUP BY report_votes.reporter_id
     ),
     allowances AS (
         SELECT
@@ -77,7 +92,9 @@ INSERT_REPORTED_MESSAGES = """
             (SELECT (SELECT count(*) FROM labelled) + (SELECT count(*) FROM public.user_messages)
                 AS messages) AS total
     )
-    SELECT spam, body, 'reports', false, reporter_id, supporters
+    SELECT
+        spam, body, 'reports', false, reporter_id, supporters,
+        reporter_id IS NOT NULL AND rank > kept
     FROM (
         SELECT
             labelled.*,
@@ -85,14 +102,73 @@ INSERT_REPORTED_MESSAGES = """
         FROM labelled
     )
     LEFT JOIN allowances USING (reporter_id)
-    WHERE reporter_id IS NULL OR rank <= kept
 """
+
+# How often each reporter's votes contradict what they can be checked against: the SMS
+# collection's label for the same message, else the majority of the message's other reporters
+# (a vote is unchecked when no one else voted or the others tie). Reporters in $left_out are
+# left out of the count.
+MEASURE_REPORTER_AGREEMENT = """
+    WITH votes AS (
+        SELECT * FROM report_votes WHERE NOT list_contains($left_out::INTEGER[], reporter_id)
+    ),
+    tallies AS (
+        SELECT
+            text_key,
+            count(*) FILTER (WHERE spam) AS spam_votes,
+            count(*) FILTER (WHERE NOT spam) AS ham_votes
+        FROM votes
+        GROUP BY text_key
+    ),
+    collection AS (
+        SELECT text_key, bool_or(spam) AS spam FROM collection_keys GROUP BY text_key
+    ),
+    others AS (
+        SELECT
+            votes.reporter_id,
+            votes.spam,
+            collection.spam AS collection_spam,
+            spam_votes - votes.spam::INTEGER AS other_spam,
+            ham_votes - (NOT votes.spam)::INTEGER AS other_ham
+        FROM votes
+        JOIN tallies USING (text_key)
+        LEFT JOIN collection USING (text_key)
+    ),
+    checked AS (
+        SELECT
+            reporter_id,
+            CASE
+                WHEN collection_spam IS NOT NULL THEN spam <> collection_spam
+                WHEN other_spam <> other_ham THEN spam <> (other_spam > other_ham)
+            END AS disagrees
+        FROM others
+    )
+    SELECT
+        reporter_id,
+        count(disagrees) AS checked_votes,
+        count(*) FILTER (WHERE disagrees) AS disagreements
+    FROM checked
+    GROUP BY reporter_id
+    ORDER BY disagreements DESC, reporter_id
+"""
+
+DROP_LEFT_OUT_VOTES = (
+    "DELETE FROM report_votes WHERE list_contains($left_out::INTEGER[], reporter_id)"
+)
+
+RECORD_LEFT_OUT_REPORTERS = """
+    CREATE OR REPLACE TABLE public.reporters_left_out AS
+    SELECT unnest($reporters::INTEGER[]) AS reporter_id, unnest($reasons::VARCHAR[]) AS reason
+"""
+
+ADD_CAPPED_COLUMN = "ALTER TABLE public.user_messages ADD COLUMN capped BOOLEAN DEFAULT false"
 
 SUMMARISE_USER_MESSAGES = """
     SELECT
         count(*) FILTER (WHERE source = 'messages'),
-        count(*) FILTER (WHERE source = 'reports'),
-        count(*) FILTER (WHERE spam),
+        count(*) FILTER (WHERE source = 'reports' AND NOT capped),
+        count(*) FILTER (WHERE capped),
+        count(*) FILTER (WHERE spam AND NOT capped),
         count(*) FILTER (WHERE synthetic)
     FROM public.user_messages
 """
@@ -104,16 +180,16 @@ SUMMARISE_REPORTS = """
 
 CREATE_SPAM_DATASET = """
     CREATE OR REPLACE VIEW public.spam_dataset AS
-    SELECT spam, body, source, synthetic, reporter_id
+    SELECT spam, body, source, synthetic, reporter_id, capped
     FROM (
         SELECT
             spam, body, 'sms_spam_collection' AS source, false AS synthetic,
-            NULL::INTEGER AS reporter_id
+            NULL::INTEGER AS reporter_id, false AS capped
         FROM public.sms_spam_examples
         UNION ALL
-        SELECT spam, body, 'gold' AS source, false, NULL::INTEGER FROM public.gold_examples
+        SELECT spam, body, 'gold', false, NULL::INTEGER, false FROM public.gold_examples
         UNION ALL
-        SELECT spam, body, source, synthetic, reporter_id FROM public.user_messages
+        SELECT spam, body, source, synthetic, reporter_id, capped FROM public.user_messages
     )
     WHERE spam IS NOT NULL AND body IS NOT NULL AND trim(body) <> ''
 """
@@ -134,6 +210,11 @@ class UserMessagesConfig(dg.Config):
     """Seed of that sample, and of which reports a reporter over its share keeps."""
     max_reporter_share: float = constants.MAX_REPORTER_SHARE
     """The largest share of the user messages one reporter may contribute (1 = no cap)."""
+    max_disagreement: float = constants.MAX_DISAGREEMENT
+    """Share of a reporter's checkable votes that may contradict the SMS collection's label or
+    the other reporters' majority before its votes are left out of the run."""
+    min_checked_votes: int = constants.MIN_CHECKED_VOTES
+    """Checkable votes a reporter needs before its disagreement counts."""
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas", "duckdb"})
@@ -191,7 +272,7 @@ def user_reports(
     )
 
 
-@dg.asset(group_name=GROUP, deps=[user_reports], kinds={"duckdb"})
+@dg.asset(group_name=GROUP, deps=[user_reports, sms_spam_examples], kinds={"duckdb"})
 def user_messages(
     context: dg.AssetExecutionContext,
     config: UserMessagesConfig,
@@ -206,30 +287,78 @@ def user_messages(
     with warehouse.get_connection() as conn:
         conn.execute(tables.CREATE_SCHEMA)
         storage.copy_messages_into(conn, config.max_messages, config.sample_seed)
-        conn.execute(CREATE_USER_REPORTS_IF_MISSING)
-        conn.execute(
-            INSERT_REPORTED_MESSAGES,
-            {"max_share": config.max_reporter_share, "seed": config.sample_seed},
-        )
-        from_messages, from_reports, spam, synthetic = conn.execute(
+        _add_reported_messages(conn, config)
+        from_messages, from_reports, capped, spam, synthetic = conn.execute(
             SUMMARISE_USER_MESSAGES
         ).fetchone()
         preview = tables.preview(conn, "user_messages")
     context.log.info(
         f"{from_messages:,} user messages from `messages` ({synthetic:,} synthetic) and "
-        f"{from_reports:,} from reports"
+        f"{from_reports:,} from reports ({capped:,} more over their reporters' share)"
     )
     return dg.MaterializeResult(
         metadata={
             "row_count": from_messages + from_reports,
             "from_messages": from_messages,
             "from_reports": from_reports,
+            "over_reporter_share": capped,
             "synthetic": synthetic,
             "spam_count": spam,
             "capped": config.max_messages > 0,
             "preview": dg.MetadataValue.md(preview),
         }
     )
+
+
+def _add_reported_messages(conn: duckdb.DuckDBPyConnection, config: UserMessagesConfig) -> None:
+    """Leave out outvoted reporters, label the reported messages, and cap each reporter's share."""
+    conn.execute(ADD_CAPPED_COLUMN)
+    conn.execute(CREATE_USER_REPORTS_IF_MISSING)
+    conn.execute(CREATE_SMS_SPAM_EXAMPLES_IF_MISSING)
+    conn.execute(COLLECT_REPORT_VOTES)
+    left_out = _outvoted_reporters(conn, config)
+    conn.execute(DROP_LEFT_OUT_VOTES, {"left_out": list(left_out)})
+    conn.execute(
+        RECORD_LEFT_OUT_REPORTERS,
+        {"reporters": list(left_out), "reasons": list(left_out.values())},
+    )
+    conn.execute(COUNT_REPORT_VOTES)
+    conn.execute(
+        INSERT_REPORTED_MESSAGES,
+        {"max_share": config.max_reporter_share, "seed": config.sample_seed},
+    )
+
+
+def _outvoted_reporters(
+    conn: duckdb.DuckDBPyConnection, config: UserMessagesConfig
+) -> dict[int, str]:
+    """Reporters whose checkable votes mostly contradict the collection or the other reporters.
+
+    The worst is left out first and the others are counted again without it: a key that flips
+    every message others report makes each of them look outvoted too, until it is gone.
+    """
+    # The collection's messages as reports name them, so that a report contradicting it shows.
+    collection = conn.execute(SELECT_SMS_SPAM_EXAMPLES).df()
+    collection["text_key"] = collection["body"].map(text_key)
+    conn.register("collection_keys", collection)
+    left_out: dict[int, str] = {}
+    try:
+        while True:
+            rows = conn.execute(MEASURE_REPORTER_AGREEMENT, {"left_out": list(left_out)}).fetchall()
+            outvoted = [
+                (reporter, checked, wrong)
+                for reporter, checked, wrong in rows
+                if checked >= config.min_checked_votes and wrong > config.max_disagreement * checked
+            ]
+            if not outvoted:
+                return left_out
+            reporter, checked, wrong = outvoted[0]
+            left_out[reporter] = (
+                f"{wrong:,} of its {checked:,} checkable votes contradict the collection's "
+                "labels or the other reporters' majority"
+            )
+    finally:
+        conn.unregister("collection_keys")
 
 
 @dg.asset(

@@ -1,7 +1,5 @@
 """Training: split the dataset, count words per class, and build the model from the counts."""
 
-import math
-
 import dagster as dg
 import duckdb
 
@@ -9,7 +7,7 @@ from spam_filter import constants, learning, tables
 from spam_filter.assets.ingestion import spam_dataset
 from spam_filter.reporter_impact import GoldSet, ReporterImpact, reporter_impacts
 from spam_filter.resources import ApplicationDatabase, Warehouse
-from spam_filter.spam import SpamModel, TrainedModel, smoothed_bags_of_words
+from spam_filter.spam import TrainedModel
 
 GROUP = "training"
 PICKLE_IO_MANAGER = "pickle_io_manager"
@@ -17,6 +15,10 @@ TOP_WORDS = 15
 
 # The training split is a view, which cannot hold parameters, so the seed and the test share live
 # in a one-row table that both splits read.
+CREATE_REPORTERS_LEFT_OUT_IF_MISSING = """
+    CREATE TABLE IF NOT EXISTS public.reporters_left_out (reporter_id INTEGER, reason VARCHAR)
+"""
+
 WRITE_SPLIT_SETTINGS = """
     CREATE OR REPLACE TABLE public.spam_split_settings AS
     SELECT $seed::INTEGER AS seed, $test_size::DOUBLE AS test_size
@@ -27,7 +29,7 @@ WRITE_SPLIT_SETTINGS = """
 # only ever judges, so all of it is in the test split.
 CREATE_TRAINING_VIEW = """
     CREATE OR REPLACE VIEW public.spam_training_dataframe AS
-    SELECT spam, body, source, synthetic, reporter_id
+    SELECT spam, body, source, synthetic, reporter_id, capped
     FROM public.spam_dataset, public.spam_split_settings AS split
     WHERE source <> 'gold' AND hash(body, split.seed) % 1000000 >= split.test_size * 1000000
 """
@@ -46,16 +48,16 @@ CREATE_TESTING_TABLE = """
         END AS metric_group,
         reporter_id
     FROM public.spam_dataset, public.spam_split_settings AS split
-    WHERE source = 'gold' OR hash(body, split.seed) % 1000000 < split.test_size * 1000000
-"""
-
-COUNT_TRAINING_MESSAGES = """
-    SELECT count(*) FILTER (WHERE spam), count(*) FROM public.spam_training_dataframe
+    WHERE NOT capped
+        AND (source = 'gold' OR hash(body, split.seed) % 1000000 < split.test_size * 1000000)
 """
 
 COUNT_TESTING_MESSAGES = """
     SELECT count(*) FILTER (WHERE spam), count(*) FROM public.spam_testing_dataframe
 """
+
+# Reporters `user_messages` left out for contradicting what their votes could be checked against.
+OUTVOTED_REPORTERS = "SELECT reporter_id, reason FROM public.reporters_left_out"
 
 # The gold messages the impact check scores each reporter's effect on; a bounded seeded sample.
 GOLD_TEST_MESSAGES = """
@@ -114,9 +116,10 @@ def spam_model(
     with warehouse.get_connection() as conn:
         _split(conn, config)
         context.log.info("split the dataset; counting words of the training messages")
+        disagreeing = _outvoted_reporters(conn)
         learning.count_training_words(conn, config.report_weight)
-        impacts = _reporter_impacts(conn, config)
-        left_out = [impact.reporter_id for impact in impacts if impact.left_out]
+        impacts = _reporter_impacts(conn, config, frozenset(disagreeing))
+        left_out = sorted({i.reporter_id for i in impacts if i.left_out} | set(disagreeing))
         trained = _train(context, conn, config, left_out)
         test_spam, test_total = conn.execute(COUNT_TESTING_MESSAGES).fetchone()
         previews = {
@@ -124,7 +127,7 @@ def spam_model(
             for name in ("spam_training_dataframe", "spam_testing_dataframe")
         }
         learning.drop_learning_tables(conn)
-    database.storage().record_reporter_impacts(_flags(impacts))
+    database.storage().record_reporter_impacts(_flags(impacts, disagreeing))
     yield dg.Output(trained, "spam_model", metadata=_model_metadata(trained, impacts))
     bag_metadata = {"vocabulary_size": trained.model.vocabulary_size, "alpha": config.alpha}
     yield dg.Output(dict(trained.model.spam_bow), "spam_bag_of_words", metadata=bag_metadata)
@@ -155,14 +158,20 @@ def _split(conn: duckdb.DuckDBPyConnection, config: SpamModelConfig) -> None:
     conn.execute(CREATE_TESTING_TABLE)
 
 
+def _outvoted_reporters(conn: duckdb.DuckDBPyConnection) -> dict[int, str]:
+    """Reporters `user_messages` left out for being outvoted, with the reason."""
+    conn.execute(CREATE_REPORTERS_LEFT_OUT_IF_MISSING)
+    return dict(conn.execute(OUTVOTED_REPORTERS).fetchall())
+
+
 def _reporter_impacts(
-    conn: duckdb.DuckDBPyConnection, config: SpamModelConfig
+    conn: duckdb.DuckDBPyConnection, config: SpamModelConfig, already_left_out: frozenset[int]
 ) -> list[ReporterImpact]:
     """How each reporter's messages change the gold result, at the cost-set threshold."""
     reporters = learning.reporter_counts(conn)
     if not reporters:
         return []
-    everyone, _, _ = learning.class_counts(conn, [])
+    everyone, _, _ = learning.class_counts(conn, [], with_capped=True)
     if not everyone.spam_messages or not everyone.ham_messages:
         return []
     threshold = learning.cost_threshold(
@@ -177,6 +186,7 @@ def _reporter_impacts(
         threshold,
         config.false_positive_cost,
         config.impact_margin,
+        already_left_out,
     )
 
 
@@ -187,49 +197,49 @@ def _train(
     left_out: list[int],
 ) -> TrainedModel:
     """The model from the counts of all but the left-out reporters, and its calibrated threshold."""
-    counts, training_spam, training_messages = learning.class_counts(conn, left_out)
-    if not counts.spam_messages or not counts.ham_messages:
-        raise dg.Failure("cannot train: the training split needs both spam and non-spam messages")
-    spam_bow, non_spam_bow = smoothed_bags_of_words(
-        counts.spam_words, counts.ham_words, config.alpha
-    )
+    context.log.info("counted the training messages; calibrating the threshold out of fold")
+    try:
+        learned = learning.learn(
+            conn,
+            left_out,
+            config.alpha,
+            config.false_positive_cost,
+            config.collection_false_positive_budget,
+            config.user_false_positive_budget,
+        )
+    except ValueError as error:
+        raise dg.Failure(f"cannot train: {error}") from None
     context.log.info(
-        f"counted {training_messages:,} training messages ({training_spam:,} spam), vocabulary "
-        f"{len(spam_bow):,}; calibrating the threshold out of fold"
+        f"trained on {learned.training_messages:,} messages ({learned.training_spam:,} spam), "
+        f"vocabulary {learned.model.vocabulary_size:,}; threshold {learned.threshold.score:.3f}, "
+        f"set by {learned.threshold.reason}"
     )
-    threshold = learning.calibrate_threshold(
-        conn,
-        left_out,
-        config.alpha,
-        config.collection_false_positive_budget,
-        config.user_false_positive_budget,
-        learning.cost_threshold(
-            counts.spam_messages, counts.ham_messages, config.false_positive_cost
-        ),
-    )
-    context.log.info(f"threshold {threshold.score:.3f}, set by {threshold.reason}")
     return TrainedModel(
-        model=SpamModel(spam_bow, non_spam_bow, 1.0 / (1.0 + math.exp(threshold.score))),
-        training_messages=training_messages,
-        training_spam=training_spam,
+        model=learned.model,
+        training_messages=learned.training_messages,
+        training_spam=learned.training_spam,
         alpha=config.alpha,
         false_positive_cost=config.false_positive_cost,
         seed=config.seed,
         test_size=config.test_size,
         left_out_reporters=tuple(left_out),
-        threshold_reason=threshold.reason,
+        threshold_reason=learned.threshold.reason,
     )
 
 
-def _flags(impacts: list[ReporterImpact]) -> dict[int, str | None]:
-    return {
+def _flags(impacts: list[ReporterImpact], disagreeing: dict[int, str]) -> dict[int, str | None]:
+    """Why each checked reporter was left out of this run, or None to clear an older flag."""
+    flags: dict[int, str | None] = {
         impact.reporter_id: (
-            f"left out of a run: its reports added {impact.harm:g} to the gold error cost"
+            f"left out of a run: its reports added {impact.harm:.1f} to the gold error cost"
             if impact.left_out
             else None
         )
         for impact in impacts
     }
+    for reporter, reason in disagreeing.items():
+        flags[reporter] = f"left out of a run: {reason}"
+    return flags
 
 
 def _model_metadata(trained: TrainedModel, impacts: list[ReporterImpact]) -> dict:

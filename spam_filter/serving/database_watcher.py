@@ -17,12 +17,15 @@ from typing import Any
 from flask import Flask, current_app
 
 from spam_filter import weights
+from spam_filter.serving import metrics
 from spam_filter.spam import SpamModel, load_model
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.factory import open_storage
 from spam_filter.storage.records import ModelRecord, ReporterKey
 
 EXTENSION_KEY = "database_watcher"
+# The watcher's problem before the first promotion: nothing is wrong but the missing training.
+NO_ACTIVE_MODEL = "no active model recorded in the database yet"
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,8 @@ class LoadedModel:
     model: SpamModel
     path: str
     loaded_at: datetime
+    # When the model was promoted (its `models.created_at`), if known.
+    promoted_at: datetime | None = None
     # Every answer carries the name: derive it once, not per request.
     name: str = field(init=False)
 
@@ -91,13 +96,16 @@ class DatabaseWatcher:
             self.last_checked_at = datetime.now(UTC)
             return
         checked_at = time.monotonic()
+        # Keep serving the last good model whatever goes wrong.
         try:
             record = self.storage.active_model()
         except Exception as error:  # keep serving the last good model whatever went wrong
-            self._report(f"cannot refresh the model: {type(error).__name__}: {error}")
+            self._report(f"cannot refresh the model: {_reason(error)}")
         else:
             self._refresh_reporter_keys()
             self._serve(record)
+        if self.problem is not None and self.problem != NO_ACTIVE_MODEL:
+            metrics.MODEL_REFRESH_FAILURES.inc()
         healthy = self.problem is None and self.keys_problem is None
         self._verified = (marker, checked_at) if healthy else None
         self.last_checked_at = datetime.now(UTC)
@@ -105,7 +113,7 @@ class DatabaseWatcher:
     def _serve(self, record: ModelRecord | None) -> None:
         """Load the recorded active model unless it is the one in memory already."""
         if record is None:
-            self._report("no active model recorded in the database yet")
+            self._report(NO_ACTIVE_MODEL)
             return
         if self.loaded is not None and record.path == self.loaded.path:
             self._report(None)
@@ -114,9 +122,14 @@ class DatabaseWatcher:
             # The row is not trusted to point outside the weights folder.
             model = load_model(weights.resolve(record.path, self.weights_dir))
         except Exception as error:  # keep serving the last good model whatever went wrong
-            self._report(f"cannot refresh the model: {type(error).__name__}: {error}")
+            self._report(
+                f"cannot refresh the model: the active model {record.path!r} does not load "
+                f"from {self.weights_dir}: {_reason(error)}"
+            )
             return
-        self.loaded = LoadedModel(model, record.path, datetime.now(UTC))
+        previous = self.model_name
+        self.loaded = LoadedModel(model, record.path, datetime.now(UTC), record.created_at)
+        metrics.model_served(previous, self.loaded.name, record.created_at)
         self.logger.info("serving model %s", record.path)
         self._report(None)
 
@@ -124,7 +137,7 @@ class DatabaseWatcher:
         try:
             self.reporter_keys = self.storage.reporter_keys()
         except Exception as error:  # keep the last keys until the next check
-            problem = f"cannot refresh the reporters' keys: {type(error).__name__}: {error}"
+            problem = f"cannot refresh the reporters' keys: {_reason(error)}"
             if problem != self.keys_problem:
                 self.logger.warning(problem)
             self.keys_problem = problem
@@ -188,6 +201,10 @@ class DatabaseWatcher:
             "degraded": degraded,
             "problem": self.problem or self.keys_problem,
         }
+
+
+def _reason(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def init_app(app: Flask) -> None:

@@ -102,6 +102,14 @@ def texts_to_check(payload: dict[str, Any], max_texts: int) -> tuple[list[str], 
     return texts, True
 
 
+def explain_requested(payload: dict[str, Any]) -> bool:
+    """Whether a `find_spam` request asks for explanations (`"explain": true`); off by default."""
+    explain = payload.get("explain", False)
+    if not isinstance(explain, bool):
+        raise InvalidRequest('"explain" must be true or false')
+    return explain
+
+
 _REPORT_FIELDS = {"text", "is_spam", "message_id"}
 
 

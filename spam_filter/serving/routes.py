@@ -1,13 +1,17 @@
 """The API's routes, and the handlers that make every error a JSON answer."""
 
+from dataclasses import asdict
+
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from spam_filter.serving.database_watcher import current_watcher
+from spam_filter.serving import metrics
+from spam_filter.serving.database_watcher import NO_ACTIVE_MODEL, current_watcher
 from spam_filter.serving.rate_limits import current_buckets, retry_after_header
 from spam_filter.serving.request_parsing import (
     InvalidRequest,
+    explain_requested,
     json_object,
     presented_key_hash,
     reports_to_record,
@@ -16,9 +20,12 @@ from spam_filter.serving.request_parsing import (
 from spam_filter.storage.records import ReporterKey, StorageUnavailable
 
 TRAIN_HINT = (
-    "no active model yet: train one with `dagster job execute -m spam_filter.definitions -j "
-    "create_spam_model_job` or materialize all assets in the Dagster UI"
+    "no active model yet: train one with `make retrain` (which runs `dagster job execute -m "
+    "spam_filter.definitions -j create_spam_model_job`) or materialize all assets in the Dagster UI"
 )
+
+# How many tokens an explanation lists: enough to see why, few enough to read.
+EXPLAINED_TOKENS = 10
 
 blueprint = Blueprint("api", __name__, url_prefix="/api")
 
@@ -33,13 +40,19 @@ def find_spam() -> ResponseReturnValue:
     """Tell whether each sent message is spam, using the active model."""
     payload = json_object(request, current_app.config["MAX_CONTENT_LENGTH"])
     texts, batch = texts_to_check(payload, current_app.config["MAX_BATCH_TEXTS"])
-    loaded = current_watcher().current()
+    explain = explain_requested(payload)
+    watcher = current_watcher()
+    loaded = watcher.current()
     if loaded is None:
-        return error_answer(TRAIN_HINT, 503)
+        return error_answer(no_model_message(watcher.problem), 503)
     results = [
         {"is_spam": spam, "spam_probability": probability}
         for spam, probability in map(loaded.model.verdict, texts)
     ]
+    metrics.count_verdicts(sum(result["is_spam"] for result in results), len(results))
+    if explain:
+        for result, text in zip(results, texts, strict=True):
+            result["explanation"] = asdict(loaded.model.explain(text, EXPLAINED_TOKENS))
     if batch:
         return jsonify(success=True, results=results, model=loaded.name)
     return jsonify(success=True, model=loaded.name, **results[0])
@@ -57,6 +70,7 @@ def report() -> ResponseReturnValue:
     buckets = current_buckets()
     wait = buckets.take(reporter.reporter_id, len(reports))
     if wait:
+        metrics.count_reports("refused", len(reports))
         raise InvalidRequest(
             f"reporter {reporter.name!r} is over its rate limit of {buckets.rate:g} reports a "
             "second; retry later",
@@ -67,12 +81,15 @@ def report() -> ResponseReturnValue:
         outcome = current_watcher().storage.record_reports(reporter.reporter_id, reports)
     except StorageUnavailable as error:
         buckets.give_back(reporter.reporter_id, len(reports))
+        metrics.count_reports("refused", len(reports))
         current_app.logger.warning("reports not stored: %s", error)
         raise InvalidRequest(
             "reports cannot be stored right now; nothing was stored, retry later",
             503,
             {"Retry-After": retry_after_header(config["REPORT_RETRY_AFTER_SECONDS"])},
         ) from error
+    metrics.count_reports("accepted", outcome.accepted)
+    metrics.count_reports("duplicate", outcome.duplicates)
     return jsonify(success=True, accepted=outcome.accepted, duplicates=outcome.duplicates), 202
 
 
@@ -87,6 +104,13 @@ def _authenticated_reporter() -> ReporterKey:
             {"WWW-Authenticate": 'Bearer realm="spam-filter", error="invalid_token"'},
         )
     return reporter
+
+
+def no_model_message(problem: str | None) -> str:
+    """Why no model answers: none trained yet (how to train one), or what stops the recorded one."""
+    if problem is None or problem == NO_ACTIVE_MODEL:
+        return TRAIN_HINT
+    return f"no model can be served: {problem}"
 
 
 @blueprint.get("/health", provide_automatic_options=False)

@@ -9,6 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Hashable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from spam_filter.faults import crash_point
@@ -143,6 +144,42 @@ class ApplicationStorage(ABC):
                 _insert_model(conn, replace(record, status="active"))
                 crash_point("switch_inserted_new")
             crash_point("switch_committed")
+
+    def reactivate_model(self, path: str, replacing: str | None) -> None:
+        """Make a retired model active again, in one transaction with retiring the current one.
+
+        Raises:
+            ActiveModelChanged: The active model is no longer `replacing`; nothing changed.
+            ValueError: No retired model has that path; nothing changed.
+        """
+        with self.connection() as conn:
+            with in_transaction(conn):
+                current = [p for (p,) in conn.execute(queries.SELECT_ACTIVE_PATHS).fetchall()]
+                if current != ([replacing] if replacing is not None else []):
+                    raise ActiveModelChanged(
+                        f"expected active model {replacing!r}, found {current!r}"
+                    )
+                conn.execute(queries.RETIRE_ACTIVE_MODEL)
+                if not conn.execute(queries.REACTIVATE_MODEL, [path]).fetchall():
+                    raise ValueError(f"no retired model {path!r} to make active again")
+
+    def relativize_model_paths(self, weights_dir: Path | str) -> int:
+        """Rewrite absolute paths of files in `weights_dir` as bare names, in one transaction.
+
+        A row names its weights file relative to the weights folder, so a copied or moved project
+        (database and weights together) still finds its models. Absolute paths elsewhere are left
+        as they are, for the API to refuse. Returns how many distinct paths were rewritten.
+        """
+        folder = Path(weights_dir).resolve()
+        with self.transaction() as conn:
+            paths = [
+                path for (path,) in conn.execute(queries.SELECT_ABSOLUTE_MODEL_PATHS).fetchall()
+            ]
+            inside = [path for path in paths if Path(path).parent.resolve() == folder]
+            for path in inside:
+                conn.execute(queries.RENAME_MODEL_PATH, [Path(path).name, path])
+                conn.execute(queries.RENAME_COMPARED_MODEL_PATH, [Path(path).name, path])
+        return len(inside)
 
     def record_rejected_model(self, record: ModelRecord) -> None:
         """Keep a row for a model that was not promoted, so the decision stays visible."""

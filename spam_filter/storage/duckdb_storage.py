@@ -42,6 +42,8 @@ SCHEMA = (
         compared_false_positive_rate FLOAT
     )
     """,
+    # When the model stopped being the active one: what a rollback without a name returns to.
+    "ALTER TABLE models ADD COLUMN IF NOT EXISTS retired_at TIMESTAMP",
     "CREATE SEQUENCE IF NOT EXISTS reporter_ids START 1",
     """
     CREATE TABLE IF NOT EXISTS reporters (

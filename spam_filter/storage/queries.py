@@ -17,7 +17,7 @@ COUNT_MODELS = "SELECT count(*) FROM models"
 SELECT_ACTIVE_MODEL = """
     SELECT
         path, status, true_positive_rate, false_positive_rate, seed, reason, compared_with,
-        compared_true_positive_rate, compared_false_positive_rate, created_at
+        compared_true_positive_rate, compared_false_positive_rate, created_at, retired_at
     FROM models
     WHERE status = 'active'
     ORDER BY created_at DESC
@@ -27,7 +27,7 @@ SELECT_ACTIVE_MODEL = """
 SELECT_MODEL_HISTORY = """
     SELECT
         path, status, true_positive_rate, false_positive_rate, seed, reason, compared_with,
-        compared_true_positive_rate, compared_false_positive_rate, created_at
+        compared_true_positive_rate, compared_false_positive_rate, created_at, retired_at
     FROM models
     ORDER BY created_at DESC
 """
@@ -36,7 +36,30 @@ SELECT_ACTIVE_PATHS = "SELECT path FROM models WHERE status = 'active'"
 
 SELECT_RECORDED_PATHS = "SELECT DISTINCT path FROM models WHERE path IS NOT NULL"
 
-RETIRE_ACTIVE_MODEL = "UPDATE models SET status = 'inactive' WHERE status = 'active'"
+# Rows name their weights file relative to the weights folder; `relativize_model_paths` finds the
+# absolute paths a database may still hold.
+SELECT_ABSOLUTE_MODEL_PATHS = """
+    SELECT path FROM models WHERE path LIKE '/%'
+    UNION
+    SELECT compared_with FROM models WHERE compared_with LIKE '/%'
+"""
+
+RENAME_MODEL_PATH = "UPDATE models SET path = $1 WHERE path = $2"
+
+RENAME_COMPARED_MODEL_PATH = "UPDATE models SET compared_with = $1 WHERE compared_with = $2"
+
+RETIRE_ACTIVE_MODEL = """
+    UPDATE models
+    SET status = 'inactive', retired_at = current_timestamp
+    WHERE status = 'active'
+"""
+
+REACTIVATE_MODEL = """
+    UPDATE models
+    SET status = 'active', retired_at = NULL
+    WHERE path = $1 AND status = 'inactive'
+    RETURNING path
+"""
 
 INSERT_MODEL = """
     INSERT INTO models (

@@ -30,6 +30,7 @@ class ModelRecord:
     compared_true_positive_rate: float | None = None
     compared_false_positive_rate: float | None = None
     created_at: datetime | None = None
+    retired_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,153 @@
+"""GET /metrics: Prometheus' text format, through the test client and a real two-worker gunicorn."""
+
+import json
+import os
+import re
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from spam_filter_tests.helpers import OtherProcess, wait_for
+from spam_filter_tests.servers import request, running_server, send
+
+URL = "/api/find_spam"
+SPAM = "WINNER! you won a £1000 cash prize, call 09061701461 now"
+HAM = "are we still on for lunch tomorrow?"
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _parse(text: str) -> Samples:
+    """Every sample of a scrape, by name and sorted labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def _scrape(client: FlaskClient) -> Samples:
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.content_type.startswith("text/plain; version=")
+    return _parse(response.get_data(as_text=True))
+
+
+@pytest.fixture
+def client(make_app: Callable[..., Flask], trained_db: str) -> FlaskClient:
+    return make_app(trained_db).test_client()
+
+
+def test_requests_latency_and_verdicts_are_counted(client: FlaskClient) -> None:
+    before = _scrape(client)
+    assert client.post(URL, json={"text": SPAM}).status_code == 200
+    assert client.post(URL, json={"texts": [SPAM, HAM, HAM], "explain": True}).status_code == 200
+    assert client.post(URL, json={"text": 5}).status_code == 400
+    assert client.get("/nowhere/42").status_code == 404
+    after = _scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return _value(after, name, **labels) - _value(before, name, **labels)
+
+    requests = "spam_filter_requests_total"
+    assert delta(requests, endpoint="/api/find_spam", status="200") == 2
+    assert delta(requests, endpoint="/api/find_spam", status="400") == 1
+    # Paths that match no route share one label, whatever was asked.
+    assert delta(requests, endpoint="unmatched", status="404") == 1
+    assert delta(requests, endpoint="/metrics", status="200") == 1  # the first scrape
+    latency = "spam_filter_request_duration_seconds"
+    assert delta(latency + "_count", endpoint="/api/find_spam") == 3
+    assert delta(latency + "_bucket", endpoint="/api/find_spam", le="+Inf") == 3
+    assert delta(latency + "_sum", endpoint="/api/find_spam") > 0
+    assert delta("spam_filter_verdicts_total", verdict="spam") == 2
+    assert delta("spam_filter_verdicts_total", verdict="not_spam") == 2
+
+
+def test_reports_and_the_served_model_are_shown(
+    client: FlaskClient, trained_state: dict[str, str]
+) -> None:
+    samples = _scrape(client)
+    # Counted by the reports endpoint; shown from the start.
+    for outcome in ("accepted", "refused"):
+        assert ("spam_filter_reports_total", (("outcome", outcome),)) in samples
+    name = Path(trained_state["model_path"]).name
+    assert _value(samples, "spam_filter_model_served", model=name) == 1
+    # Trained by this session's fixture: minutes old at most.
+    assert 0 <= _value(samples, "spam_filter_model_age_seconds") < 3600
+
+
+def test_refresh_failures_are_counted(
+    client: FlaskClient, trained_db: str, project_env: dict[str, str], other_process: OtherProcess
+) -> None:
+    before = _value(_scrape(client), "spam_filter_model_refresh_failures_total")
+    missing = Path(project_env["SPAM_FILTER_WEIGHTS_DIR"]) / "spam_model_missing.json"
+    other_process.promote(trained_db, str(missing))
+    assert wait_for(
+        lambda: _value(_scrape(client), "spam_filter_model_refresh_failures_total") >= before + 2
+    )
+
+
+def test_metrics_can_be_switched_off(make_app: Callable[..., Flask], trained_db: str) -> None:
+    counting = make_app(trained_db).test_client()
+    quiet = make_app(trained_db, METRICS=False).test_client()
+    before = _scrape(counting)
+    assert quiet.post(URL, json={"text": SPAM}).status_code == 200
+    response = quiet.get("/metrics")
+    assert response.status_code == 404
+    assert response.json["success"] is False
+    after = _scrape(counting)
+    for name, labels in [
+        ("spam_filter_verdicts_total", {"verdict": "spam"}),
+        ("spam_filter_requests_total", {"endpoint": "/api/find_spam", "status": "200"}),
+    ]:
+        assert _value(after, name, **labels) == _value(before, name, **labels)
+
+
+def _scrape_server(port: int) -> Samples:
+    status, content_type, body = send(port, "GET", "/metrics")
+    assert status == 200 and content_type.startswith("text/plain"), (status, body[:200])
+    return _parse(body.decode())
+
+
+@pytest.mark.slow
+def test_metrics_add_up_over_the_workers_of_a_real_gunicorn(
+    tmp_path: Path, trained_state: dict[str, str]
+) -> None:
+    # Without the variable, as `make run` starts it: the server makes the folder and removes it.
+    with running_server(tmp_path, trained_state, PROMETHEUS_MULTIPROC_DIR="") as server:
+        workers = server.wait_workers()
+        log = server.log.read_text()
+        folder = Path(re.search(r"metrics of the workers in (\S+)", log).group(1))
+        # Each worker loads the model as it starts and writes its own files.
+        gauges = {f"gauge_livemax_{pid}.db" for pid in workers}
+        assert wait_for(lambda: gauges <= set(os.listdir(folder)), 30), os.listdir(folder)
+        sent = 40
+        for _ in range(sent):  # one connection each, so both workers answer some
+            assert request(server.port, "POST", URL, json.dumps({"text": SPAM}))[0] == 200
+        # Whichever worker answers a scrape, it adds up every worker's counts.
+        name = Path(trained_state["model_path"]).name
+        for _ in range(6):
+            samples = _scrape_server(server.port)
+            assert _value(samples, "spam_filter_requests_total", endpoint=URL, status="200") == sent
+            assert _value(samples, "spam_filter_verdicts_total", verdict="spam") == sent
+            assert _value(samples, "spam_filter_model_served", model=name) == 1
+
+        # A killed worker's counts stay; its gauges go with it.
+        victim = workers[0]
+        os.kill(victim, signal.SIGKILL)
+        assert wait_for(lambda: f"gauge_livemax_{victim}.db" not in os.listdir(folder), 30)
+        server.wait_workers()
+        samples = _scrape_server(server.port)
+        assert _value(samples, "spam_filter_requests_total", endpoint=URL, status="200") == sent
+        assert _value(samples, "spam_filter_model_served", model=name) == 1
+        # No control socket: two servers on one machine would share its default path.
+        assert "Control socket" not in server.log.read_text()
+    assert not folder.exists()

@@ -1,0 +1,182 @@
+"""The run command (`make run`): taken ports, a service that dies, and stopping every process."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+import pytest
+
+from spam_filter.processes import group_alive, stop_process_group
+from spam_filter_tests.helpers import (
+    PROJECT_ROOT,
+    copy_trained_state,
+    load_run_system,
+    project_paths,
+    wait_for,
+)
+from spam_filter_tests.servers import free_port, request, send
+
+RUN_SYSTEM = PROJECT_ROOT / "scripts" / "run_system.py"
+
+
+@contextmanager
+def _listening(host: str = "127.0.0.1", port: int = 0) -> Iterator[int]:
+    """A socket listening on `host`, as another program holding the port; yields the port."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as holder:
+        holder.bind((host, port))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def _environment(tmp_path: Path, api_port: int, ui_port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        **project_paths(tmp_path),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"),
+        "SPAM_FILTER_API_BIND": f"127.0.0.1:{api_port}",
+        "SPAM_FILTER_UI_PORT": str(ui_port),
+    }
+
+
+@pytest.mark.parametrize(
+    ("taken", "service", "variable"),
+    [
+        ("api", "the API (gunicorn)", "SPAM_FILTER_API_BIND"),
+        ("ui", "the Dagster UI (dagster dev)", "SPAM_FILTER_UI_PORT"),
+    ],
+)
+def test_a_taken_port_is_named_before_anything_starts(
+    tmp_path: Path, taken: str, service: str, variable: str
+) -> None:
+    with _listening() as port:
+        api_port, ui_port = (port, free_port()) if taken == "api" else (free_port(), port)
+        env = _environment(tmp_path, api_port, ui_port)
+        started = time.monotonic()
+        result = subprocess.run(
+            [sys.executable, str(RUN_SYSTEM)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"{service} cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "in use" in result.stderr
+    assert f"set {variable} to another" in result.stderr
+    # Nothing was bootstrapped or started: the answer comes before any of it.
+    assert not Path(env["SPAM_FILTER_DATABASE"]).exists()
+    assert not Path(env["DAGSTER_HOME"]).exists()
+    assert time.monotonic() - started < 30
+
+
+def test_a_port_held_on_every_interface_is_taken_for_loopback_too() -> None:
+    run_system = load_run_system()
+    with _listening("0.0.0.0") as port:
+        api, ui = run_system.services(
+            {"SPAM_FILTER_API_BIND": f"127.0.0.1:{port}", "SPAM_FILTER_UI_PORT": str(port)}
+        )
+        problems = run_system.port_problems([api, ui])
+    assert len(problems) == 2
+    assert "SPAM_FILTER_API_BIND" in problems[0] and "SPAM_FILTER_UI_PORT" in problems[1]
+    free = {"SPAM_FILTER_API_BIND": "127.0.0.1:0", "SPAM_FILTER_UI_PORT": "0"}
+    assert run_system.port_problems(run_system.services(free)) == []
+
+
+@pytest.mark.parametrize(
+    ("bind", "expected"),
+    [
+        ("127.0.0.1:5000", ("127.0.0.1", 5000)),
+        ("0.0.0.0:8080", ("0.0.0.0", 8080)),
+        ("[::1]:5001", ("::1", 5001)),
+        ("localhost", ("localhost", 8000)),
+        ("[::1]", ("::1", 8000)),
+        (":5002", ("0.0.0.0", 5002)),
+        ("unix:/tmp/api.sock", None),
+    ],
+)
+def test_the_api_address_is_read_as_gunicorn_reads_it(bind: str, expected: object) -> None:
+    (api, _ui) = load_run_system().services({"SPAM_FILTER_API_BIND": bind})
+    assert api.host_and_port == expected
+
+
+def _command(pid: int) -> str:
+    return " ".join(psutil.Process(pid).cmdline())
+
+
+@contextmanager
+def _running(tmp_path: Path, trained_state: dict[str, str]) -> Iterator[tuple]:
+    """The run command on a copy of the trained state, once the API and the UI answer."""
+    api_port, ui_port = free_port(), free_port()
+    env = _environment(tmp_path, api_port, ui_port)
+    copy_trained_state(trained_state, env["SPAM_FILTER_DATABASE"], env["SPAM_FILTER_WEIGHTS_DIR"])
+    log = tmp_path / "run.log"
+    with log.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, str(RUN_SYSTEM)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            restore_signals=True,
+        )
+    try:
+
+        def up() -> bool:
+            assert process.poll() is None, log.read_text()
+            try:
+                return (
+                    request(api_port, "GET", "/api/health")[0] == 200
+                    and send(ui_port, "GET", "/server_info")[0] == 200
+                )
+            except (OSError, ValueError):
+                return False
+
+        assert wait_for(up, 180, 0.5), log.read_text()
+        # Each service leads its own process group: the API's first, then the UI's.
+        children = psutil.Process(process.pid).children()
+        groups = sorted((c.pid for c in children), key=lambda pid: "gunicorn" not in _command(pid))
+        assert len(groups) == 2
+        yield process, groups, log, api_port
+    finally:
+        stop_process_group(process)
+
+
+@pytest.mark.slow
+def test_ctrl_c_reports_the_stop_once_every_process_is_gone(
+    tmp_path: Path, trained_state: dict[str, str]
+) -> None:
+    with _running(tmp_path, trained_state) as (process, groups, log, _):
+        assert all(group_alive(group) for group in groups)
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        # The moment it returns, nothing of either service is left.
+        assert not [group for group in groups if group_alive(group)]
+    text = log.read_text()
+    assert "stopping the API and the Dagster UI" in text
+    assert (
+        "stopped the API (gunicorn) and the Dagster UI (dagster dev): no process of either is left"
+        in text
+    )
+    assert "killed" not in text
+
+
+@pytest.mark.slow
+def test_a_service_that_dies_is_named(tmp_path: Path, trained_state: dict[str, str]) -> None:
+    with _running(tmp_path, trained_state) as (process, groups, log, api_port):
+        api_group = groups[0]
+        os.killpg(api_group, signal.SIGKILL)
+        assert process.wait(timeout=60) == 1
+        assert not [group for group in groups if group_alive(group)]
+    text = log.read_text()
+    assert f"the API (gunicorn) on 127.0.0.1:{api_port} stopped on its own (exit code -9" in text
+    assert "stopping the Dagster UI (dagster dev)" in text
