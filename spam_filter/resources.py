@@ -98,10 +98,15 @@ class Warehouse(DuckDBResource):
     `dagster job execute`, which bypass the run queue) would interleave, and one could score its
     model on the other's test split. A lock file beside the warehouse, taken when the run's
     resources start and released when they stop, makes the second run wait for the first.
+
+    The run also keeps one connection open from start to end: each step's connection then joins
+    that open database instead of starting DuckDB again (tens of milliseconds of CPU each), and
+    DuckDB's cache stays warm from one step to the next.
     """
 
     run_lock_timeout_seconds: float = 3600.0
     _run_lock: object = PrivateAttr(default=None)
+    _held_open: object = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Every run starts here, so this is where a run learns that nobody will see it.
@@ -120,8 +125,18 @@ class Warehouse(DuckDBResource):
             handle.close()
             raise dg.Failure(str(error)) from None
         self._run_lock = handle
+        held_open = self.get_connection()
+        try:
+            held_open.__enter__()
+        except BaseException:
+            self.teardown_after_execution(context)
+            raise
+        self._held_open = held_open
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        held_open, self._held_open = self._held_open, None
+        if held_open is not None:
+            held_open.__exit__(None, None, None)
         handle, self._run_lock = self._run_lock, None
         if handle is not None:
             fcntl.flock(handle, fcntl.LOCK_UN)
