@@ -201,3 +201,16 @@ def test_reports_weigh_as_configured_and_count_per_reporter():
     assert reporter.ham_words == {}
     without, spam_rows, rows = learning.class_counts(conn, left_out=[3])
     assert without.spam_words == {"win": 1.0, "cash": 1.0} and (spam_rows, rows) == (1, 2)
+
+
+@pytest.mark.parametrize("batch_rows", [scoring.SCORE_BATCH_ROWS, 7])
+def test_two_models_scored_in_one_pass_match_each_scored_alone(sms, batch_rows, monkeypatch):
+    monkeypatch.setattr(scoring, "SCORE_BATCH_ROWS", batch_rows)
+    first = train_model(sms[:2000], alpha=0.1, false_positive_cost=8.0)
+    second = train_model(sms[2000:4000], alpha=1.0, false_positive_cost=1.0)
+    rows = [(spam, text) for text, spam in sms[4000:4300]] + [(False, t) for t in EDGE_TEXTS]
+    conn = _warehouse_with(rows, group="user", reporter=7)
+    both = scoring.score_models(conn, [first, second])
+    assert both == [score_test_split(conn, first), score_test_split(conn, second)]
+    assert both[0] != both[1]
+    assert all(s.user.messages == 0 for s in scoring.score_models(conn, [first, second], None, [7]))
