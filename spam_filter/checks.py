@@ -11,7 +11,8 @@ COUNT_CLASSES = """
     FROM public.spam_dataset
 """
 
-# The dataset leaves bad rows out; the sources show how many it had to.
+# The dataset leaves bad rows out; the sources show how many it had to. Blank is as the dataset
+# defines it: empty, or only spaces.
 COUNT_BLANK_SOURCE_MESSAGES = """
     SELECT count(*)
     FROM (
@@ -21,7 +22,7 @@ COUNT_BLANK_SOURCE_MESSAGES = """
         UNION ALL
         SELECT body FROM public.user_messages
     )
-    WHERE body IS NULL OR trim(body) = ''
+    WHERE body IS NULL OR body = '' OR (starts_with(body, ' ') AND trim(body) = '')
 """
 
 COUNT_UNLABELLED_SOURCE_MESSAGES = """

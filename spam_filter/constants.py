@@ -9,6 +9,10 @@ TEST_SIZE = 0.3
 SPLIT_SEED = 0
 """Seed of the hash that assigns each message to the training or the testing split."""
 
+MAX_TEST_MESSAGES = 1_000_000
+"""About how many of the product's held-out messages are scored: rates on a million messages are
+as precise as on more (a standard error under 0.05 point)."""
+
 FALSE_POSITIVE_COST = 8.0
 """Missed spams that one hidden legitimate message is worth; raises the bar for calling spam."""
 

@@ -102,6 +102,10 @@ class Warehouse(DuckDBResource):
     `dagster job execute`, which bypass the run queue) would interleave, and one could score its
     model on the other's test split. A lock file beside the warehouse, taken when the run's
     resources start and released when they stop, makes the second run wait for the first.
+
+    The run also keeps one connection open from start to end: each step's connection then joins
+    that open database instead of starting DuckDB again (tens of milliseconds of CPU each), and
+    DuckDB's cache stays warm from one step to the next.
     """
 
     run_lock_timeout_seconds: float = 3600.0
@@ -109,6 +113,7 @@ class Warehouse(DuckDBResource):
     """A PostgreSQL URL: take the run lock there, as an advisory lock, so that runs on different
     machines take turns too; empty for the lock file beside the warehouse."""
     _run_lock: object = PrivateAttr(default=None)
+    _held_open: object = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Every run starts here, so this is where a run learns that nobody will see it.
@@ -116,15 +121,25 @@ class Warehouse(DuckDBResource):
         if warning and context.log is not None:
             context.log.warning(warning)
         on_wait = context.log.info if context.log is not None else None
+        self._run_lock = self._take_run_lock(on_wait)
+        held_open = self.get_connection()
+        try:
+            held_open.__enter__()
+        except BaseException:
+            self.teardown_after_execution(context)
+            raise
+        self._held_open = held_open
+
+    def _take_run_lock(self, on_wait: Callable[[str], None] | None) -> object:
+        """The advisory lock on the server in PostgreSQL mode; a lock file beside the warehouse
+        otherwise."""
         if self.run_lock_database_url:
             try:
-                connection = take_run_lock(
+                return take_run_lock(
                     self.run_lock_database_url, self.run_lock_timeout_seconds, on_wait
                 )
             except (LockTimeout, StorageUnavailable) as error:
                 raise dg.Failure(str(error)) from None
-            self._run_lock = connection
-            return
         lock_path = Path(self.database + ".run-lock")
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         handle = lock_path.open("a")
@@ -135,9 +150,12 @@ class Warehouse(DuckDBResource):
         except LockTimeout as error:
             handle.close()
             raise dg.Failure(str(error)) from None
-        self._run_lock = handle
+        return handle
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        held_open, self._held_open = self._held_open, None
+        if held_open is not None:
+            held_open.__exit__(None, None, None)
         handle, self._run_lock = self._run_lock, None
         if isinstance(handle, psycopg.Connection):
             release_run_lock(handle)

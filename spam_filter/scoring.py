@@ -1,6 +1,6 @@
 """Scoring a model on the warehouse's test split, in SQL, by who labelled each message."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import duckdb
@@ -92,48 +92,55 @@ class SplitScores:
 # grows with the number of messages, and batches keep it bounded (about 40 MB each).
 SCORE_BATCH_ROWS = 500_000
 
-STORE_LOG_ODDS = "CREATE OR REPLACE TEMP TABLE model_log_odds AS SELECT * FROM model_log_odds_frame"
+# The log-odds of up to two models side by side: a word one model lacks is NULL in its column.
+STORE_LOG_ODDS = """
+    CREATE OR REPLACE TEMP TABLE model_log_odds AS
+    SELECT
+        word,
+        first_model.log_odds AS first_log_odds,
+        second_model.log_odds AS second_log_odds
+    FROM first_log_odds_frame AS first_model
+    FULL OUTER JOIN second_log_odds_frame AS second_model USING (word)
+"""
 DROP_LOG_ODDS = "DROP TABLE model_log_odds"
 TEST_SPLIT_ROWID_END = "SELECT coalesce(max(rowid) + 1, 0) FROM public.spam_testing_dataframe"
 
-# One pass, with no join back to the messages: splitting always yields at least one piece (an
-# empty text gives [''], a null one is given ['']), so every message keeps a row, and pieces outside
-# the vocabulary (the empty ones included) add nothing: a message without any vocabulary word
-# keeps the prior alone. The null case is handled on the list, not with coalesce(body, ''), which
-# would make DuckDB tokenize every row instead of every distinct value of a dictionary column.
-# Identical messages (a spam campaign, a canned reply) are scored once and counted `copies` times.
-# Messages of reporters left out of the run are left out of its scores too.
+# Both models in one pass, each message tokenized once, with no join back to the messages:
+# splitting always yields at least one piece (an empty text gives [''], a null one is given ['']),
+# so every message keeps a row, and pieces outside a vocabulary (the empty ones included) add
+# nothing to its sum: a message without any vocabulary word keeps the prior alone. The null case is
+# handled on the list, not with coalesce(body, ''), which would make DuckDB tokenize every row
+# instead of every distinct value of a dictionary column. Messages of reporters left out of the
+# run are left out of its scores too.
 SCORE_TEST_SPLIT_BATCH = """
-    WITH messages AS (
-        SELECT spam, body, metric_group, count(*) AS copies
-        FROM public.spam_testing_dataframe
-        WHERE rowid >= $first AND rowid < $stop
-            AND (reporter_id IS NULL OR NOT list_contains($left_out::INTEGER[], reporter_id))
-        GROUP BY spam, body, metric_group
-    ),
-    decisions AS (
+    WITH decisions AS (
         SELECT
             any_value(spam) AS spam,
             any_value(metric_group) AS metric_group,
-            any_value(copies) AS copies,
-            $prior_log_odds + coalesce(sum(log_odds), 0) > 0 AS flagged
+            $first_prior + coalesce(sum(first_log_odds), 0) > 0 AS first_flagged,
+            $second_prior + coalesce(sum(second_log_odds), 0) > 0 AS second_flagged
         FROM (
             SELECT
-                message_id,
+                rowid AS message_id,
                 spam,
                 metric_group,
-                copies,
                 unnest(coalesce(string_split(spam_token_text(body), ' '), [''])) AS word
-            FROM (SELECT row_number() OVER () AS message_id, * FROM messages)
+            FROM public.spam_testing_dataframe
+            WHERE rowid >= $first AND rowid < $stop
+                AND (reporter_id IS NULL OR NOT list_contains($left_out::INTEGER[], reporter_id))
         ) LEFT JOIN model_log_odds USING (word)
         GROUP BY message_id
     )
     SELECT
         metric_group,
-        coalesce(sum(copies) FILTER (WHERE spam AND flagged), 0),
-        coalesce(sum(copies) FILTER (WHERE NOT spam AND flagged), 0),
-        coalesce(sum(copies) FILTER (WHERE NOT spam AND NOT flagged), 0),
-        coalesce(sum(copies) FILTER (WHERE spam AND NOT flagged), 0)
+        count(*) FILTER (WHERE spam AND first_flagged),
+        count(*) FILTER (WHERE NOT spam AND first_flagged),
+        count(*) FILTER (WHERE NOT spam AND NOT first_flagged),
+        count(*) FILTER (WHERE spam AND NOT first_flagged),
+        count(*) FILTER (WHERE spam AND second_flagged),
+        count(*) FILTER (WHERE NOT spam AND second_flagged),
+        count(*) FILTER (WHERE NOT spam AND NOT second_flagged),
+        count(*) FILTER (WHERE spam AND NOT second_flagged)
     FROM decisions
     GROUP BY metric_group
 """
@@ -145,29 +152,38 @@ def score_test_split(
     progress: Callable[[int, int], None] | None = None,
     left_out_reporters: list[int] | None = None,
 ) -> SplitScores:
-    """Score every message of the warehouse's `spam_testing_dataframe` table inside DuckDB.
+    """Score one model on the warehouse's `spam_testing_dataframe` table; see `score_models`."""
+    (scores,) = score_models(conn, [model], progress, left_out_reporters)
+    return scores
 
-    Joins each message's tokens to the model's per-word log-odds, which is the same sum
-    `SpamModel.score` computes in Python, so no message is ever held in Python. `progress`, if
-    given, is called with (rows scored, rows in all) after each batch. Messages that only a
-    reporter in `left_out_reporters` supports are not scored.
+
+def score_models(
+    conn: duckdb.DuckDBPyConnection,
+    models: Sequence[SpamModel],
+    progress: Callable[[int, int], None] | None = None,
+    left_out_reporters: list[int] | None = None,
+) -> list[SplitScores]:
+    """Score one or two models on every message of `spam_testing_dataframe`, inside DuckDB.
+
+    Joins each message's tokens to the models' per-word log-odds, which is the same sum
+    `SpamModel.score` computes in Python, so no message is ever held in Python; each message is
+    tokenized once for both models. `progress`, if given, is called with (rows scored, rows in
+    all) after each batch. Messages that only a reporter in `left_out_reporters` supports are not
+    scored.
     """
+    if not 1 <= len(models) <= 2:
+        raise ValueError(f"scores one or two models at a time, not {len(models)}")
     install_tokenizer(conn)
-    log_odds = pd.DataFrame(
-        {"word": list(model.log_odds), "log_odds": list(model.log_odds.values())}
-    )
-    conn.register("model_log_odds_frame", log_odds)
-    try:
-        conn.execute(STORE_LOG_ODDS)
-    finally:
-        conn.unregister("model_log_odds_frame")
+    _store_log_odds(conn, models)
+    priors = [model.prior_log_odds for model in models] + [0.0]
     (stop,) = conn.execute(TEST_SPLIT_ROWID_END).fetchone()
-    totals = {group: [0, 0, 0, 0] for group in METRIC_GROUPS}
+    totals = {group: [0] * 8 for group in METRIC_GROUPS}
     for first in range(0, stop, SCORE_BATCH_ROWS):
         rows = conn.execute(
             SCORE_TEST_SPLIT_BATCH,
             {
-                "prior_log_odds": model.prior_log_odds,
+                "first_prior": priors[0],
+                "second_prior": priors[1],
                 "first": first,
                 "stop": first + SCORE_BATCH_ROWS,
                 "left_out": left_out_reporters or [],
@@ -178,4 +194,23 @@ def score_test_split(
         if progress is not None:
             progress(min(first + SCORE_BATCH_ROWS, stop), stop)
     conn.execute(DROP_LOG_ODDS)
-    return SplitScores(*(Score(*totals[group]) for group in METRIC_GROUPS))
+    return [
+        SplitScores(*(Score(*totals[group][4 * index : 4 * index + 4]) for group in METRIC_GROUPS))
+        for index in range(len(models))
+    ]
+
+
+def _store_log_odds(conn: duckdb.DuckDBPyConnection, models: Sequence[SpamModel]) -> None:
+    frames = [
+        pd.DataFrame({"word": list(model.log_odds), "log_odds": list(model.log_odds.values())})
+        for model in models
+    ]
+    if len(frames) == 1:
+        frames.append(pd.DataFrame({"word": pd.Series(dtype=str), "log_odds": []}))
+    conn.register("first_log_odds_frame", frames[0])
+    conn.register("second_log_odds_frame", frames[1])
+    try:
+        conn.execute(STORE_LOG_ODDS)
+    finally:
+        conn.unregister("first_log_odds_frame")
+        conn.unregister("second_log_odds_frame")

@@ -6,6 +6,7 @@ import duckdb
 import pytest
 
 from spam_filter import learning, scoring, settings, tables
+from spam_filter.assets import training
 from spam_filter.datasets import read_sms_spam_collection
 from spam_filter.scoring import score_test_split
 from spam_filter.spam import count_tokens, train_model
@@ -201,3 +202,50 @@ def test_reports_weigh_as_configured_and_count_per_reporter():
     assert reporter.ham_words == {}
     without, spam_rows, rows = learning.class_counts(conn, left_out=[3])
     assert without.spam_words == {"win": 1.0, "cash": 1.0} and (spam_rows, rows) == (1, 2)
+
+
+@pytest.mark.parametrize("batch_rows", [scoring.SCORE_BATCH_ROWS, 7])
+def test_two_models_scored_in_one_pass_match_each_scored_alone(sms, batch_rows, monkeypatch):
+    monkeypatch.setattr(scoring, "SCORE_BATCH_ROWS", batch_rows)
+    first = train_model(sms[:2000], alpha=0.1, false_positive_cost=8.0)
+    second = train_model(sms[2000:4000], alpha=1.0, false_positive_cost=1.0)
+    rows = [(spam, text) for text, spam in sms[4000:4300]] + [(False, t) for t in EDGE_TEXTS]
+    conn = _warehouse_with(rows, group="user", reporter=7)
+    both = scoring.score_models(conn, [first, second])
+    assert both == [score_test_split(conn, first), score_test_split(conn, second)]
+    assert both[0] != both[1]
+    assert all(s.user.messages == 0 for s in scoring.score_models(conn, [first, second], None, [7]))
+
+
+def test_the_test_split_scores_a_bounded_sample_of_user_messages_and_the_curated_sets_whole():
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA public")
+    conn.execute(
+        "CREATE TABLE public.spam_dataset AS "
+        "SELECT i % 2 = 0 AS spam, 'message ' || i AS body, "
+        "CASE WHEN i < 1000 THEN 'sms_spam_collection' WHEN i < 1100 THEN 'gold' "
+        "ELSE 'messages' END AS source, false AS synthetic, NULL::INTEGER AS reporter_id, "
+        "false AS capped FROM range(21100) AS r(i)"
+    )
+    config = training.SpamModelConfig(max_test_messages=1500)
+    scored_share = training._split(conn, config)
+    assert scored_share == pytest.approx(1500 / 20000)
+    groups = dict(
+        conn.execute(
+            "SELECT metric_group, count(*) FROM public.spam_testing_dataframe GROUP BY ALL"
+        ).fetchall()
+    )
+    unbounded = training._split(conn, training.SpamModelConfig(max_test_messages=0))
+    whole = dict(
+        conn.execute(
+            "SELECT metric_group, count(*) FROM public.spam_testing_dataframe GROUP BY ALL"
+        ).fetchall()
+    )
+    assert unbounded == config.test_size
+    assert groups["gold"] == whole["gold"]  # the SMS collection's held-out share and all of gold
+    assert 1300 < groups["user"] < 1700 and 5400 < whole["user"] < 6600
+    # The sample is held out all the same: training sees none of the unscored held-out messages.
+    (training_rows,) = conn.execute(
+        "SELECT count(*) FROM public.spam_training_dataframe"
+    ).fetchone()
+    assert training_rows + whole["gold"] + whole["user"] == 21100

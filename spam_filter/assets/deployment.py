@@ -4,7 +4,6 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import dagster as dg
-import duckdb
 
 from spam_filter import constants, weights
 from spam_filter.assets.training import PICKLE_IO_MANAGER
@@ -12,7 +11,7 @@ from spam_filter.faults import crash_point
 from spam_filter.promotion import ModelScore, PromotionRule, decide_promotion
 from spam_filter.resources import ApplicationDatabase, ModelStorage, Warehouse
 from spam_filter.rollback import prune_retired_weights
-from spam_filter.scoring import METRIC_GROUPS, SplitScores, score_test_split
+from spam_filter.scoring import METRIC_GROUPS, score_models
 from spam_filter.spam import SpamModel, TrainedModel
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.records import ActiveModelChanged, ModelRecord, StorageUnavailable
@@ -47,13 +46,20 @@ def model_score(
         gold_false_positive_tolerance=config.gold_false_positive_tolerance,
         false_positive_cost=spam_model.false_positive_cost,
     )
-    score_split = _split_scorer(context, list(spam_model.left_out_reporters))
+    active_path, active_model, problem = _active_model(
+        context, database.storage(on_wait=context.log.info), model_storage
+    )
+    models = [spam_model.model] if active_model is None else [spam_model.model, active_model]
+    context.log.info(
+        f"scoring the new model and the active model {active_path} on the same test split"
+        if active_model is not None
+        else "scoring the new model on the test split"
+    )
     with warehouse.get_connection() as conn:
-        context.log.info("scoring the new model on the test split")
-        challenger = score_split(conn, spam_model.model)
-        active_path, active, problem = _score_active_model(
-            context, conn, database.storage(on_wait=context.log.info), model_storage, score_split
+        challenger, *others = score_models(
+            conn, models, _progress_logger(context), list(spam_model.left_out_reporters)
         )
+    active = others[0] if others else None
     decision = decide_promotion(challenger, active, rule, problem)
     metadata = {
         **challenger.gold.as_dict(),
@@ -138,39 +144,26 @@ def model_file(
     )
 
 
-def _score_active_model(
-    context: dg.AssetExecutionContext,
-    conn: duckdb.DuckDBPyConnection,
-    storage: ApplicationStorage,
-    model_storage: ModelStorage,
-    score_split: Callable[[duckdb.DuckDBPyConnection, SpamModel], SplitScores],
-) -> tuple[str | None, SplitScores | None, str | None]:
-    """(active model's path, its score on the test split, why it could not be scored)."""
+def _active_model(
+    context: dg.AssetExecutionContext, storage: ApplicationStorage, model_storage: ModelStorage
+) -> tuple[str | None, SpamModel | None, str | None]:
+    """(active model's path, the model, why it could not be read)."""
     record = storage.active_model()
     if record is None:
         return None, None, None
     try:
-        active_model = storage.load_model(record.path, model_storage.weights_dir)
+        return record.path, storage.load_model(record.path, model_storage.weights_dir), None
     except (OSError, ValueError) as error:
         problem = f"active model {record.path} cannot be read ({error})"
         context.log.warning(problem)
         return record.path, None, problem
-    context.log.info(f"scoring the active model {record.path} on the same test split")
-    return record.path, score_split(conn, active_model), None
 
 
-def _split_scorer(
-    context: dg.AssetExecutionContext, left_out_reporters: list[int]
-) -> Callable[[duckdb.DuckDBPyConnection, SpamModel], SplitScores]:
-    """Score a model on the test split, logging progress, without the left-out reports."""
-
+def _progress_logger(context: dg.AssetExecutionContext) -> Callable[[int, int], None]:
     def log(done: int, total: int) -> None:
         context.log.info(f"scored {done:,} of {total:,} test messages")
 
-    def score(conn: duckdb.DuckDBPyConnection, model: SpamModel) -> SplitScores:
-        return score_test_split(conn, model, log, left_out_reporters)
-
-    return score
+    return log
 
 
 def _write_and_promote(

@@ -178,6 +178,8 @@ SUMMARISE_REPORTS = """
     FROM public.user_reports
 """
 
+# Blank is empty or only spaces (what trim removes). Only a text that starts with a space can be
+# blank and not empty, so the rest skip trim, which copies every text it reads.
 CREATE_SPAM_DATASET = """
     CREATE OR REPLACE VIEW public.spam_dataset AS
     SELECT spam, body, source, synthetic, reporter_id, capped
@@ -191,7 +193,7 @@ CREATE_SPAM_DATASET = """
         UNION ALL
         SELECT spam, body, source, synthetic, reporter_id, capped FROM public.user_messages
     )
-    WHERE spam IS NOT NULL AND body IS NOT NULL AND trim(body) <> ''
+    WHERE spam IS NOT NULL AND body <> '' AND (NOT starts_with(body, ' ') OR trim(body) <> '')
 """
 
 COUNT_SPAM_DATASET_BY_SOURCE = """

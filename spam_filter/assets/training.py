@@ -13,15 +13,23 @@ GROUP = "training"
 PICKLE_IO_MANAGER = "pickle_io_manager"
 TOP_WORDS = 15
 
-# The training split is a view, which cannot hold parameters, so the seed and the test share live
-# in a one-row table that both splits read.
 CREATE_REPORTERS_LEFT_OUT_IF_MISSING = """
     CREATE TABLE IF NOT EXISTS public.reporters_left_out (reporter_id INTEGER, reason VARCHAR)
 """
 
+# The training split is a view, which cannot hold parameters, so the seed and the test share live
+# in a one-row table that both splits read. `scored_share` (at most `test_size`) is the share of
+# the product's messages that the test table keeps to score.
 WRITE_SPLIT_SETTINGS = """
     CREATE OR REPLACE TABLE public.spam_split_settings AS
-    SELECT $seed::INTEGER AS seed, $test_size::DOUBLE AS test_size
+    SELECT
+        $seed::INTEGER AS seed,
+        $test_size::DOUBLE AS test_size,
+        $scored_share::DOUBLE AS scored_share
+"""
+
+COUNT_USER_MESSAGES = """
+    SELECT count(*) FROM public.spam_dataset WHERE source NOT IN ('sms_spam_collection', 'gold')
 """
 
 # A message goes to the test split when the hash of its text and the seed falls under test_size:
@@ -35,7 +43,10 @@ CREATE_TRAINING_VIEW = """
 """
 
 # The test split stays a table: scoring numbers its messages by rowid, which a view lacks. Each
-# message is scored in the group of who labelled it: the curated sets, users, or sample data.
+# message is scored in the group of who labelled it: the curated sets, users, or sample data. The
+# curated sets are kept whole; of the product's messages, those whose hash falls under the scored
+# share: a seeded sample of the held-out ones, as large as the config allows, and all of them on
+# smaller data. The rest are held out all the same: training never sees them.
 CREATE_TESTING_TABLE = """
     CREATE OR REPLACE TABLE public.spam_testing_dataframe AS
     SELECT
@@ -48,8 +59,11 @@ CREATE_TESTING_TABLE = """
         END AS metric_group,
         reporter_id
     FROM public.spam_dataset, public.spam_split_settings AS split
-    WHERE NOT capped
-        AND (source = 'gold' OR hash(body, split.seed) % 1000000 < split.test_size * 1000000)
+    WHERE NOT capped AND (
+        source = 'gold' OR hash(body, split.seed) % 1000000 < 1000000 * CASE
+            WHEN source = 'sms_spam_collection' THEN split.test_size ELSE split.scored_share
+        END
+    )
 """
 
 COUNT_TESTING_MESSAGES = """
@@ -89,6 +103,9 @@ class SpamModelConfig(dg.Config):
     """Share of the users' legitimate training messages the threshold may flag."""
     impact_margin: float = constants.IMPACT_MARGIN
     """Gold error cost a reporter's messages may add before the run leaves them out."""
+    max_test_messages: int = constants.MAX_TEST_MESSAGES
+    """About how many of the product's held-out messages are scored, a seeded sample (0 = all);
+    the curated sets are always scored whole."""
 
 
 @dg.multi_asset(
@@ -114,7 +131,7 @@ def spam_model(
     if not 0 < config.test_size < 1:
         raise dg.Failure(f"test_size must lie between 0 and 1, not {config.test_size}")
     with warehouse.get_connection() as conn:
-        _split(conn, config)
+        scored_share = _split(conn, config)
         context.log.info("split the dataset; counting words of the training messages")
         disagreeing = _outvoted_reporters(conn)
         learning.count_training_words(conn, config.report_weight)
@@ -134,9 +151,14 @@ def spam_model(
     yield dg.Output(
         dict(trained.model.non_spam_bow), "non_spam_bag_of_words", metadata=bag_metadata
     )
-    for name, spam_rows, rows in (
-        ("spam_training_dataframe", trained.training_spam, trained.training_messages),
-        ("spam_testing_dataframe", test_spam, test_total),
+    for name, spam_rows, rows, extra in (
+        ("spam_training_dataframe", trained.training_spam, trained.training_messages, {}),
+        (
+            "spam_testing_dataframe",
+            test_spam,
+            test_total,
+            {"scored_share_of_held_out_user_messages": scored_share / config.test_size},
+        ),
     ):
         yield dg.MaterializeResult(
             asset_key=name,
@@ -145,17 +167,27 @@ def spam_model(
                 "spam_count": spam_rows,
                 "seed": config.seed,
                 "test_size": config.test_size,
+                **extra,
                 "preview": dg.MetadataValue.md(previews[name]),
             },
         )
 
 
-def _split(conn: duckdb.DuckDBPyConnection, config: SpamModelConfig) -> None:
-    conn.execute(WRITE_SPLIT_SETTINGS, {"seed": config.seed, "test_size": config.test_size})
+def _split(conn: duckdb.DuckDBPyConnection, config: SpamModelConfig) -> float:
+    """Write the split; returns the share of the product's messages the test table scores."""
+    (user_rows,) = conn.execute(COUNT_USER_MESSAGES).fetchone()
+    scored_share = config.test_size
+    if config.max_test_messages > 0 and user_rows * config.test_size > config.max_test_messages:
+        scored_share = config.max_test_messages / user_rows
+    conn.execute(
+        WRITE_SPLIT_SETTINGS,
+        {"seed": config.seed, "test_size": config.test_size, "scored_share": scored_share},
+    )
     tables.make_room_for(conn, "spam_training_dataframe")
     conn.execute(CREATE_TRAINING_VIEW)
     tables.make_room_for(conn, "spam_testing_dataframe")
     conn.execute(CREATE_TESTING_TABLE)
+    return scored_share
 
 
 def _outvoted_reporters(conn: duckdb.DuckDBPyConnection) -> dict[int, str]:
