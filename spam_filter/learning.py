@@ -9,6 +9,7 @@ those out-of-fold scores flag only a budgeted share of legitimate messages.
 """
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import duckdb
@@ -19,6 +20,8 @@ from spam_filter.tokenizer_sql import install_tokenizer
 FOLDS = 5
 _FOLD_SEED = 7919
 MESSAGES_PER_BUDGETED_FALSE_POSITIVE = 5
+# Rows fetched into Python at a time from results as long as the vocabulary.
+_FETCH_BATCH_ROWS = 50_000
 
 # A reporter's messages count towards it only where it alone supports their label (contributor);
 # every other message is contributor 0. A message over its reporter's share (capped) counts as
@@ -233,7 +236,7 @@ def class_counts(
     they came from."""
     spam_words, ham_words = {}, {}
     params = {"left_out": left_out, "with_capped": with_capped}
-    for word, spam, ham in conn.execute(WORD_TOTALS, params).fetchall():
+    for word, spam, ham in _rows(conn.execute(WORD_TOTALS, params)):
         if spam:
             spam_words[word] = spam
         if ham:
@@ -247,7 +250,7 @@ def reporter_counts(conn: duckdb.DuckDBPyConnection) -> dict[int, ClassCounts]:
     """Each reporter's counts over the messages only it supports."""
     counts: dict[int, ClassCounts] = {}
     words: dict[int, tuple[dict, dict]] = {}
-    for reporter, word, spam, ham in conn.execute(REPORTER_WORD_COUNTS).fetchall():
+    for reporter, word, spam, ham in _rows(conn.execute(REPORTER_WORD_COUNTS)):
         spam_words, ham_words = words.setdefault(reporter, ({}, {}))
         if spam:
             spam_words[word] = spam
@@ -328,16 +331,20 @@ def learn(
     if not counts.spam_messages or not counts.ham_messages:
         raise ValueError("the training split needs both spam and non-spam messages")
     spam_bow, non_spam_bow = smoothed_bags_of_words(counts.spam_words, counts.ham_words, alpha)
+    cost_floor = cost_threshold(counts.spam_messages, counts.ham_messages, false_positive_cost)
+    # The raw counts are as large as the bags: let them go before the model adds its log-odds.
+    del counts
     threshold = calibrate_threshold(
-        conn,
-        left_out,
-        alpha,
-        collection_budget,
-        user_budget,
-        cost_threshold(counts.spam_messages, counts.ham_messages, false_positive_cost),
+        conn, left_out, alpha, collection_budget, user_budget, cost_floor
     )
     model = SpamModel(spam_bow, non_spam_bow, 1.0 / (1.0 + math.exp(threshold.score)))
     return LearnedModel(model, threshold, training_spam, training_messages)
+
+
+def _rows(result: duckdb.DuckDBPyConnection) -> Iterator[tuple]:
+    """A result's rows a batch at a time: a vocabulary's worth of tuples is never held at once."""
+    while batch := result.fetchmany(_FETCH_BATCH_ROWS):
+        yield from batch
 
 
 def drop_learning_tables(conn: duckdb.DuckDBPyConnection) -> None:

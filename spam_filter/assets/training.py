@@ -147,10 +147,10 @@ def spam_model(
     database.storage().record_reporter_impacts(_flags(impacts, disagreeing))
     yield dg.Output(trained, "spam_model", metadata=_model_metadata(trained, impacts))
     bag_metadata = {"vocabulary_size": trained.model.vocabulary_size, "alpha": config.alpha}
-    yield dg.Output(dict(trained.model.spam_bow), "spam_bag_of_words", metadata=bag_metadata)
-    yield dg.Output(
-        dict(trained.model.non_spam_bow), "non_spam_bag_of_words", metadata=bag_metadata
-    )
+    # The model's own dicts, not copies: each is as large as the vocabulary, and the IO manager
+    # only pickles them.
+    yield dg.Output(trained.model.spam_bow, "spam_bag_of_words", metadata=bag_metadata)
+    yield dg.Output(trained.model.non_spam_bow, "non_spam_bag_of_words", metadata=bag_metadata)
     for name, spam_rows, rows, extra in (
         ("spam_training_dataframe", trained.training_spam, trained.training_messages, {}),
         (
