@@ -54,7 +54,9 @@ from spam_filter.spam import train_model  # noqa: E402
 from spam_filter.storage.duckdb_storage import DuckDBStorage  # noqa: E402
 from spam_filter.storage.postgres_storage import PostgresStorage  # noqa: E402
 from spam_filter.storage.records import ModelRecord  # noqa: E402
+from spam_filter_tests.helpers import spelled  # noqa: E402
 from spam_filter_tests.postgres_server import start_postgres  # noqa: E402
+from spam_filter_tests.servers import free_port  # noqa: E402
 
 BIN = Path(sys.executable).parent
 GOAL_FIND_SPAM_RATIO = 0.95
@@ -86,24 +88,6 @@ VACUUM_MESSAGES = "VACUUM (ANALYZE) messages"
 SELECT_SAMPLE_MESSAGES = "SELECT spam, body, created_at, synthetic FROM messages"
 COUNT_BENCH_REPORTS = "SELECT count(*) FROM reports WHERE body LIKE 'bench %'"
 _STEP_RE = re.compile(r'Finished execution of step "([^"]+)" in ([0-9.]+)(ms|s)\b')
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _spelled(number: int) -> str:
-    """Letters for a number: texts that differ only in their numbers are one message."""
-    letters = ""
-    while True:
-        number, digit = divmod(number, 26)
-        letters = "abcdefghijklmnopqrstuvwxyz"[digit] + letters
-        if number == 0:
-            return "x" + letters
 
 
 def _post(port: int, path: str, body: str, headers: dict | None = None) -> tuple[int, bytes]:
@@ -211,7 +195,7 @@ def find_spam_throughput(envs, folder: Path, rounds: int, seconds: float) -> dic
         # favours neither.
         order = ("duckdb", "postgres") if round_number % 2 == 0 else ("postgres", "duckdb")
         for mode in order:
-            port = _free_port()
+            port = free_port()
             server = _serve(envs[mode], port, folder / f"find_spam_{mode}.log")
             try:
                 _wrk(port, script, 2)  # warm-up
@@ -257,7 +241,7 @@ def reports_throughput(envs, folder: Path, seconds: float, batch: int, clients: 
     servers, ports = [], []
     try:
         for index in range(2):
-            port = _free_port()
+            port = free_port()
             servers.append(_serve(envs["postgres"], port, folder / f"reports_{index}.log"))
             ports.append(port)
         acknowledged: list[int] = []
@@ -270,7 +254,7 @@ def reports_throughput(envs, folder: Path, seconds: float, batch: int, clients: 
             port, sent = ports[number % 2], 0
             while time.monotonic() < deadline and sent < 100_000:
                 texts = [
-                    f"bench {_spelled(number)} {_spelled(sent)} {_spelled(i)} your parcel fee"
+                    f"bench {spelled(number)} {spelled(sent)} {spelled(i)} your parcel fee"
                     for i in range(batch)
                 ]
                 body = json.dumps({"reports": [{"text": t, "is_spam": True} for t in texts]})

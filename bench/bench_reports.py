@@ -37,6 +37,7 @@ sys.path.insert(0, str(PROJECT_ROOT))
 from spam_filter.processes import RETRAIN_JOB_ARGUMENTS, stop_process_group  # noqa: E402
 from spam_filter.reporter_keys import key_hash, new_key  # noqa: E402
 from spam_filter.storage.duckdb_storage import DuckDBStorage  # noqa: E402
+from spam_filter_tests.helpers import spelled  # noqa: E402
 
 BIN = Path(sys.executable).parent
 GOAL_REPORTS_PER_SECOND = 1_000
@@ -52,15 +53,6 @@ def _send(port: int, path: str, body: str, headers: dict[str, str]) -> tuple[int
         return response.status, response.read()
     finally:
         conn.close()
-
-
-def _spelled(number: int) -> str:
-    letters = ""
-    while True:
-        number, digit = divmod(number, 26)
-        letters = "abcdefghijklmnopqrstuvwxyz"[digit] + letters
-        if number == 0:
-            return "x" + letters
 
 
 def _paced_find_spam(port: int, rate: float, stop: threading.Event, latencies: list[float]):
@@ -88,7 +80,7 @@ def _reporter(port, keys, client, batch, rate, stop, acknowledged, failures):
         key = keys[sent % len(keys)]
         # Distinct in words: texts that differ only in numbers are one message to the model.
         texts = [
-            f"bench {_spelled(client)} {_spelled(sent)} {_spelled(i)}: your parcel has a fee"
+            f"bench {spelled(client)} {spelled(sent)} {spelled(i)}: your parcel has a fee"
             for i in range(batch)
         ]
         body = json.dumps({"reports": [{"text": t, "is_spam": True} for t in texts]})
