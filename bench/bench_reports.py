@@ -12,7 +12,10 @@ through the CLI:
 
 Then every acknowledged report is looked up in the database. Run:
 
-    python bench/bench_reports.py [--seconds 20] [--batch 10] [--threads 4]
+    python bench/bench_reports.py [--seconds 20] [--batch 10] [--threads 1]
+
+The API is served as `make run` serves it (gunicorn with the API's settings, 2 sync workers);
+`--threads N` gives each worker N threads instead.
 
 It prints reports/s, lost reports, both p99s and their ratio, and exits 1 when a goal is missed.
 Not a test: the figures depend on the machine and whatever else runs on it.
@@ -34,7 +37,11 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from spam_filter.processes import RETRAIN_JOB_ARGUMENTS, stop_process_group  # noqa: E402
+from spam_filter.processes import (  # noqa: E402
+    RETRAIN_JOB_ARGUMENTS,
+    gunicorn_command,
+    stop_process_group,
+)
 from spam_filter.reporter_keys import key_hash, new_key  # noqa: E402
 from spam_filter.storage.duckdb_storage import DuckDBStorage  # noqa: E402
 from spam_filter_tests.helpers import spelled  # noqa: E402
@@ -94,6 +101,14 @@ def _reporter(port, keys, client, batch, rate, stop, acknowledged, failures):
             acknowledged.extend((key, text) for text in texts)
         else:
             failures.append(f"{status} {data[:100]!r}")
+
+
+def _serve_command(bind: str, threads: int) -> list[str]:
+    """`make run`'s gunicorn command with 2 workers, each given `threads` threads when over 1."""
+    command = gunicorn_command(bind, 2)
+    if threads > 1:
+        command[-1:-1] = ["--threads", str(threads)]
+    return command
 
 
 def _retrain_loop(env: dict[str, str], stop: threading.Event, runs: list[int], log: Path):
@@ -173,7 +188,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=10, help="reports per request (10)")
     parser.add_argument("--report-clients", type=int, default=4, help="report clients (4)")
     parser.add_argument(
-        "--threads", type=int, default=4, help="threads per gunicorn worker (4; 1: sync workers)"
+        "--threads", type=int, default=1, help="threads per gunicorn worker (1: sync, as make run)"
     )
     parser.add_argument("--reporters", type=int, default=20, help="reporter keys (20)")
     parser.add_argument(
@@ -212,8 +227,7 @@ def main() -> int:
         )
         port = _free_port()
         server = subprocess.Popen(
-            [BIN / "gunicorn", "--workers", "2", "--threads", str(args.threads)]
-            + ["--bind", f"127.0.0.1:{port}", "api:create_app()"],
+            _serve_command(f"127.0.0.1:{port}", args.threads),
             cwd=PROJECT_ROOT,
             env=env,
             stdout=(folder / "gunicorn.log").open("w"),
