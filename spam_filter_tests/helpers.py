@@ -222,6 +222,18 @@ class OtherProcess:
             self._process.wait()
 
 
+def model_record(path: str | None, tpr: float = 0.9, fpr: float = 0.01) -> ModelRecord:
+    """A model row to promote in storage tests."""
+    return ModelRecord(
+        path=path,
+        status="active",
+        true_positive_rate=tpr,
+        false_positive_rate=fpr,
+        seed=0,
+        reason="test",
+    )
+
+
 def spelled(number: int) -> str:
     """A word of letters only that stands for `number`: texts that differ only in their numbers
     are one message to the model, so distinct test messages differ in words."""

@@ -9,32 +9,16 @@ import pytest
 from spam_filter.reporter_keys import key_hash
 from spam_filter.storage.duckdb_storage import DuckDBStorage, is_lock_conflict
 from spam_filter.storage.records import (
-    ModelRecord,
     Report,
     ReportOutcome,
     StorageUnavailable,
 )
-from spam_filter_tests.helpers import spelled
+from spam_filter_tests.helpers import model_record, spelled
 
 
 @pytest.fixture
 def storage(app_db: str) -> DuckDBStorage:
     return DuckDBStorage(app_db)
-
-
-def _record(path: str, tpr: float = 0.9, fpr: float = 0.01) -> ModelRecord:
-    return ModelRecord(
-        path=path,
-        status="active",
-        true_positive_rate=tpr,
-        false_positive_rate=fpr,
-        seed=0,
-        reason="test",
-    )
-
-
-def _active_paths(storage: DuckDBStorage) -> list[str]:
-    return [r.path for r in storage.model_history() if r.status == "active"]
 
 
 def test_create_schema_is_idempotent_and_keeps_rows(storage):
@@ -60,7 +44,7 @@ def test_create_schema_is_idempotent_and_keeps_rows(storage):
 def test_change_marker_moves_with_every_commit(storage):
     before = storage.change_marker()
     assert storage.change_marker() == before
-    storage.promote_model(_record("a.json"), replacing=None)
+    storage.promote_model(model_record("a.json"), replacing=None)
     assert storage.change_marker() != before
 
 

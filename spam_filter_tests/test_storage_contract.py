@@ -13,12 +13,11 @@ from spam_filter.spam import train_model
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.records import (
     ActiveModelChanged,
-    ModelRecord,
     Report,
     ReporterExists,
     ReportOutcome,
 )
-from spam_filter_tests.helpers import spelled
+from spam_filter_tests.helpers import model_record, spelled
 
 HOSTILE_TEXTS = [
     "'; DROP TABLE messages; --",
@@ -32,17 +31,6 @@ HOSTILE_TEXTS = [
     "COPY messages TO PROGRAM 'rm -rf /'",
     "''''",
 ]
-
-
-def _record(path: str | None, tpr: float = 0.9, fpr: float = 0.01) -> ModelRecord:
-    return ModelRecord(
-        path=path,
-        status="active",
-        true_positive_rate=tpr,
-        false_positive_rate=fpr,
-        seed=0,
-        reason="test",
-    )
 
 
 def _active_paths(storage: ApplicationStorage) -> list[str]:
@@ -74,33 +62,33 @@ def test_describe_counts_rows_exactly(storage):
 
 
 def test_first_promotion_makes_the_model_active(storage):
-    storage.promote_model(_record("a.json"), replacing=None)
+    storage.promote_model(model_record("a.json"), replacing=None)
     assert storage.active_model().path == "a.json"
 
 
 def test_promotion_leaves_exactly_one_active_model(storage):
-    storage.promote_model(_record("a.json"), replacing=None)
-    storage.promote_model(_record("b.json"), replacing="a.json")
-    storage.promote_model(_record("c.json"), replacing="b.json")
+    storage.promote_model(model_record("a.json"), replacing=None)
+    storage.promote_model(model_record("b.json"), replacing="a.json")
+    storage.promote_model(model_record("c.json"), replacing="b.json")
     assert _active_paths(storage) == ["c.json"]
     assert [r.path for r in storage.model_history()] == ["c.json", "b.json", "a.json"]
 
 
 def test_failure_between_retiring_and_inserting_keeps_the_previous_model(storage):
-    storage.promote_model(_record("a.json"), replacing=None)
+    storage.promote_model(model_record("a.json"), replacing=None)
     # The UPDATE that retires a.json succeeds; the INSERT then violates the rate's CHECK.
     with pytest.raises(Exception, match="(?i)constraint|check"):
-        storage.promote_model(_record("bad.json", tpr=1.5), replacing="a.json")
+        storage.promote_model(model_record("bad.json", tpr=1.5), replacing="a.json")
     assert _active_paths(storage) == ["a.json"]
 
 
 def test_promotion_refuses_when_another_run_promoted_meanwhile(storage):
-    storage.promote_model(_record("a.json"), replacing=None)
-    storage.promote_model(_record("b.json"), replacing="a.json")
+    storage.promote_model(model_record("a.json"), replacing=None)
+    storage.promote_model(model_record("b.json"), replacing="a.json")
     with pytest.raises(ActiveModelChanged):
-        storage.promote_model(_record("c.json"), replacing="a.json")
+        storage.promote_model(model_record("c.json"), replacing="a.json")
     with pytest.raises(ActiveModelChanged):
-        storage.promote_model(_record("d.json"), replacing=None)
+        storage.promote_model(model_record("d.json"), replacing=None)
     assert _active_paths(storage) == ["b.json"]
 
 
@@ -129,10 +117,10 @@ def _race(names: list[str], make_active: Callable[[str], None]) -> dict[str, str
 
 
 def test_promotions_racing_from_threads_leave_one_winner(storage):
-    storage.promote_model(_record("base.json"), replacing=None)
+    storage.promote_model(model_record("base.json"), replacing=None)
     outcomes = _race(
         [f"m{i}.json" for i in range(4)],
-        lambda name: storage.promote_model(_record(name), replacing="base.json"),
+        lambda name: storage.promote_model(model_record(name), replacing="base.json"),
     )
     winners = [name for name, outcome in outcomes.items() if outcome == "active"]
     assert len(winners) == 1, outcomes
@@ -140,16 +128,16 @@ def test_promotions_racing_from_threads_leave_one_winner(storage):
 
 
 def test_rejected_models_are_recorded_without_changing_the_active_one(storage):
-    storage.promote_model(_record("a.json"), replacing=None)
-    storage.record_rejected_model(_record("b.json"))
+    storage.promote_model(model_record("a.json"), replacing=None)
+    storage.record_rejected_model(model_record("b.json"))
     statuses = {r.path: r.status for r in storage.model_history()}
     assert statuses == {"a.json": "active", "b.json": "rejected"}
 
 
 def test_recorded_paths_are_every_row_with_a_file(storage):
-    storage.promote_model(_record("a.json"), replacing=None)
-    storage.promote_model(_record("b.json"), replacing="a.json")
-    storage.record_rejected_model(_record(None))
+    storage.promote_model(model_record("a.json"), replacing=None)
+    storage.promote_model(model_record("b.json"), replacing="a.json")
+    storage.record_rejected_model(model_record(None))
     assert sorted(storage.recorded_model_paths()) == ["a.json", "b.json"]
 
 
@@ -158,8 +146,12 @@ def test_weights_are_kept_with_the_row_where_the_backend_keeps_them(storage):
     newer = weights.replace("0.5", "0.4")
     # The pipeline passes weights only to a backend that keeps them; DuckDB's are in files.
     keeps = storage.keeps_weights
-    storage.promote_model(_record("a.json"), replacing=None, weights=weights if keeps else None)
-    storage.promote_model(_record("b.json"), replacing="a.json", weights=newer if keeps else None)
+    storage.promote_model(
+        model_record("a.json"), replacing=None, weights=weights if keeps else None
+    )
+    storage.promote_model(
+        model_record("b.json"), replacing="a.json", weights=newer if keeps else None
+    )
     found = storage.active_model_weights()
     if keeps:
         record, stored = found
@@ -278,8 +270,8 @@ def test_hostile_reporters_reports_and_models_round_trip_verbatim(storage):
     storage.flag_reporter(reporter, HOSTILE_TEXTS[1])
     assert storage.reporters()[0].flag_reason == HOSTILE_TEXTS[1]
     assert storage.revoke_reporter(name) is True
-    storage.promote_model(_record(HOSTILE_TEXTS[0]), replacing=None, weights=HOSTILE_TEXTS[2])
-    storage.promote_model(_record(HOSTILE_TEXTS[6]), replacing=HOSTILE_TEXTS[0])
+    storage.promote_model(model_record(HOSTILE_TEXTS[0]), replacing=None, weights=HOSTILE_TEXTS[2])
+    storage.promote_model(model_record(HOSTILE_TEXTS[6]), replacing=HOSTILE_TEXTS[0])
     assert storage.active_model().path == HOSTILE_TEXTS[6]
     assert sorted(storage.recorded_model_paths()) == sorted([HOSTILE_TEXTS[0], HOSTILE_TEXTS[6]])
     assert storage.message_count() == 0
@@ -291,7 +283,7 @@ def _promote_in_turn(storage: ApplicationStorage, names: list[str]) -> None:
     previous = None
     for name in names:
         weights = f'{{"model": "{name}"}}' if storage.keeps_weights else None
-        storage.promote_model(_record(name), replacing=previous, weights=weights)
+        storage.promote_model(model_record(name), replacing=previous, weights=weights)
         previous = name
 
 
@@ -353,9 +345,9 @@ def test_only_the_last_retired_models_keep_weights_in_their_rows(storage):
 
 def test_absolute_paths_in_the_weights_folder_become_bare_names(storage, tmp_path):
     inside, elsewhere = str(tmp_path / "a.json"), "/elsewhere/b.json"
-    storage.promote_model(_record(inside), replacing=None)
-    storage.record_rejected_model(replace(_record(None), compared_with=inside))
-    storage.promote_model(_record(elsewhere), replacing=inside)
+    storage.promote_model(model_record(inside), replacing=None)
+    storage.record_rejected_model(replace(model_record(None), compared_with=inside))
+    storage.promote_model(model_record(elsewhere), replacing=inside)
     assert storage.relativize_model_paths(tmp_path) == 1
     paths = {(r.path, r.compared_with) for r in storage.model_history()}
     assert paths == {("a.json", None), (None, "a.json"), (elsewhere, None)}
@@ -366,10 +358,10 @@ def test_a_recorded_model_loads_from_where_the_backend_keeps_its_weights(storage
     model = train_model([("win cash now", True), ("lunch at noon", False)], 1.0, 1.0)
     if storage.keeps_weights:
         name = weights.new_name()
-        storage.promote_model(_record(name), None, weights=weights.to_json(model.to_weights()))
+        storage.promote_model(model_record(name), None, weights=weights.to_json(model.to_weights()))
     else:
         name = weights.write(model.to_weights(), tmp_path).name
-        storage.promote_model(_record(name), replacing=None)
+        storage.promote_model(model_record(name), replacing=None)
     assert storage.load_model(name, tmp_path).to_weights() == model.to_weights()
     with pytest.raises((OSError, ValueError)):
         storage.load_model(weights.new_name(), tmp_path)
