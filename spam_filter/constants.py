@@ -13,6 +13,12 @@ MAX_TEST_MESSAGES = 1_000_000
 """About how many of the product's held-out messages are scored: rates on a million messages are
 as precise as on more (a standard error under 0.05 point)."""
 
+MAX_VOCABULARY = 150_000
+"""Words the model keeps, the most frequent in training: the vocabulary of real text keeps growing
+with its size (every name, link and typo), while the words seen once or twice say little. A bound
+keeps the model, the weights file and a retrain's memory flat as traffic grows; SpamAssassin's
+Bayes store keeps 150,000 tokens by default (`bayes_expiry_max_db_size`)."""
+
 FALSE_POSITIVE_COST = 8.0
 """Missed spams that one hidden legitimate message is worth; raises the bar for calling spam."""
 

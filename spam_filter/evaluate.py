@@ -106,7 +106,7 @@ def _project_method(alpha: float, false_positive_cost: float) -> Method:
             conn.execute("CREATE SCHEMA public")
             conn.register("training_frame", pd.DataFrame({"spam": labels, "body": texts}))
             conn.execute(_TRAINING_SPLIT)
-            learning.count_training_words(conn, report_weight=1.0)
+            learning.count_training_words(conn, 1.0, constants.MAX_VOCABULARY)
             learned = learning.learn(
                 conn,
                 [],

@@ -63,6 +63,20 @@ COUNT_TRAINING_MESSAGES = """
     GROUP BY fold, contributor
 """
 
+# Keeps the counts of the `max_vocabulary` most frequent words, ties broken by the word, so that
+# the model, the threshold and the impact check all see one bounded vocabulary.
+VOCABULARY_SIZE = "SELECT count(DISTINCT word) FROM training_word_counts"
+DROP_RAREST_WORDS = """
+    DELETE FROM training_word_counts
+    WHERE word IN (
+        SELECT word
+        FROM training_word_counts
+        GROUP BY word
+        ORDER BY sum(spam_count) + sum(ham_count) DESC, word
+        OFFSET $max_vocabulary
+    )
+"""
+
 # The model's counts: every message but the capped ones and the left-out reporters' own; with
 # $with_capped, the capped ones too (the world the impact check weighs reporters in).
 WORD_TOTALS = """
@@ -220,12 +234,20 @@ class Threshold:
     calibration_messages: dict[str, int]
 
 
-def count_training_words(conn: duckdb.DuckDBPyConnection, report_weight: float) -> None:
-    """Count the training split once, by fold, contributor and word, into temporary tables."""
+def count_training_words(
+    conn: duckdb.DuckDBPyConnection, report_weight: float, max_vocabulary: int = 0
+) -> int:
+    """Count the training split once, by fold, contributor and word, into temporary tables, and
+    keep the `max_vocabulary` most frequent words (0 keeps all); returns how many were dropped."""
     install_tokenizer(conn)
     params = {"fold_seed": _FOLD_SEED, "folds": FOLDS, "report_weight": report_weight}
     conn.execute(COUNT_TRAINING_WORDS, params)
     conn.execute(COUNT_TRAINING_MESSAGES, params)
+    (vocabulary,) = conn.execute(VOCABULARY_SIZE).fetchone()
+    if not 0 < max_vocabulary < vocabulary:
+        return 0
+    conn.execute(DROP_RAREST_WORDS, {"max_vocabulary": max_vocabulary})
+    return vocabulary - max_vocabulary
 
 
 def class_counts(

@@ -275,3 +275,14 @@ def test_an_active_row_pointing_outside_the_weights_folder_is_never_read(
     assert "is not a .json file in" in decision["reason"]
     assert decision["promoted"] is True
     assert active_model(app_db).path == decision["model_file"]
+
+
+def test_spam_model_keeps_a_bounded_vocabulary(resources):
+    result = _run(resources, {"spam_model": {"config": {"max_vocabulary": 1000}}})
+    model = _metadata(result, "spam_model", "spam_model")
+    bag = _metadata(result, "spam_model", "spam_bag_of_words")
+    assert model["vocabulary_size"] == bag["vocabulary_size"] == 1000
+    # spam.csv's training split alone has thousands of words.
+    assert model["rare_words_dropped"] > 1000
+    trained = result.output_for_node("spam_model", "spam_model")
+    assert len(trained.model.log_odds) == 1000

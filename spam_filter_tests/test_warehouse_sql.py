@@ -58,6 +58,29 @@ def test_unnested_words_count_like_python(sms):
     assert (spam_rows, rows) == (len(texts[0::2]), len(texts))
 
 
+def test_the_vocabulary_keeps_the_most_frequent_words(sms):
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA public")
+    conn.execute(
+        "CREATE TABLE public.spam_training_dataframe AS "
+        "SELECT spam, body, 'sms_spam_collection' AS source, false AS synthetic, "
+        "NULL::INTEGER AS reporter_id, false AS capped "
+        "FROM (SELECT unnest($labels) AS spam, unnest($texts) AS body)",
+        {"labels": [spam for _, spam in sms], "texts": [text for text, _ in sms]},
+    )
+    everything = count_tokens(text for text, _ in sms)
+    kept = 500
+    assert learning.count_training_words(conn, 1.0, kept) == len(everything) - kept
+    counts, _, rows = learning.class_counts(conn, left_out=[])
+    words = set(counts.spam_words) | set(counts.ham_words)
+    # Ties at the cut go to the word that sorts first, as the SQL orders them.
+    ranked = sorted(everything.items(), key=lambda item: (-item[1], item[0]))
+    assert words == {word for word, _ in ranked[:kept]}
+    assert rows == len(sms)
+    # Under the bound, nothing is dropped.
+    assert learning.count_training_words(conn, 1.0, len(everything)) == 0
+
+
 # A batch of 7 rows makes the scoring run over many rowid ranges, the last one partial; spam.csv's
 # duplicate messages check that identical texts scored once still count once per copy.
 @pytest.mark.parametrize("batch_rows", [scoring.SCORE_BATCH_ROWS, 7])

@@ -103,6 +103,8 @@ class SpamModelConfig(dg.Config):
     """Share of the users' legitimate training messages the threshold may flag."""
     impact_margin: float = constants.IMPACT_MARGIN
     """Gold error cost a reporter's messages may add before the run leaves them out."""
+    max_vocabulary: int = constants.MAX_VOCABULARY
+    """Words the model keeps, the most frequent in training (0 = all)."""
     max_test_messages: int = constants.MAX_TEST_MESSAGES
     """About how many of the product's held-out messages are scored, a seeded sample (0 = all);
     the curated sets are always scored whole."""
@@ -134,7 +136,14 @@ def spam_model(
         scored_share = _split(conn, config)
         context.log.info("split the dataset; counting words of the training messages")
         disagreeing = _outvoted_reporters(conn)
-        learning.count_training_words(conn, config.report_weight)
+        words_dropped = learning.count_training_words(
+            conn, config.report_weight, config.max_vocabulary
+        )
+        if words_dropped:
+            context.log.info(
+                f"kept the {config.max_vocabulary:,} most frequent words, "
+                f"dropped {words_dropped:,} rarer ones"
+            )
         impacts = _reporter_impacts(conn, config, frozenset(disagreeing))
         left_out = sorted({i.reporter_id for i in impacts if i.left_out} | set(disagreeing))
         trained = _train(context, conn, config, left_out)
@@ -145,7 +154,11 @@ def spam_model(
         }
         learning.drop_learning_tables(conn)
     database.storage().record_reporter_impacts(_flags(impacts, disagreeing))
-    yield dg.Output(trained, "spam_model", metadata=_model_metadata(trained, impacts))
+    yield dg.Output(
+        trained,
+        "spam_model",
+        metadata={**_model_metadata(trained, impacts), "rare_words_dropped": words_dropped},
+    )
     bag_metadata = {"vocabulary_size": trained.model.vocabulary_size, "alpha": config.alpha}
     # The model's own dicts, not copies: each is as large as the vocabulary, and the IO manager
     # only pickles them.
