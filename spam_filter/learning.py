@@ -22,29 +22,51 @@ _FOLD_SEED = 7919
 MESSAGES_PER_BUDGETED_FALSE_POSITIVE = 5
 # Rows fetched into Python at a time from results as long as the vocabulary.
 _FETCH_BATCH_ROWS = 50_000
+# Training messages counted in one statement: at 1.4M a chunk stayed under 128 MB of DuckDB memory
+# on realistic traffic.
+MESSAGES_PER_COUNT_CHUNK = 2_000_000
 
 # A reporter's messages count towards it only where it alone supports their label (contributor);
 # every other message is contributor 0. A message over its reporter's share (capped) counts as
 # the negated reporter id: out of the model, but part of what the impact check weighs. Reports
 # weigh `report_weight` training messages each.
-COUNT_TRAINING_WORDS = """
-    CREATE OR REPLACE TEMP TABLE training_word_counts AS
+#
+# The messages are counted a chunk at a time, chunks drawn by the same hash as the folds: one
+# aggregate over tens of millions of mostly distinct messages outgrows the warehouse's memory cap
+# (30M did at 256 MB), while a chunk's stays the size of its own vocabulary. A word may so have
+# a row per chunk for one fold and contributor; every query below sums them.
+CREATE_TRAINING_WORD_COUNTS = """
+    CREATE OR REPLACE TEMP TABLE training_word_counts (
+        fold UBIGINT, contributor INTEGER, word VARCHAR, spam_count DOUBLE, ham_count DOUBLE
+    )
+"""
+
+COUNT_TRAINING_WORDS_CHUNK = """
+    INSERT INTO training_word_counts
     SELECT
         fold, contributor, word,
         coalesce(sum(weight) FILTER (WHERE spam), 0) AS spam_count,
         coalesce(sum(weight) FILTER (WHERE NOT spam), 0) AS ham_count
     FROM (
-        SELECT
-            hash(body, $fold_seed) % $folds AS fold,
-            CASE WHEN capped THEN -reporter_id ELSE coalesce(reporter_id, 0) END AS contributor,
-            CASE WHEN source = 'reports' THEN $report_weight ELSE 1.0 END AS weight,
-            spam,
-            unnest(string_split(spam_token_text(body), ' ')) AS word
-        FROM public.spam_training_dataframe
+        SELECT fold, contributor, weight, spam, unnest(string_split(spam_token_text(body), ' '))
+            AS word
+        FROM (
+            SELECT
+                hash(body, $fold_seed) AS body_hash,
+                body_hash % $folds AS fold,
+                CASE WHEN capped THEN -reporter_id ELSE coalesce(reporter_id, 0) END AS contributor,
+                CASE WHEN source = 'reports' THEN $report_weight ELSE 1.0 END AS weight,
+                spam,
+                body
+            FROM public.spam_training_dataframe
+        )
+        WHERE body_hash // $folds % $chunks = $chunk
     )
     WHERE word <> ''
     GROUP BY fold, contributor, word
 """
+
+TRAINING_ROWS = "SELECT coalesce(sum(rows), 0) FROM training_message_counts"
 
 COUNT_TRAINING_MESSAGES = """
     CREATE OR REPLACE TEMP TABLE training_message_counts AS
@@ -237,12 +259,17 @@ class Threshold:
 def count_training_words(
     conn: duckdb.DuckDBPyConnection, report_weight: float, max_vocabulary: int = 0
 ) -> int:
-    """Count the training split once, by fold, contributor and word, into temporary tables, and
+    """Count the training split, by fold, contributor and word, into temporary tables (a chunk of
+    messages at a time, each message tokenized once), and
     keep the `max_vocabulary` most frequent words (0 keeps all); returns how many were dropped."""
     install_tokenizer(conn)
     params = {"fold_seed": _FOLD_SEED, "folds": FOLDS, "report_weight": report_weight}
-    conn.execute(COUNT_TRAINING_WORDS, params)
     conn.execute(COUNT_TRAINING_MESSAGES, params)
+    (rows,) = conn.execute(TRAINING_ROWS).fetchone()
+    chunks = max(1, math.ceil(rows / MESSAGES_PER_COUNT_CHUNK))
+    conn.execute(CREATE_TRAINING_WORD_COUNTS)
+    for chunk in range(chunks):
+        conn.execute(COUNT_TRAINING_WORDS_CHUNK, {**params, "chunks": chunks, "chunk": chunk})
     (vocabulary,) = conn.execute(VOCABULARY_SIZE).fetchone()
     if not 0 < max_vocabulary < vocabulary:
         return 0

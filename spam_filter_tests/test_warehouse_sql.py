@@ -39,7 +39,11 @@ def _warehouse_with(
     return conn
 
 
-def test_unnested_words_count_like_python(sms):
+# With chunks of 1,000 messages the count takes several statements, whose rows for one word and
+# fold must add up.
+@pytest.mark.parametrize("messages_per_chunk", [learning.MESSAGES_PER_COUNT_CHUNK, 1000])
+def test_unnested_words_count_like_python(sms, messages_per_chunk, monkeypatch):
+    monkeypatch.setattr(learning, "MESSAGES_PER_COUNT_CHUNK", messages_per_chunk)
     texts = [text for text, _ in sms] + EDGE_TEXTS
     conn = duckdb.connect()
     install_tokenizer(conn)
@@ -56,6 +60,11 @@ def test_unnested_words_count_like_python(sms):
     assert Counter(counts.spam_words) == count_tokens(texts[0::2])
     assert Counter(counts.ham_words) == count_tokens(texts[1::2])
     assert (spam_rows, rows) == (len(texts[0::2]), len(texts))
+    (rows_counted,) = conn.execute("SELECT count(*) FROM training_word_counts").fetchone()
+    (groups,) = conn.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT fold, contributor, word FROM training_word_counts)"
+    ).fetchone()
+    assert (rows_counted > groups) == (messages_per_chunk < len(texts))
 
 
 def test_the_vocabulary_keeps_the_most_frequent_words(sms):
