@@ -77,10 +77,12 @@ def list_models(storage: ApplicationStorage, args: argparse.Namespace) -> int:
     if not history:
         print("no model recorded yet: run create_spam_model_job")
         return 0
+    kept_in_rows = storage.paths_with_weights() if storage.keeps_weights else set()
     print(f"{'created':<16}  {'status':<8}  {'gold TPR':>8}  {'gold FPR':>8}  model")
     for record in history:
         name = Path(record.path).name if record.path else "(no file: not promoted)"
-        gone = " (weights deleted)" if record.path and not _has_weights(storage, record) else ""
+        kept = _has_weights(storage, record, kept_in_rows)
+        gone = " (weights deleted)" if record.path and not kept else ""
         print(
             f"{record.created_at:%Y-%m-%d %H:%M}  {record.status:<8}  "
             f"{record.true_positive_rate:>8.4f}  {record.false_positive_rate:>8.2%}  {name}{gone}"
@@ -89,10 +91,11 @@ def list_models(storage: ApplicationStorage, args: argparse.Namespace) -> int:
     return 0
 
 
-def _has_weights(storage: ApplicationStorage, record: ModelRecord) -> bool:
-    """Whether the model's weights are still there to roll back to: its row's or its file."""
+def _has_weights(storage: ApplicationStorage, record: ModelRecord, kept_in_rows: set[str]) -> bool:
+    """Whether the model's weights are still there to roll back to: in its row (`kept_in_rows`
+    lists those) or in its file."""
     if storage.keeps_weights:
-        return storage.model_weights(record.path) is not None
+        return record.path in kept_in_rows
     return (settings.weights_dir() / Path(record.path).name).exists()
 
 

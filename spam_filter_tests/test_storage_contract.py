@@ -158,6 +158,10 @@ def test_weights_are_kept_with_the_row_where_the_backend_keeps_them(storage):
         assert (record.path, record.status, stored) == ("b.json", "active", newer)
     else:
         assert found is None
+    storage.record_rejected_model(model_record("c.json"))
+    assert storage.paths_with_weights() == ({"a.json", "b.json"} if keeps else set())
+    assert storage.clear_old_retired_weights(keep=0) == (["a.json"] if keeps else [])
+    assert storage.paths_with_weights() == ({"b.json"} if keeps else set())
 
 
 def test_reporters_are_created_once_and_revoked(storage):

@@ -199,6 +199,12 @@ class ApplicationStorage(ABC):
             row = conn.execute(queries.SELECT_MODEL_WEIGHTS, [path]).fetchone()
         return row[0] if row else None
 
+    def paths_with_weights(self) -> set[str]:
+        """The models whose rows still hold their weights, in one query rather than one per model;
+        empty where the backend keeps weights in files."""
+        with self.connection(read_only=True) as conn:
+            return {path for (path,) in conn.execute(queries.SELECT_PATHS_WITH_WEIGHTS).fetchall()}
+
     def load_model(self, path: str, weights_dir: Path | str) -> SpamModel:
         """The recorded model at `path`: from its row where the backend keeps weights there, else
         from its file in `weights_dir`.

@@ -63,6 +63,7 @@ REACTIVATE_MODEL = """
 """
 
 SELECT_MODEL_WEIGHTS = "SELECT weights FROM models WHERE path = $1 AND weights IS NOT NULL"
+SELECT_PATHS_WITH_WEIGHTS = "SELECT path FROM models WHERE weights IS NOT NULL"
 
 # Where weights live in the rows, keeping the last `$1` retired models' weights is clearing the
 # older retired rows' weights: the rows stay, as history, and a rollback to them is refused.
