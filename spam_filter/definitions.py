@@ -9,21 +9,24 @@ from spam_filter.jobs import create_spam_model_job, monthly_retrain_schedule, ro
 from spam_filter.resources import ApplicationDatabase, ModelStorage, Warehouse
 from spam_filter.sensors import RetrainPolicy, retrain_on_reports_sensor
 
-# The warehouse's memory cap keeps a retrain on millions of messages in flat memory: DuckDB spills
-# large joins and aggregates to disk instead of growing. Its tables are stored uncompressed: they
-# are scratch copies that each run rewrites and then reads several times, and compressing message
-# texts (FSST) costs more than the copy itself and slows every later tokenizing pass; they take
-# about 1.7x the disk.
-WAREHOUSE_CONNECTION_CONFIG = {
-    "memory_limit": "256MB",
-    "preserve_insertion_order": False,
-    "force_compression": "uncompressed",
-}
+
+def warehouse_connection_config() -> dict[str, str | bool]:
+    """DuckDB settings of the warehouse. The memory cap keeps a retrain on millions of messages
+    in flat memory: DuckDB spills large joins and aggregates to disk instead of growing. Tables
+    are stored uncompressed: they are scratch copies that each run rewrites and then reads several
+    times, and compressing message texts (FSST) costs more than the copy itself and slows every
+    later tokenizing pass; they take about 1.7x the disk."""
+    return {
+        "memory_limit": settings.warehouse_memory_limit(),
+        "preserve_insertion_order": False,
+        "force_compression": "uncompressed",
+    }
 
 
 def build_resources() -> dict:
     """Resources on the configured paths, read when the code location loads."""
     warehouse_file = settings.warehouse_path()
+    connection_config = warehouse_connection_config()
     warehouse_file.parent.mkdir(parents=True, exist_ok=True)
     # On PostgreSQL, the URL (and its password) is read from the environment by each run, and the
     # UI shows the variable's name only.
@@ -33,13 +36,13 @@ def build_resources() -> dict:
         "model_storage": ModelStorage(weights_dir=str(settings.weights_dir())),
         "warehouse": Warehouse(
             database=str(warehouse_file),
-            connection_config=WAREHOUSE_CONNECTION_CONFIG,
+            connection_config=connection_config,
             run_lock_database_url=database_url or "",
         ),
         "io_manager": DuckDBPandasIOManager(
             database=str(warehouse_file),
             schema=tables.SCHEMA,
-            connection_config=WAREHOUSE_CONNECTION_CONFIG,
+            connection_config=connection_config,
         ),
         training.PICKLE_IO_MANAGER: dg.FilesystemIOManager(base_dir=str(settings.storage_dir())),
         "retrain_policy": RetrainPolicy.from_environment(),

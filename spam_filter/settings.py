@@ -39,6 +39,12 @@ def warehouse_path() -> Path:
     return _path_from_env("SPAM_FILTER_WAREHOUSE", PROJECT_ROOT / "data" / "warehouse.duckdb")
 
 
+def warehouse_memory_limit() -> str:
+    """DuckDB's memory cap for a retrain, in DuckDB's units (`256MB`, `1GB`): past it, large
+    aggregates and joins spill to disk next to the warehouse instead of growing."""
+    return os.environ.get("SPAM_FILTER_WAREHOUSE_MEMORY") or "256MB"
+
+
 def weights_dir() -> Path:
     """Where model weight files are written and read."""
     return _path_from_env("SPAM_FILTER_WEIGHTS_DIR", PROJECT_ROOT / "weights")

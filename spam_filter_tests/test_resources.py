@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from spam_filter.definitions import build_resources
 from spam_filter.file_locks import LockTimeout
 from spam_filter.resources import ModelStorage, Warehouse
 from spam_filter.spam import train_model
@@ -128,3 +129,13 @@ def test_a_process_waiting_for_the_weights_folder_says_so_and_gives_up(tmp_path)
         holder.wait(timeout=10)
     with storage.exclusive():
         pass
+
+
+def test_the_warehouse_memory_cap_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPAM_FILTER_WAREHOUSE", str(tmp_path / "warehouse.duckdb"))
+    monkeypatch.setenv("SPAM_FILTER_WAREHOUSE_MEMORY", "96MB")
+    warehouse = build_resources()["warehouse"]
+    with warehouse.get_connection() as conn:
+        (limit,) = conn.execute("SELECT current_setting('memory_limit')").fetchone()
+    # DuckDB shows the cap in its own units: 96 MB is 91.5 MiB.
+    assert limit == "91.5 MiB"
