@@ -3,16 +3,18 @@ to `find_spam` latency.
 
 Prepares its own state in a temporary folder (schema, reporter keys, one run of
 `create_spam_model_job` through the CLI), serves the API with gunicorn (2 workers) on 127.0.0.1,
-and measures, one phase after the other, while `create_spam_model_job` runs again and again
-through the CLI:
+and measures, while `create_spam_model_job` runs again and again through the CLI:
 
-  (1) `find_spam` at a steady pace (not saturating the server), for its p50 and p99;
-  (2) the same, beside report clients sending new reports at a steady 1,000 a second;
-  (3) report clients sending new reports as fast as they are answered: the capacity.
+  (1) `find_spam` at a steady pace (not saturating the server), for its p50 and p99, while report
+      clients send new reports at a steady 1,000 a second in every other slice of a few seconds
+      (`--slice`): each latency counts towards "with reports" or "without" by the slice it was sent
+      in, so both sides see the same mix of retrain steps (a retrain's CPU use swings from idle to
+      both cores within seconds; two separate windows would compare different steps);
+  (2) report clients sending new reports as fast as they are answered: the capacity.
 
 Then every acknowledged report is looked up in the database. Run:
 
-    python bench/bench_reports.py [--seconds 20] [--batch 10] [--threads 1]
+    python bench/bench_reports.py [--seconds 20] [--slice 2] [--batch 10] [--threads 1]
 
 The API is served as `make run` serves it (gunicorn with the API's settings, 2 sync workers);
 `--threads N` gives each worker N threads instead.
@@ -26,7 +28,6 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,7 @@ from spam_filter.processes import (  # noqa: E402
 from spam_filter.reporter_keys import key_hash, new_key  # noqa: E402
 from spam_filter.storage.duckdb_storage import DuckDBStorage  # noqa: E402
 from spam_filter_tests.helpers import spelled  # noqa: E402
+from spam_filter_tests.servers import free_port, service  # noqa: E402
 
 BIN = Path(sys.executable).parent
 GOAL_REPORTS_PER_SECOND = 1_000
@@ -62,25 +64,67 @@ def _send(port: int, path: str, body: str, headers: dict[str, str]) -> tuple[int
         conn.close()
 
 
-def _paced_find_spam(port: int, rate: float, stop: threading.Event, latencies: list[float]):
-    """One client sending `find_spam` every 1/rate s; latencies in ms."""
+class Slices:
+    """Report load switched on and off in alternate slices of `seconds`, starting off."""
+
+    # Requests sent this soon after a switch may still meet the other slice's traffic.
+    GUARD_SECONDS = 0.2
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.reports_on = threading.Event()
+        self.switched_at = time.monotonic()
+        self.on_seconds = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.wait(self.seconds):
+            now = time.monotonic()
+            if self.reports_on.is_set():
+                self.on_seconds += now - self.switched_at
+                self.reports_on.clear()
+            else:
+                self.reports_on.set()
+            self.switched_at = now
+        if self.reports_on.is_set():
+            self.on_seconds += time.monotonic() - self.switched_at
+
+    def side(self) -> bool | None:
+        """True while reports flow, False while they do not, None just after a switch."""
+        on = self.reports_on.is_set()
+        if time.monotonic() - self.switched_at < self.GUARD_SECONDS:
+            return None
+        return on
+
+
+def _paced_find_spam(
+    port: int, rate: float, stop: threading.Event, slices: Slices, latencies: dict
+) -> None:
+    """One client sending `find_spam` every 1/rate s; latencies in ms, by the slice they started
+    and ended in (a request that spans a switch counts for neither)."""
     next_at = time.monotonic()
     while not stop.is_set():
+        side = slices.side()
         started = time.perf_counter()
         status, _ = _send(port, "/api/find_spam", FIND_SPAM_BODY, {})
-        latencies.append((time.perf_counter() - started) * 1000)
+        elapsed_ms = (time.perf_counter() - started) * 1000
         if status != 200:
             raise RuntimeError(f"find_spam answered {status}")
+        if side is not None and slices.side() is side:
+            latencies[side].append(elapsed_ms)
         next_at += 1 / rate
         time.sleep(max(0.0, next_at - time.monotonic()))
 
 
-def _reporter(port, keys, client, batch, rate, stop, acknowledged, failures):
+def _reporter(port, keys, client, batch, rate, stop, acknowledged, failures, slices=None):
     """Send new reports, `rate` requests a second (0: as fast as they are answered), each
-    request from the next key."""
+    request from the next key; with `slices`, only while its report load is on."""
     sent = 0
     next_at = time.monotonic()
     while not stop.is_set():
+        if slices is not None and not slices.reports_on.is_set():
+            slices.reports_on.wait(0.05)
+            next_at = time.monotonic()
+            continue
         if rate:
             next_at += 1 / rate
             time.sleep(max(0.0, next_at - time.monotonic()))
@@ -135,47 +179,47 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(int(share * len(ordered)), len(ordered) - 1)]
 
 
-def _phase(port, args, keys, env, folder, find_spam: bool, report_rate: float | None) -> dict:
-    """One phase beside retrains in a loop: paced find_spam, and reports at `report_rate`
-    reports a second (None: none; 0: as fast as answered). Each phase's report clients are
-    numbered apart from the others', so that no phase repeats another's texts."""
+def _phase(port, args, keys, env, folder, report_rate: float, slices: Slices | None) -> dict:
+    """One phase beside retrains in a loop: reports at `report_rate` reports a second (0: as fast
+    as answered), and with `slices`, paced find_spam while the reports come and go. Each phase's
+    report clients are numbered apart from the others', so that no phase repeats another's
+    texts."""
     stop = threading.Event()
-    latencies: list[float] = []
+    latencies: dict[bool, list[float]] = {True: [], False: []}
     acknowledged: list[tuple[str, str]] = []
     failures: list[str] = []
     runs: list[int] = []
     threads = [threading.Thread(target=_retrain_loop, args=(env, stop, runs, folder / "jobs.log"))]
-    if find_spam:
+    if slices is not None:
+        threads.append(threading.Thread(target=slices.run, args=(stop,)))
         threads += [
             threading.Thread(
-                target=_paced_find_spam, args=(port, args.find_spam_rate / 2, stop, latencies)
+                target=_paced_find_spam,
+                args=(port, args.find_spam_rate / 2, stop, slices, latencies),
             )
             for _ in range(2)
         ]
-    if report_rate is not None:
-        first_client = int(time.monotonic() * 1000) * args.report_clients
-        per_client = report_rate / args.batch / args.report_clients
-        threads += [
-            threading.Thread(
-                target=_reporter,
-                args=(port, keys, client, args.batch, per_client, stop, acknowledged, failures),
-            )
-            for client in range(first_client, first_client + args.report_clients)
-        ]
+    first_client = int(time.monotonic() * 1000) * args.report_clients
+    per_client = report_rate / args.batch / args.report_clients
+    threads += [
+        threading.Thread(
+            target=_reporter,
+            args=(port, keys, client, args.batch, per_client, stop, acknowledged, failures, slices),
+        )
+        for client in range(first_client, first_client + args.report_clients)
+    ]
     started = time.monotonic()
     for thread in threads:
         thread.start()
-    time.sleep(args.seconds)
+    time.sleep(args.seconds * (2 if slices is not None else 1))
     stop.set()
     # Requests in flight when the phase ends are answered after it: count the window they had.
     seconds = time.monotonic() - started
     for thread in threads:
         thread.join()
     return {
-        "seconds": seconds,
-        "find_spam": len(latencies),
-        "p50": _percentile(latencies, 0.5) if latencies else 0.0,
-        "p99": _percentile(latencies, 0.99) if latencies else 0.0,
+        "seconds": slices.on_seconds if slices is not None else seconds,
+        "latencies": latencies,
         "acknowledged": acknowledged,
         "failures": failures,
         "runs": runs,
@@ -184,7 +228,15 @@ def _phase(port, args, keys, env, folder, find_spam: bool, report_rate: float | 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=20, help="seconds per phase (20)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=20,
+        help="seconds with reports and as many without in phase 1, and of phase 2 (20)",
+    )
+    parser.add_argument(
+        "--slice", type=float, default=2, help="seconds of each slice with or without reports (2)"
+    )
     parser.add_argument("--batch", type=int, default=10, help="reports per request (10)")
     parser.add_argument("--report-clients", type=int, default=4, help="report clients (4)")
     parser.add_argument(
@@ -209,45 +261,39 @@ def main() -> int:
     }
     Path(env["DAGSTER_HOME"]).mkdir()
     (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    server = None
-    try:
-        storage = DuckDBStorage(env["SPAM_FILTER_DATABASE"])
-        storage.create_schema()
-        keys = [new_key() for _ in range(args.reporters)]
-        for index, key in enumerate(keys):
-            storage.add_reporter(f"bench reporter {index}", key_hash(key))
-        print("training a first model through the CLI ...", flush=True)
-        subprocess.run(
-            [BIN / "dagster", *RETRAIN_JOB_ARGUMENTS],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=(folder / "first_job.log").open("w"),
-            stderr=subprocess.STDOUT,
-            check=True,
-        )
-        port = _free_port()
-        server = subprocess.Popen(
-            _serve_command(f"127.0.0.1:{port}", args.threads),
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=(folder / "gunicorn.log").open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        _wait_ready(port)
-        print(f"phase 1: find_spam at {args.find_spam_rate:g}/s beside retrains ...", flush=True)
-        alone = _phase(port, args, keys, env, folder, True, None)
+    storage = DuckDBStorage(env["SPAM_FILTER_DATABASE"])
+    storage.create_schema()
+    keys = [new_key() for _ in range(args.reporters)]
+    for index, key in enumerate(keys):
+        storage.add_reporter(f"bench reporter {index}", key_hash(key))
+    print("training a first model through the CLI ...", flush=True)
+    subprocess.run(
+        [BIN / "dagster", *RETRAIN_JOB_ARGUMENTS],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=(folder / "first_job.log").open("w"),
+        stderr=subprocess.STDOUT,
+        check=True,
+    )
+    port = free_port()
+    serving = service(
+        _serve_command(f"127.0.0.1:{port}", args.threads),
+        env,
+        lambda: _send(port, "/api/find_spam", FIND_SPAM_BODY, {}),
+        "gunicorn",
+        60,
+    )
+    with serving:
         print(
-            f"phase 2: the same beside {GOAL_REPORTS_PER_SECOND:,} reports/s from "
-            f"{args.report_clients} clients (batches of {args.batch}) ...",
+            f"phase 1: find_spam at {args.find_spam_rate:g}/s beside retrains for "
+            f"{2 * args.seconds:g} s, with {GOAL_REPORTS_PER_SECOND:,} reports/s from "
+            f"{args.report_clients} clients (batches of {args.batch}) in every other "
+            f"{args.slice:g} s slice ...",
             flush=True,
         )
-        loaded = _phase(port, args, keys, env, folder, True, GOAL_REPORTS_PER_SECOND)
-        print("phase 3: reports as fast as they are answered, beside retrains ...", flush=True)
-        capacity = _phase(port, args, keys, env, folder, False, 0)
-    finally:
-        if server is not None:
-            stop_process_group(server)
+        loaded = _phase(port, args, keys, env, folder, GOAL_REPORTS_PER_SECOND, Slices(args.slice))
+        print("phase 2: reports as fast as they are answered, beside retrains ...", flush=True)
+        capacity = _phase(port, args, keys, env, folder, 0, None)
     storage.drain_reports()
     with storage.connection(read_only=True) as conn:
         stored = conn.execute("SELECT count(*) FROM reports WHERE body LIKE 'bench %'").fetchone()[
@@ -259,20 +305,22 @@ def main() -> int:
     failed = loaded["failures"] + capacity["failures"]
     rate = len(loaded["acknowledged"]) / loaded["seconds"]
     most = len(capacity["acknowledged"]) / capacity["seconds"]
-    ratio = loaded["p99"] / alone["p99"]
+    without, with_reports = loaded["latencies"][False], loaded["latencies"][True]
+    ratio = _percentile(with_reports, 0.99) / _percentile(without, 0.99)
     lost = acknowledged - stored
-    runs = alone["runs"] + loaded["runs"] + capacity["runs"]
+    runs = loaded["runs"] + capacity["runs"]
+    print()
+    for name, latencies in (("without reports", without), ("with reports", with_reports)):
+        print(
+            f"phase 1, {name}: {len(latencies)} find_spam, p50 {_percentile(latencies, 0.5):.2f} "
+            f"ms, p99 {_percentile(latencies, 0.99):.2f} ms"
+        )
     print(
-        f"\nphase 1: {alone['find_spam']} find_spam, p50 {alone['p50']:.2f} ms, "
-        f"p99 {alone['p99']:.2f} ms"
+        f"phase 1: {len(loaded['acknowledged']):,} reports acknowledged in the "
+        f"{loaded['seconds']:.1f} s of its slices with reports ({rate:,.0f}/s)"
     )
     print(
-        f"phase 2: {loaded['find_spam']} find_spam, p50 {loaded['p50']:.2f} ms, "
-        f"p99 {loaded['p99']:.2f} ms; {len(loaded['acknowledged']):,} reports acknowledged in "
-        f"{loaded['seconds']:.1f} s ({rate:,.0f}/s)"
-    )
-    print(
-        f"phase 3: {len(capacity['acknowledged']):,} reports acknowledged in "
+        f"phase 2: {len(capacity['acknowledged']):,} reports acknowledged in "
         f"{capacity['seconds']:.1f} s ({most:,.0f}/s)"
     )
     print(
@@ -299,24 +347,6 @@ def main() -> int:
     for figure, goal, met in checks:
         print(f"{figure:<48} goal {goal:<8} {'met' if met else 'MISSED'}")
     return 0 if all(met for *_, met in checks) else 1
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_ready(port: int) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if _send(port, "/api/find_spam", FIND_SPAM_BODY, {})[0] == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the API did not answer within 60 s")
 
 
 if __name__ == "__main__":
