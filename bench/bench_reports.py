@@ -26,6 +26,7 @@ Not a test: the figures depend on the machine and whatever else runs on it.
 import argparse
 import http.client
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -64,41 +65,47 @@ def _send(port: int, path: str, body: str, headers: dict[str, str]) -> tuple[int
         conn.close()
 
 
+# The find_spam clients run in a process of their own, forked before any thread starts: in the
+# process of the report clients, a find_spam answer would wait for the GIL (up to its 5 ms switch
+# interval) while they build reports, and that wait would count as the server's latency.
+FORK = multiprocessing.get_context("fork")
+
+
 class Slices:
-    """Report load switched on and off in alternate slices of `seconds`, starting off."""
+    """Report load switched on and off in alternate slices of `seconds`, starting off; shared
+    with the find_spam process."""
 
     # Requests sent this soon after a switch may still meet the other slice's traffic.
     GUARD_SECONDS = 0.2
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.reports_on = threading.Event()
-        self.switched_at = time.monotonic()
+        self.reports_on = FORK.Event()
+        # CLOCK_MONOTONIC, the same in every process.
+        self.switched_at = FORK.Value("d", time.monotonic())
         self.on_seconds = 0.0
 
     def run(self, stop: threading.Event) -> None:
         while not stop.wait(self.seconds):
             now = time.monotonic()
             if self.reports_on.is_set():
-                self.on_seconds += now - self.switched_at
+                self.on_seconds += now - self.switched_at.value
                 self.reports_on.clear()
             else:
                 self.reports_on.set()
-            self.switched_at = now
+            self.switched_at.value = now
         if self.reports_on.is_set():
-            self.on_seconds += time.monotonic() - self.switched_at
+            self.on_seconds += time.monotonic() - self.switched_at.value
 
     def side(self) -> bool | None:
         """True while reports flow, False while they do not, None just after a switch."""
         on = self.reports_on.is_set()
-        if time.monotonic() - self.switched_at < self.GUARD_SECONDS:
+        if time.monotonic() - self.switched_at.value < self.GUARD_SECONDS:
             return None
         return on
 
 
-def _paced_find_spam(
-    port: int, rate: float, stop: threading.Event, slices: Slices, latencies: dict
-) -> None:
+def _paced_find_spam(port: int, rate: float, stop, slices: Slices, latencies: dict) -> None:
     """One client sending `find_spam` every 1/rate s; latencies in ms, by the slice they started
     and ended in (a request that spans a switch counts for neither)."""
     next_at = time.monotonic()
@@ -113,6 +120,20 @@ def _paced_find_spam(
             latencies[side].append(elapsed_ms)
         next_at += 1 / rate
         time.sleep(max(0.0, next_at - time.monotonic()))
+
+
+def _find_spam_clients(port: int, rate: float, stop, slices: Slices, results) -> None:
+    """Two paced find_spam clients, in the forked process; their latencies go to `results`."""
+    latencies: dict[bool, list[float]] = {True: [], False: []}
+    clients = [
+        threading.Thread(target=_paced_find_spam, args=(port, rate / 2, stop, slices, latencies))
+        for _ in range(2)
+    ]
+    for client in clients:
+        client.start()
+    for client in clients:
+        client.join()
+    results.put(latencies)
 
 
 def _reporter(port, keys, client, batch, rate, stop, acknowledged, failures, slices=None):
@@ -189,16 +210,17 @@ def _phase(port, args, keys, env, folder, report_rate: float, slices: Slices | N
     acknowledged: list[tuple[str, str]] = []
     failures: list[str] = []
     runs: list[int] = []
+    finder = None
+    if slices is not None:
+        finder_stop, finder_results = FORK.Event(), FORK.SimpleQueue()
+        finder = FORK.Process(
+            target=_find_spam_clients,
+            args=(port, args.find_spam_rate, finder_stop, slices, finder_results),
+        )
+        finder.start()
     threads = [threading.Thread(target=_retrain_loop, args=(env, stop, runs, folder / "jobs.log"))]
     if slices is not None:
         threads.append(threading.Thread(target=slices.run, args=(stop,)))
-        threads += [
-            threading.Thread(
-                target=_paced_find_spam,
-                args=(port, args.find_spam_rate / 2, stop, slices, latencies),
-            )
-            for _ in range(2)
-        ]
     first_client = int(time.monotonic() * 1000) * args.report_clients
     per_client = report_rate / args.batch / args.report_clients
     threads += [
@@ -215,6 +237,10 @@ def _phase(port, args, keys, env, folder, report_rate: float, slices: Slices | N
     stop.set()
     # Requests in flight when the phase ends are answered after it: count the window they had.
     seconds = time.monotonic() - started
+    if finder is not None:
+        finder_stop.set()
+        latencies = finder_results.get()
+        finder.join()
     for thread in threads:
         thread.join()
     return {
