@@ -33,8 +33,8 @@ MESSAGES_PER_COUNT_CHUNK = 2_000_000
 #
 # The messages are counted a chunk at a time, chunks drawn by the same hash as the folds: one
 # aggregate over tens of millions of mostly distinct messages outgrows the warehouse's memory cap
-# (30M did at 256 MB), while a chunk's stays the size of its own vocabulary. A word may so have
-# a row per chunk for one fold and contributor; every query below sums them.
+# (30M did at 256 MB), while a chunk's stays the size of its own vocabulary. So a word may have a
+# row per chunk for one fold and contributor; every query below sums them.
 CREATE_TRAINING_WORD_COUNTS = """
     CREATE OR REPLACE TEMP TABLE training_word_counts (
         fold UBIGINT, contributor INTEGER, word VARCHAR, spam_count DOUBLE, ham_count DOUBLE
@@ -85,9 +85,10 @@ COUNT_TRAINING_MESSAGES = """
     GROUP BY fold, contributor
 """
 
+VOCABULARY_SIZE = "SELECT count(DISTINCT word) FROM training_word_counts"
+
 # Keeps the counts of the `max_vocabulary` most frequent words, ties broken by the word, so that
 # the model, the threshold and the impact check all see one bounded vocabulary.
-VOCABULARY_SIZE = "SELECT count(DISTINCT word) FROM training_word_counts"
 DROP_RAREST_WORDS = """
     DELETE FROM training_word_counts
     WHERE word IN (
@@ -259,9 +260,9 @@ class Threshold:
 def count_training_words(
     conn: duckdb.DuckDBPyConnection, report_weight: float, max_vocabulary: int = 0
 ) -> int:
-    """Count the training split, by fold, contributor and word, into temporary tables (a chunk of
-    messages at a time, each message tokenized once), and
-    keep the `max_vocabulary` most frequent words (0 keeps all); returns how many were dropped."""
+    """Count the training split by fold, contributor and word into temporary tables, a chunk of
+    messages at a time with each message tokenized once; then keep the `max_vocabulary` most
+    frequent words (0 keeps all). Returns how many words were dropped."""
     install_tokenizer(conn)
     params = {"fold_seed": _FOLD_SEED, "folds": FOLDS, "report_weight": report_weight}
     conn.execute(COUNT_TRAINING_MESSAGES, params)
