@@ -22,10 +22,9 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from spam_filter.file_locks import LockTimeout
-from spam_filter.reporter_keys import message_key, text_key
 from spam_filter.storage import queries
 from spam_filter.storage.base import ApplicationStorage, in_transaction
-from spam_filter.storage.records import Report, ReportOutcome, StorageUnavailable
+from spam_filter.storage.records import Report, ReportOutcome, StorageUnavailable, vote_rows
 
 # Bumped when SCHEMA changes, so that `create_schema` runs its statements again once.
 SCHEMA_VERSION = 2
@@ -346,19 +345,7 @@ class PostgresStorage(ApplicationStorage):
         conn.execute(ADVISORY_TRANSACTION_LOCK, [PROMOTION_LOCK_KEY])
 
     def record_reports(self, reporter_id: int, reports: list[Report]) -> ReportOutcome:
-        now = datetime.now(UTC)
-        rows = [
-            (
-                reporter_id,
-                message_key(report.text, report.message_id),
-                text_key(report.text),
-                report.message_id,
-                report.text,
-                report.is_spam,
-                now,
-            )
-            for report in reports
-        ]
+        rows = vote_rows(reporter_id, reports, datetime.now(UTC))
         # The same order of row locks in every request: concurrent requests queue, not deadlock.
         # The sort is stable, so two reports of one message in a request keep their order.
         rows.sort(key=lambda row: row[1])

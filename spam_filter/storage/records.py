@@ -1,7 +1,10 @@
 """What the application database holds, as values every backend returns alike."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+
+from spam_filter.reporter_keys import message_key, text_key
 
 
 class ActiveModelChanged(RuntimeError):
@@ -40,6 +43,23 @@ class Report:
     text: str
     is_spam: bool
     message_id: str | None = None
+
+
+def vote_rows(reporter_id: int, reports: Iterable[Report], reported_at: object) -> list[tuple]:
+    """The rows one request's reports are stored as, in every backend: (reporter, message key,
+    text key, message id, text, is spam, reported at)."""
+    return [
+        (
+            reporter_id,
+            message_key(report.text, report.message_id),
+            text_key(report.text),
+            report.message_id,
+            report.text,
+            report.is_spam,
+            reported_at,
+        )
+        for report in reports
+    ]
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from spam_filter.reporter_keys import message_key, text_key
-from spam_filter.storage.records import Report, ReportOutcome, StorageUnavailable
+from spam_filter.storage.records import Report, ReportOutcome, StorageUnavailable, vote_rows
 
 SCHEMA = (
     """
@@ -94,19 +93,8 @@ class ReportInbox:
         Raises:
             StorageUnavailable: The inbox stayed locked or could not be written; nothing stored.
         """
-        now = datetime.now(UTC).isoformat()
-        rows = [
-            (
-                reporter_id,
-                message_key(report.text, report.message_id),
-                text_key(report.text),
-                report.message_id,
-                report.text,
-                int(report.is_spam),
-                now,
-            )
-            for report in reports
-        ]
+        # SQLite stores the flag as 1 or 0 and the time as ISO text.
+        rows = vote_rows(reporter_id, reports, datetime.now(UTC).isoformat())
         accepted = duplicates = 0
         try:
             with self._lock:
