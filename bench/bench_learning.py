@@ -29,11 +29,11 @@ import os
 import pickle
 import random
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,10 +46,11 @@ from sklearn.naive_bayes import MultinomialNB  # noqa: E402
 
 from spam_filter import settings  # noqa: E402
 from spam_filter.datasets import read_sms_spam_collection  # noqa: E402
-from spam_filter.processes import RETRAIN_JOB_ARGUMENTS, stop_process_group  # noqa: E402
+from spam_filter.processes import RETRAIN_JOB_ARGUMENTS, gunicorn_command  # noqa: E402
 from spam_filter.reporter_keys import key_hash, new_key  # noqa: E402
 from spam_filter.spam import TrainedModel  # noqa: E402
 from spam_filter.storage.duckdb_storage import DuckDBStorage  # noqa: E402
+from spam_filter_tests.servers import free_port, service  # noqa: E402
 
 BIN = Path(sys.executable).parent
 HONEST_KEYS = 10
@@ -111,27 +112,23 @@ class Api:
     """A gunicorn serving the API on a free local port, for one scenario."""
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.process = subprocess.Popen(
-            [BIN / "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{self.port}"]
-            + ["api:create_app()"],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        self.port = free_port()
+        self._serving = ExitStack()
+        self.process = self._serving.enter_context(
+            service(
+                gunicorn_command(f"127.0.0.1:{self.port}", 2),
+                env,
+                self._ready,
+                f"the API (see {log})",
+                60,
+                log,
+            )
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if self.post("/api/health", None)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise SystemExit(f"the API did not start; see {log}")
+
+    def _ready(self) -> None:
+        status, _ = self.post("/api/health", None)
+        if status != 200:
+            raise ConnectionError(f"/api/health answered {status}")
 
     def post(self, path: str, payload: object, key: str | None = None) -> tuple[int, dict]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
@@ -165,7 +162,7 @@ class Api:
         return results
 
     def stop(self) -> None:
-        stop_process_group(self.process)
+        self._serving.close()
 
 
 def _environment(folder: Path) -> dict[str, str]:

@@ -34,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +48,6 @@ from spam_filter import weights  # noqa: E402
 from spam_filter.processes import (  # noqa: E402
     RETRAIN_JOB_ARGUMENTS,
     gunicorn_command,
-    stop_process_group,
 )
 from spam_filter.reporter_keys import key_hash, new_key  # noqa: E402
 from spam_filter.spam import train_model  # noqa: E402
@@ -56,7 +56,7 @@ from spam_filter.storage.postgres_storage import PostgresStorage  # noqa: E402
 from spam_filter.storage.records import ModelRecord  # noqa: E402
 from spam_filter_tests.helpers import spelled  # noqa: E402
 from spam_filter_tests.postgres_server import start_postgres  # noqa: E402
-from spam_filter_tests.servers import free_port  # noqa: E402
+from spam_filter_tests.servers import free_port, service  # noqa: E402
 
 BIN = Path(sys.executable).parent
 GOAL_FIND_SPAM_RATIO = 0.95
@@ -100,29 +100,17 @@ def _post(port: int, path: str, body: str, headers: dict | None = None) -> tuple
         conn.close()
 
 
-def _serve(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
-    process = subprocess.Popen(
-        # The API's own gunicorn settings (its metrics included), as `make run` serves it.
+def _serve(env: dict[str, str], port: int, log: Path):
+    """The API as `make run` serves it (its gunicorn settings, its metrics included), once it
+    answers: each worker loads the active model, if any, before it serves."""
+    return service(
         gunicorn_command(f"127.0.0.1:{port}", 2),
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+        env,
+        lambda: _post(port, "/api/find_spam", FIND_SPAM_BODY),
+        f"gunicorn (see {log})",
+        60,
+        log,
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"gunicorn exited; see {log}")
-        try:
-            # Any answer will do: each worker loads the active model, if any, before it serves.
-            _post(port, "/api/find_spam", FIND_SPAM_BODY)
-            return process
-        except OSError:
-            pass
-        time.sleep(0.2)
-    stop_process_group(process)
-    raise SystemExit(f"gunicorn did not answer within 60 s; see {log}")
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -196,14 +184,11 @@ def find_spam_throughput(envs, folder: Path, rounds: int, seconds: float) -> dic
         order = ("duckdb", "postgres") if round_number % 2 == 0 else ("postgres", "duckdb")
         for mode in order:
             port = free_port()
-            server = _serve(envs[mode], port, folder / f"find_spam_{mode}.log")
-            try:
+            with _serve(envs[mode], port, folder / f"find_spam_{mode}.log") as server:
                 _wrk(port, script, 2)  # warm-up
                 cpu_before = _cpu_seconds(server.pid)
                 rate, failed = _wrk(port, script, seconds)
                 cpu_ms = (_cpu_seconds(server.pid) - cpu_before) * 1000 / (rate * seconds)
-            finally:
-                stop_process_group(server)
             rates[mode].append(rate)
             cpu[mode].append(cpu_ms)
             bad += failed
@@ -238,11 +223,11 @@ def reports_throughput(envs, folder: Path, seconds: float, batch: int, clients: 
     keys = [new_key() for _ in range(8)]
     for index, key in enumerate(keys):
         storage.add_reporter(f"bench reporter {index} {time.time_ns()}", key_hash(key))
-    servers, ports = [], []
-    try:
+    ports = []
+    with ExitStack() as servers:
         for index in range(2):
             port = free_port()
-            servers.append(_serve(envs["postgres"], port, folder / f"reports_{index}.log"))
+            servers.enter_context(_serve(envs["postgres"], port, folder / f"reports_{index}.log"))
             ports.append(port)
         acknowledged: list[int] = []
         failures: list[int] = []
@@ -280,9 +265,6 @@ def reports_throughput(envs, folder: Path, seconds: float, batch: int, clients: 
         for thread in threads:
             thread.join()
         elapsed = time.monotonic() - started
-    finally:
-        for server in servers:
-            stop_process_group(server)
     with storage.connection(read_only=True) as conn:
         (stored,) = conn.execute(COUNT_BENCH_REPORTS).fetchone()
     latencies.sort()

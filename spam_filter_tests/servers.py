@@ -55,18 +55,24 @@ def request(port: int, method: str, path: str, body: str | None = None) -> tuple
 
 @contextmanager
 def service(
-    command: list[str], env: dict[str, str], probe: Callable[[], object], name: str, seconds: float
+    command: list[str],
+    env: dict[str, str],
+    probe: Callable[[], object],
+    name: str,
+    seconds: float,
+    log: Path | None = None,
 ) -> Iterator[subprocess.Popen]:
-    """Start `command` in a session of its own; yield once `probe()` stops raising OSError, and
-    stop the whole group afterwards."""
+    """Start `command` in a session of its own, its output to `log` if given; yield once
+    `probe()` stops raising OSError, and stop the whole group afterwards."""
+    output = log.open("w") if log is not None else subprocess.DEVNULL
     process = subprocess.Popen(
         command,
         cwd=PROJECT_ROOT,
         env=env,
         start_new_session=True,
         restore_signals=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + seconds
