@@ -190,8 +190,9 @@ def _cpu_seconds(processes: list[psutil.Process]) -> float:
     return sum(sum(p.cpu_times()[:2]) for p in processes)
 
 
-def _wrk(port: int, args: argparse.Namespace, script: Path, seconds: float) -> Result:
-    command = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s"]
+def run_wrk(port: int, threads: int, connections: int, script: Path, seconds: float) -> Result:
+    """wrk on `find_spam` with a script made from `WRK_SCRIPT`; what its `done` printed."""
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s"]
     command += ["--timeout", "5s", "-s", str(script), f"http://127.0.0.1:{port}/api/find_spam"]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     line = next(line for line in output.splitlines() if line.startswith("BENCH "))
@@ -239,7 +240,7 @@ def _measure(target: Target, port: int, env, args, folder: Path, script: Path | 
     process = _serve(target, port, env, folder / f"gunicorn_{target.workers}_{port}.log")
     try:
         load = (
-            (lambda s: _wrk(port, args, script, s))
+            (lambda s: run_wrk(port, args.threads, args.connections, script, s))
             if script
             else (lambda s: _python_client(port, args, s))
         )

@@ -44,6 +44,7 @@ import psutil  # noqa: E402
 import psycopg  # noqa: E402
 
 import sample_data  # noqa: E402
+from bench.bench_api import WRK_SCRIPT, run_wrk  # noqa: E402
 from spam_filter import weights  # noqa: E402
 from spam_filter.processes import (  # noqa: E402
     RETRAIN_JOB_ARGUMENTS,
@@ -65,23 +66,6 @@ GOAL_COPY_FACTOR = 2.0
 FIND_SPAM_BODY = json.dumps(
     {"text": "WINNER!! You have been selected to receive a £900 prize! Call 09061701461 now."}
 )
-WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = [==[%s]==]
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) bad = 0 end
-function response(status, headers, body)
-  if status ~= 200 or not string.find(body, '"success":true', 1, true) then bad = bad + 1 end
-end
-function done(summary, latency, requests)
-  local total_bad = 0
-  for _, thread in ipairs(threads) do total_bad = total_bad + thread:get("bad") end
-  io.write(string.format("BENCH %%d %%d %%f\\n", summary.requests, total_bad,
-    summary.duration / 1e6))
-end
-"""
 # What the bare COPY reads: the columns the pipeline's read of `messages` selects.
 BARE_COPY = "COPY (SELECT spam, body, synthetic FROM messages) TO STDOUT"
 VACUUM_MESSAGES = "VACUUM (ANALYZE) messages"
@@ -121,16 +105,9 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _wrk(port: int, script: Path, seconds: float) -> tuple[float, int]:
-    command = ["wrk", "-t2", "-c16", f"-d{seconds:g}s", "--timeout", "5s", "-s", str(script)]
-    output = subprocess.run(
-        [*command, f"http://127.0.0.1:{port}/api/find_spam"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    line = next(line for line in output.splitlines() if line.startswith("BENCH "))
-    requests, bad, duration = line.split()[1:]
-    return int(requests) / float(duration), int(bad)
+    """find_spam req/s and answers that were not a success, under wrk -t2 -c16."""
+    result = run_wrk(port, 2, 16, script, seconds)
+    return result.requests / result.seconds, result.bad
 
 
 def _envs(folder: Path, url: str) -> dict[str, dict[str, str]]:
