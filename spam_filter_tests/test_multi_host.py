@@ -121,6 +121,11 @@ def _report_once(port: int, key: str) -> tuple[int, str | None]:
         conn.close()
 
 
+def _health_of_all(hosts, status: str) -> bool:
+    """Whether every host's /api/health says `status`."""
+    return all(request(h.port, "GET", "/api/health")[1]["status"] == status for h in hosts)
+
+
 def test_two_hosts_one_postgres_one_retrain_and_a_killed_server(
     postgres: PostgresServer, postgres_url: str, tmp_path: Path
 ) -> None:
@@ -185,26 +190,18 @@ def test_two_hosts_one_postgres_one_retrain_and_a_killed_server(
             time.sleep(2.0)
             postgres.kill()
             killed_at = time.monotonic()
-            assert wait_for(
-                lambda: all(
-                    request(h.port, "GET", "/api/health")[1]["status"] == "degraded" for h in hosts
-                ),
-                10,
-                0.1,
-            ), "health did not say degraded while PostgreSQL was down"
+            assert wait_for(lambda: _health_of_all(hosts, "degraded"), 10, 0.1), (
+                "health did not say degraded while PostgreSQL was down"
+            )
             for host in hosts:
                 status, retry_after = _report_once(host.port, keys[0])
                 assert (status, retry_after) == (503, "5")
             time.sleep(max(0.0, 4.0 - (time.monotonic() - killed_at)))
             postgres.start()
             down_seconds = time.monotonic() - killed_at
-            assert wait_for(
-                lambda: all(
-                    request(h.port, "GET", "/api/health")[1]["status"] == "ok" for h in hosts
-                ),
-                15,
-                0.1,
-            ), "health did not recover after PostgreSQL restarted"
+            assert wait_for(lambda: _health_of_all(hosts, "ok"), 15, 0.1), (
+                "health did not recover after PostgreSQL restarted"
+            )
             time.sleep(3.0)  # reports flow again
         finally:
             answers, reports = traffic.finish()
