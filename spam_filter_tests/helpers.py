@@ -123,6 +123,19 @@ def load_recorded(path: str) -> SpamModel:
     return load_model(recorded_file(path))
 
 
+def start_job(env: dict[str, str], run_config: Path | None = None) -> subprocess.Popen:
+    """`create_spam_model_job` through the real CLI, its output as text on stdout."""
+    command = JOB_COMMAND if run_config is None else [*JOB_COMMAND, "--config", str(run_config)]
+    return subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def load_run_system() -> ModuleType:
     """scripts/run_system.py as a module: a script, not part of the package."""
     spec = importlib.util.spec_from_file_location(

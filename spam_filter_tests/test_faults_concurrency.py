@@ -22,10 +22,10 @@ from spam_filter import faults
 from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter_tests.helpers import (
     BIN,
-    JOB_COMMAND,
     PROJECT_ROOT,
     add_sample_messages,
     load_recorded,
+    start_job,
     wait_for,
 )
 from spam_filter_tests.servers import free_port, service
@@ -70,18 +70,6 @@ def _copied_user_messages(env: dict[str, str]) -> int:
 def _start_sample_data(env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "sample_data.py", "--count", str(INSERTED_MESSAGES)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def _start_job(env: dict[str, str], run_config: Path | None = None) -> subprocess.Popen:
-    command = JOB_COMMAND if run_config is None else [*JOB_COMMAND, "--config", str(run_config)]
-    return subprocess.Popen(
-        command,
         cwd=PROJECT_ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -154,12 +142,12 @@ def test_sample_data_beside_a_retrain_both_finish_with_all_or_none_of_the_rows(
         hold = f"sample_data_inserted:{release}"
         inserting = watched(_start_sample_data({**env, faults.HOLD_AT_VARIABLE: hold}))
         inserting.wait_for(f"/{INSERTED_LABEL}")  # the transaction is open and holds the database
-        job = watched(_start_job(env, run_config))
+        job = watched(start_job(env, run_config))
         job.wait_for(f"waiting for another process to release {app_db}")
         assert inserting.process.poll() is None
         release.touch()
     else:
-        job = watched(_start_job(env, run_config))
+        job = watched(start_job(env, run_config))
         job.wait_for('Started execution of step "sms_spam_examples"')
         inserting = watched(_start_sample_data(env))
     assert inserting.finish() == 0, inserting.text[-3000:]
@@ -183,7 +171,7 @@ def test_two_retrains_from_the_cli_at_once_take_turns(env: dict[str, str], app_d
         check=True,
         capture_output=True,
     )
-    runs = [_Output(_start_job(env)) for _ in range(2)]
+    runs = [_Output(start_job(env)) for _ in range(2)]
     codes = [run.finish() for run in runs]
     assert codes == [0, 0], "\n".join(run.text[-3000:] for run in runs)
     assert any("waiting for another run to release" in run.text for run in runs)

@@ -3,12 +3,10 @@ promotes a model whose weights live in its row, the API serves it without a weig
 run killed at any point of its promotion leaves one loadable model, and two runs on two
 "machines" (separate working folders) take turns on the server's advisory lock."""
 
-import importlib.util
 import os
 import signal
 import subprocess
 from pathlib import Path
-from types import ModuleType
 from urllib.parse import urlsplit
 
 import pytest
@@ -23,13 +21,14 @@ from spam_filter.storage.postgres_storage import PostgresStorage
 from spam_filter.storage.records import Report, StorageUnavailable
 from spam_filter_tests.helpers import (
     BIN,
-    JOB_COMMAND,
     PROJECT_ROOT,
     SWAP_DEADLINE_SECONDS,
     add_sample_messages_to_postgres,
+    load_run_system,
     materialize_all,
     project_paths,
     promote_weak_model_in_row,
+    start_job,
     wait_for,
 )
 from spam_filter_tests.servers import free_port
@@ -139,7 +138,7 @@ def test_two_runs_on_two_machines_take_turns_on_the_advisory_lock(pg_env, tmp_pa
             "DAGSTER_HOME": str(tmp_path / machine / "dagster_home"),
         }
         Path(env["DAGSTER_HOME"]).mkdir(parents=True)
-        _run_system().write_dagster_yaml(Path(env["DAGSTER_HOME"]), url)
+        load_run_system().write_dagster_yaml(Path(env["DAGSTER_HOME"]), url)
         runs.append(env)
     # Dagster's tables are created once, before two processes could race to create them.
     subprocess.run(
@@ -149,17 +148,7 @@ def test_two_runs_on_two_machines_take_turns_on_the_advisory_lock(pg_env, tmp_pa
         check=True,
         capture_output=True,
     )
-    processes = [
-        subprocess.Popen(
-            JOB_COMMAND,
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for env in runs
-    ]
+    processes = [start_job(env) for env in runs]
     outputs = [process.communicate(timeout=300)[0] for process in processes]
     assert [process.returncode for process in processes] == [0, 0], "\n".join(
         output[-3000:] for output in outputs
@@ -174,17 +163,8 @@ def test_two_runs_on_two_machines_take_turns_on_the_advisory_lock(pg_env, tmp_pa
     assert statuses == [("SUCCESS",), ("SUCCESS",)]
 
 
-def _run_system() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "run_system", PROJECT_ROOT / "scripts" / "run_system.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_make_run_puts_dagster_storage_on_postgres_when_the_url_is_set(postgres_url, tmp_path):
-    run_system = _run_system()
+    run_system = load_run_system()
     home = tmp_path / "dagster_home"
     home.mkdir()
     run_system.write_dagster_yaml(home, None)
@@ -240,7 +220,7 @@ def test_a_rollback_on_postgres_is_served_within_seconds_and_cleared_weights_ref
     names = [promote_weak_model_in_row(postgres_url) for _ in range(3)]
     # make run finds the model it would serve in its row: it does not retrain for want of a file.
     storage = PostgresStorage(postgres_url)
-    assert _run_system().active_model_problem(storage, Path("/nonexistent")) is None
+    assert load_run_system().active_model_problem(storage, Path("/nonexistent")) is None
     client = make_app(postgres_url).test_client()
     assert client.get("/api/health").json["model"] == names[2]
     assert database.main(["--database", postgres_url, "rollback"]) == 0
