@@ -76,6 +76,19 @@ def test_a_batch_counts_new_votes_and_repeats(client, key, storage):
     ]
 
 
+def test_the_watcher_checkpoints_the_inbox_that_requests_fill(client, key, storage):
+    storage.inbox.create()
+    empty_inbox_bytes = storage.inbox.path.stat().st_size
+    for request in range(200):
+        reports = [
+            {"text": f"report {spelled(request * 10 + i)}", "is_spam": True} for i in range(10)
+        ]
+        assert _post(client, key, {"reports": reports}).status_code == 202
+    # Requests leave the log for the app's watcher thread, which copies it within a few rounds.
+    assert wait_for(lambda: storage.inbox.path.stat().st_size > 100 * empty_inbox_bytes)
+    assert storage.drain_reports() == 2_000
+
+
 def test_a_full_batch_of_sms_length_reports_fits_the_body_limit(client, key, storage):
     text = "Royal Mail: your parcel is on hold, pay the £1.99 fee at rm-redeliver.example " * 2
     reports = [{"text": f"{spelled(i)} {text[:140]}", "is_spam": True} for i in range(1000)]

@@ -1,7 +1,10 @@
 """The DuckDB backend's own behaviour: its column types, its change marker, its file lock and its
 report inbox. What every backend must do is in `test_storage_contract.py`."""
 
+import sqlite3
+import threading
 import time
+from collections.abc import Iterator
 
 import duckdb
 import pytest
@@ -93,6 +96,60 @@ def test_reports_are_accepted_while_another_process_holds_the_database(storage, 
     finally:
         other_process.wait_released()
     assert storage.drain_reports() == 1
+
+
+def _record_requests(storage: DuckDBStorage, reporter: int, requests: int) -> None:
+    """Requests of ten new reports each: a few megabytes of write-ahead log."""
+    for request in range(requests):
+        storage.record_reports(
+            reporter, [Report(f"message {spelled(request * 10 + i)}", True) for i in range(10)]
+        )
+
+
+@pytest.mark.parametrize("serving", [False, True])
+def test_an_api_process_leaves_inbox_checkpoints_to_its_background_thread(app_db, serving):
+    storage = DuckDBStorage(app_db, serving=serving)
+    storage.create_schema()
+    alice = storage.add_reporter("alice", key_hash("key-a"))
+    empty_inbox_bytes = storage.inbox.path.stat().st_size
+    _record_requests(storage, alice, 200)
+    # Past SQLite's 1,000 log pages a commit copies the log into the file, unless serving.
+    grown = storage.inbox.path.stat().st_size > empty_inbox_bytes
+    assert grown is not serving
+    storage.checkpoint_report_inbox()
+    assert storage.inbox.path.stat().st_size > 100 * empty_inbox_bytes
+    assert storage.drain_reports() == 2_000
+
+
+@pytest.fixture
+def inbox_writer(storage: DuckDBStorage) -> Iterator[sqlite3.Connection]:
+    """Another connection to the report inbox, holding its write lock until it commits."""
+    storage.inbox.create()
+    writer = sqlite3.connect(storage.inbox.path, isolation_level=None, check_same_thread=False)
+    writer.execute("BEGIN IMMEDIATE")
+    yield writer
+    writer.close()
+
+
+def test_a_report_waits_for_another_writer_of_the_inbox(storage, inbox_writer):
+    alice = storage.add_reporter("alice", key_hash("key-a"))
+    release = threading.Timer(0.3, inbox_writer.execute, ("COMMIT",))
+    release.start()
+    try:
+        stored = storage.record_reports(alice, [Report("after the other writer", True)])
+    finally:
+        release.join()
+    assert stored == ReportOutcome(1, 0)
+    assert storage.drain_reports() == 1
+
+
+def test_a_report_gives_up_when_the_inbox_stays_locked(storage, inbox_writer):
+    alice = storage.add_reporter("alice", key_hash("key-a"))
+    storage.inbox.busy_timeout_seconds = 0.3
+    with pytest.raises(StorageUnavailable, match="cannot be written"):
+        storage.record_reports(alice, [Report("never stored", True)])
+    inbox_writer.execute("ROLLBACK")
+    assert storage.drain_reports() == 0
 
 
 def test_an_unwritable_inbox_stores_nothing_and_says_so(storage, tmp_path):

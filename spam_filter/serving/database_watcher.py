@@ -77,6 +77,7 @@ class DatabaseWatcher:
         self.reporter_keys: dict[str, ReporterKey] = {}
         self.problem: str | None = None
         self.keys_problem: str | None = None
+        self.checkpoint_problem: str | None = None
         self.last_checked_at: datetime | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -148,17 +149,22 @@ class DatabaseWatcher:
         return record, SpamModel.from_weights(weights.from_json(text))
 
     def _refresh_reporter_keys(self) -> None:
+        problem = None
         try:
             self.reporter_keys = self.storage.reporter_keys()
         except Exception as error:  # keep the last keys until the next check
             problem = f"cannot refresh the reporters' keys: {_reason(error)}"
-            if problem != self.keys_problem:
-                self.logger.warning(problem)
-            self.keys_problem = problem
-            return
-        if self.keys_problem is not None:
-            self.logger.info("reporters' keys refresh recovered")
-        self.keys_problem = None
+        self.keys_problem = self._log_change(
+            self.keys_problem, problem, "reporters' keys refresh recovered"
+        )
+
+    def _log_change(self, previous: str | None, problem: str | None, recovered: str) -> str | None:
+        """Log a problem when it starts or changes, and when it ends, not on every check."""
+        if problem is not None and problem != previous:
+            self.logger.warning(problem)
+        elif problem is None and previous is not None:
+            self.logger.info(recovered)
+        return problem
 
     def _report(self, problem: str | None) -> None:
         if problem == self.problem:
@@ -197,6 +203,18 @@ class DatabaseWatcher:
     def _run(self) -> None:
         while not self._stop.wait(self.refresh_seconds):
             self.refresh()
+            self._checkpoint_report_inbox()
+
+    def _checkpoint_report_inbox(self) -> None:
+        """Here rather than in a request: the copy takes milliseconds a request would wait for."""
+        problem = None
+        try:
+            self.storage.checkpoint_report_inbox()
+        except Exception as error:  # the next round retries; commits checkpoint past a backstop
+            problem = f"cannot checkpoint the report inbox: {_reason(error)}"
+        self.checkpoint_problem = self._log_change(
+            self.checkpoint_problem, problem, "report inbox checkpoint recovered"
+        )
 
     def health(self) -> dict[str, Any]:
         loaded = self.loaded

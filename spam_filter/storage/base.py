@@ -95,6 +95,11 @@ class ApplicationStorage(ABC):
         """Release what the storage keeps open between calls (nothing by default)."""
         return None
 
+    def checkpoint_report_inbox(self) -> None:
+        """Tidy the local store of reports off the request path (nothing by default); a serving
+        process calls it every few seconds."""
+        return None
+
     def change_marker(self) -> Hashable | None:
         """A cheap value that changes whenever a commit may have changed `models`.
 

@@ -183,12 +183,17 @@ class DuckDBStorage(ApplicationStorage):
         path: Path | str,
         lock_timeout_seconds: float = 60.0,
         on_wait: Callable[[str], None] | None = None,
+        serving: bool = False,
     ) -> None:
         self.path = Path(path)
         self.lock_timeout_seconds = lock_timeout_seconds
         # Told, once per open, that this process waits for another to release the file.
         self.on_wait = on_wait
-        self.inbox = ReportInbox(self.path.with_name(self.path.stem + ".report-inbox.sqlite"))
+        # An API process checkpoints the inbox from its watcher thread (`checkpoint_report_inbox`).
+        self.inbox = ReportInbox(
+            self.path.with_name(self.path.stem + ".report-inbox.sqlite"),
+            background_checkpoints=serving,
+        )
 
     def __repr__(self) -> str:
         return f"DuckDBStorage({str(self.path)!r})"
@@ -227,6 +232,9 @@ class DuckDBStorage(ApplicationStorage):
 
     def report_sequence(self) -> int:
         return self.inbox.last_change()
+
+    def checkpoint_report_inbox(self) -> None:
+        self.inbox.checkpoint()
 
     def drain_reports(self) -> int:
         """Move the inbox's new and changed votes into `reports`, a batch per transaction.

@@ -20,8 +20,9 @@ def open_storage(
     `SPAM_FILTER_DATABASE_URL` if set, else `SPAM_FILTER_DATABASE` (or its default file).
 
     `on_wait`, if given, is told whenever the storage waits for another process. `serving`
-    configures it for an API process: connections kept for reuse, and statements that give up
-    after a few seconds instead of hanging a request on an unresponsive server.
+    configures it for an API process: connections kept for reuse, statements that give up after a
+    few seconds instead of hanging a request on an unresponsive server, and the report inbox left
+    for `checkpoint_report_inbox` to checkpoint.
     """
     location = str(database or settings.database_location())
     if is_postgres_url(location):
@@ -31,4 +32,4 @@ def open_storage(
             statement_timeout_seconds=10.0 if serving else None,
             keep_connections=serving,
         )
-    return DuckDBStorage(location, lock_timeout_seconds, on_wait)
+    return DuckDBStorage(location, lock_timeout_seconds, on_wait, serving=serving)

@@ -4,18 +4,25 @@ DuckDB lets one process write at a time, and a retrain or a bulk insert holds th
 database for seconds. Reports must be acknowledged only once they are on disk, and must keep being
 accepted meanwhile, so each API process writes them to this SQLite file beside the database
 (write-ahead log, synced on every commit: a report acknowledged survives a power cut). Writers
-take turns on SQLite's own lock in microseconds. Each accepted vote gets the next number of one
-sequence; whoever writes the DuckDB file next (the pipeline, the command line) moves the votes
-with numbers past the last one moved into `reports`, in one transaction with that number, so a
-move interrupted at any point is redone without loss or repeat.
+take turns on SQLite's write lock, which a request holds for under a millisecond. Each accepted
+vote gets the next number of one sequence; whoever writes the DuckDB file next (the pipeline, the
+command line) moves the votes with numbers past the last one moved into `reports`, in one
+transaction with that number, so a move interrupted at any point is redone without loss or
+repeat.
 
 The inbox keeps every vote, so it also tells a repeated report (same reporter, same message, same
 label) from a new or changed one: the answer counts repeats as duplicates.
+
+In an API process the write-ahead log is folded back into the file by a background thread
+(`checkpoint`), not by whichever request's commit crosses SQLite's threshold: ten reports touch
+about twenty pages, so at a thousand reports a second that threshold falls every half second and
+the unlucky request waited several milliseconds for the copy, holding up its worker.
 """
 
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,16 +78,40 @@ CHANGES_AFTER = """
 
 COUNT_VOTES_BY_REPORTER = "SELECT reporter_id, count(*) FROM votes GROUP BY reporter_id"
 
+# Copies what it can without waiting for readers or writers; returns (busy, log pages, copied).
+CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
+# Waits for the write lock in `_begin_writing`, retrying this soon and then up to this often.
+_FIRST_RETRY_SECONDS = 0.0001
+_LAST_RETRY_SECONDS = 0.001
+
+# With checkpoints in the background, a commit still checkpoints past 16,384 log pages (64 MB): a
+# backstop for a process whose background thread stopped, never the usual path.
+BACKSTOP_CHECKPOINTS_ONLY = "PRAGMA wal_autocheckpoint = 16384"
+
 
 class ReportInbox:
     """The SQLite file of accepted votes, shared by every API process on this machine."""
 
-    def __init__(self, path: Path | str, busy_timeout_seconds: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        busy_timeout_seconds: float = 5.0,
+        background_checkpoints: bool = False,
+    ) -> None:
         self.path = Path(path)
         self.busy_timeout_seconds = busy_timeout_seconds
+        # Whether the owner calls `checkpoint` regularly, so commits need not.
+        self.background_checkpoints = background_checkpoints
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._conn_pid: int | None = None
+        # Writes go through a connection of their own that never sleeps in SQLite's busy handler.
+        self._writer_conn: sqlite3.Connection | None = None
+        self._writer_conn_pid: int | None = None
+        # The checkpointing thread's own connection, so a request never waits behind a checkpoint.
+        self._checkpoint_lock = threading.Lock()
+        self._checkpoint_conn: sqlite3.Connection | None = None
+        self._checkpoint_conn_pid: int | None = None
 
     def create(self) -> None:
         """Create the file and its tables if they are missing."""
@@ -98,8 +129,8 @@ class ReportInbox:
         accepted = duplicates = 0
         try:
             with self._lock:
-                conn = self._connection()
-                conn.execute("BEGIN IMMEDIATE")
+                conn = self._writer()
+                self._begin_writing(conn)
                 try:
                     (last_change,) = conn.execute(LAST_CHANGE).fetchone()
                     for row in rows:
@@ -119,6 +150,25 @@ class ReportInbox:
             ) from error
         return ReportOutcome(accepted, duplicates)
 
+    def _begin_writing(self, conn: sqlite3.Connection) -> None:
+        """Take the inbox's write lock, retrying at once and often while another writer holds it.
+
+        SQLite's own busy handler sleeps 1, 2, 5, 10... ms between tries, so a request that met
+        another worker's commit (under a millisecond) waited several: the retries here are spaced
+        0.1 ms apart at first, and never more than 1 ms.
+        """
+        deadline = time.monotonic() + self.busy_timeout_seconds
+        pause = _FIRST_RETRY_SECONDS
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(2 * pause, _LAST_RETRY_SECONDS)
+
     def last_change(self) -> int:
         """How many votes were accepted or changed since the inbox was created."""
         with self._lock:
@@ -133,26 +183,56 @@ class ReportInbox:
         with self._lock:
             return dict(self._connection().execute(COUNT_VOTES_BY_REPORTER).fetchall())
 
+    def checkpoint(self) -> int:
+        """Copy the write-ahead log's committed pages into the file, without blocking writers.
+
+        Returns how many log pages were left uncopied (readers still using them, or another
+        process checkpointing); the next call copies them.
+        """
+        with self._checkpoint_lock:
+            if self._checkpoint_conn is None or self._checkpoint_conn_pid != os.getpid():
+                with self._lock:
+                    self._connection()  # the file and its write-ahead mode exist
+                self._checkpoint_conn = self._open(self.busy_timeout_seconds)
+                self._checkpoint_conn_pid = os.getpid()
+            _, log_pages, copied = self._checkpoint_conn.execute(CHECKPOINT).fetchone()
+        return max(log_pages - copied, 0)
+
     def _connection(self) -> sqlite3.Connection:
         # One connection per process: a connection must not cross a fork (gunicorn's workers).
         if self._conn is None or self._conn_pid != os.getpid():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             existed = self.path.exists()
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self.busy_timeout_seconds,
-                isolation_level=None,
-                check_same_thread=False,
-            )
+            conn = self._open(self.busy_timeout_seconds)
             conn.execute("PRAGMA journal_mode = WAL")
-            # Synced on every commit: an acknowledged report survives a power cut.
-            conn.execute("PRAGMA synchronous = FULL")
             for statement in SCHEMA:
                 conn.execute(statement)
             if not existed:
                 _sync_folder(self.path.parent)
             self._conn, self._conn_pid = conn, os.getpid()
         return self._conn
+
+    def _writer(self) -> sqlite3.Connection:
+        """The connection `record` writes with (the caller holds `_lock`)."""
+        if self._writer_conn is None or self._writer_conn_pid != os.getpid():
+            self._connection()  # the file, its tables and its write-ahead mode exist
+            # No busy handler: `_begin_writing` waits for the lock instead.
+            conn = self._open(0.0)
+            if self.background_checkpoints:
+                conn.execute(BACKSTOP_CHECKPOINTS_ONLY)
+            self._writer_conn, self._writer_conn_pid = conn, os.getpid()
+        return self._writer_conn
+
+    def _open(self, busy_timeout_seconds: float) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=busy_timeout_seconds,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+        # Synced on every commit: an acknowledged report survives a power cut.
+        conn.execute("PRAGMA synchronous = FULL")
+        return conn
 
 
 def _sync_folder(folder: Path) -> None:
