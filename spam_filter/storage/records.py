@@ -48,18 +48,21 @@ class Report:
 def vote_rows(reporter_id: int, reports: Iterable[Report], reported_at: object) -> list[tuple]:
     """The rows one request's reports are stored as, in every backend: (reporter, message key,
     text key, message id, text, is spam, reported at)."""
-    return [
-        (
-            reporter_id,
-            message_key(report.text, report.message_id),
-            text_key(report.text),
-            report.message_id,
-            report.text,
-            report.is_spam,
-            reported_at,
+    rows = []
+    for report in reports:
+        text_hash = text_key(report.text)
+        rows.append(
+            (
+                reporter_id,
+                message_key(text_hash, report.message_id),
+                text_hash,
+                report.message_id,
+                report.text,
+                report.is_spam,
+                reported_at,
+            )
         )
-        for report in reports
-    ]
+    return rows
 
 
 @dataclass(frozen=True)
