@@ -19,7 +19,7 @@ def _path_from_env(name: str, default: Path) -> Path:
 
 
 def database_path() -> Path:
-    """The application database: the `messages` and `models` tables."""
+    """The application database: messages, models, reporters and their reports."""
     return _path_from_env("SPAM_FILTER_DATABASE", PROJECT_ROOT / "data" / "spam_filter.duckdb")
 
 

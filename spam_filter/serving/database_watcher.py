@@ -2,7 +2,8 @@
 keys, refreshed in the background so that a promotion or a revoked key takes effect in seconds.
 
 Answering a request never reads the database: DuckDB lets one process write or several read, and
-a request path that opened it would fail whenever the pipeline writes.
+a request path that opened it would fail whenever the pipeline writes. The same background thread
+checkpoints the report inbox, which requests only append to.
 """
 
 import logging
