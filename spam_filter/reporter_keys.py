@@ -39,7 +39,7 @@ def text_key(text: str) -> str:
     return hashlib.sha256(normalised_text(text).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def message_key(text_hash: str, message_id: str | None) -> str:
+def message_key(*, text_hash: str, message_id: str | None) -> str:
     """What one reporter's vote is about: the product's message id, else the message's text (by
     its `text_key`, which the caller has already computed: it costs more than the rest)."""
     return "id:" + message_id if message_id is not None else "text:" + text_hash

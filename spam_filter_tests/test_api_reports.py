@@ -7,6 +7,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from spam_filter.reporter_keys import key_hash, new_key
+from spam_filter.serving.database_watcher import EXTENSION_KEY
 from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter_tests.helpers import spelled, wait_for
 
@@ -87,6 +88,16 @@ def test_the_watcher_checkpoints_the_inbox_that_requests_fill(client, key, stora
     # Requests leave the log for the app's watcher thread, which copies it within a few rounds.
     assert wait_for(lambda: storage.inbox.path.stat().st_size > 100 * empty_inbox_bytes)
     assert storage.drain_reports() == 2_000
+
+
+def test_a_report_restarts_the_watcher_in_a_forked_worker(app, client, key):
+    watcher = app.extensions[EXTENSION_KEY]
+    watcher.stop()
+    watcher._owner_pid = None  # as in a worker forked after the watcher's thread started
+    response = _post(client, key, {"text": "first request of this worker", "is_spam": True})
+    assert response.status_code == 202
+    # Its thread keeps the keys fresh and checkpoints the inbox, whatever the worker serves.
+    assert watcher._thread is not None and watcher._thread.is_alive()
 
 
 def test_a_full_batch_of_sms_length_reports_fits_the_body_limit(client, key, storage):

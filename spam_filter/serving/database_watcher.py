@@ -3,7 +3,7 @@ keys, refreshed in the background so that a promotion or a revoked key takes eff
 
 Answering a request never reads the database: DuckDB lets one process write or several read, and
 a request path that opened it would fail whenever the pipeline writes. The same background thread
-checkpoints the report inbox, which requests only append to.
+checkpoints the report inbox, which requests write to.
 """
 
 import logging
@@ -182,17 +182,21 @@ class DatabaseWatcher:
         return loaded.name if loaded else None
 
     def current(self) -> LoadedModel | None:
-        """The model to answer with; restarts the watcher in a forked worker."""
+        """The model to answer with."""
+        self.ensure_running()
+        return self.loaded
+
+    def ensure_running(self) -> None:
+        """Restart the background thread in a forked worker: threads do not survive a fork."""
         if self._owner_pid != os.getpid():
             with self._start_lock:
                 if self._owner_pid != os.getpid():
                     self.start()
-        return self.loaded
 
     def start(self) -> None:
         self._owner_pid = os.getpid()
         self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="model-watcher", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="database-watcher", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

@@ -96,7 +96,10 @@ def report() -> ResponseReturnValue:
 def _authenticated_reporter() -> ReporterKey:
     """The reporter whose key the request carries; a 401 for a missing, unknown or revoked key."""
     presented = presented_key_hash(request)
-    reporter = current_watcher().reporter_keys.get(presented)
+    watcher = current_watcher()
+    # The keys (and the inbox's checkpoints) are kept by the watcher's thread.
+    watcher.ensure_running()
+    reporter = watcher.reporter_keys.get(presented)
     if reporter is None:
         raise InvalidRequest(
             "unknown or revoked reporter key",

@@ -236,6 +236,9 @@ class DuckDBStorage(ApplicationStorage):
     def checkpoint_report_inbox(self) -> None:
         self.inbox.checkpoint()
 
+    def close(self) -> None:
+        self.inbox.close()
+
     def drain_reports(self) -> int:
         """Move the inbox's new and changed votes into `reports`, a batch per transaction.
 

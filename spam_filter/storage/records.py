@@ -54,7 +54,7 @@ def vote_rows(reporter_id: int, reports: Iterable[Report], reported_at: object) 
         rows.append(
             (
                 reporter_id,
-                message_key(text_hash, report.message_id),
+                message_key(text_hash=text_hash, message_id=report.message_id),
                 text_hash,
                 report.message_id,
                 report.text,

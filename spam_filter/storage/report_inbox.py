@@ -4,10 +4,10 @@ DuckDB lets one process write at a time, and a retrain or a bulk insert holds th
 database for seconds. Reports must be acknowledged only once they are on disk, and must keep being
 accepted meanwhile, so each API process writes them to this SQLite file beside the database
 (write-ahead log, synced on every commit: a report acknowledged survives a power cut). Writers
-take turns on SQLite's write lock, which a request holds for under a millisecond. Each accepted
-vote gets the next number of one sequence; whoever writes the DuckDB file next (the pipeline, the
-command line) moves the votes with numbers past the last one moved into `reports`, in one
-transaction with that number, so a move interrupted at any point is redone without loss or
+take turns on SQLite's write lock, which a request holds for its upserts and one fsync. Each
+accepted vote gets the next number of one sequence; whoever writes the DuckDB file next (the
+pipeline, the command line) moves the votes with numbers past the last one moved into `reports`,
+in one transaction with that number, so a move interrupted at any point is redone without loss or
 repeat.
 
 The inbox keeps every vote, so it also tells a repeated report (same reporter, same message, same
@@ -78,8 +78,13 @@ CHANGES_AFTER = """
 
 COUNT_VOTES_BY_REPORTER = "SELECT reporter_id, count(*) FROM votes GROUP BY reporter_id"
 
-# Copies what it can without waiting for readers or writers; returns (busy, log pages, copied).
-CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
+# Copies what it can without waiting for readers or writers.
+CHECKPOINT_PASSIVELY = "PRAGMA wal_checkpoint(PASSIVE)"
+# Waits for the write lock (and for readers of the old log) to copy the rest, so that the next
+# commit writes the log from its start; gives up after the connection's busy timeout.
+CHECKPOINT_AND_RESTART = "PRAGMA wal_checkpoint(RESTART)"
+# How long the restart pass may wait: writers wait for it as long as it holds the lock.
+RESTART_WAIT_SECONDS = 0.02
 # Waits for the write lock in `_begin_writing`, retrying this soon and then up to this often.
 _FIRST_RETRY_SECONDS = 0.0001
 _LAST_RETRY_SECONDS = 0.001
@@ -140,10 +145,12 @@ class ReportInbox:
                         else:
                             duplicates += 1
                     conn.execute(SET_LAST_CHANGE, (last_change,))
+                    conn.execute("COMMIT")
                 except BaseException:
-                    conn.execute("ROLLBACK")
+                    # A failed COMMIT may leave the transaction open on this kept connection.
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
                     raise
-                conn.execute("COMMIT")
         except sqlite3.Error as error:
             raise StorageUnavailable(
                 f"the report inbox {self.path} cannot be written: {error}"
@@ -164,7 +171,9 @@ class ReportInbox:
                 conn.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as error:
-                if error.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                # Any kind of busy (another writer, or a process recovering the log) is waited out.
+                busy = error.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+                if not busy or time.monotonic() > deadline:
                     raise
             time.sleep(pause)
             pause = min(2 * pause, _LAST_RETRY_SECONDS)
@@ -183,20 +192,35 @@ class ReportInbox:
         with self._lock:
             return dict(self._connection().execute(COUNT_VOTES_BY_REPORTER).fetchall())
 
-    def checkpoint(self) -> int:
-        """Copy the write-ahead log's committed pages into the file, without blocking writers.
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the file, and let the next commit start the log afresh.
 
-        Returns how many log pages were left uncopied (readers still using them, or another
-        process checkpointing); the next call copies them.
+        The passive pass copies while writers go on. As they keep appending, the log is never
+        wholly copied by it alone, and a log not wholly copied is never started afresh: it would
+        grow to the backstop. The restart pass takes the write lock for the few pages added since
+        (waiting at most `RESTART_WAIT_SECONDS` for it, else trying again next time).
         """
         with self._checkpoint_lock:
             if self._checkpoint_conn is None or self._checkpoint_conn_pid != os.getpid():
                 with self._lock:
                     self._connection()  # the file and its write-ahead mode exist
-                self._checkpoint_conn = self._open(self.busy_timeout_seconds)
+                self._checkpoint_conn = self._open(RESTART_WAIT_SECONDS)
                 self._checkpoint_conn_pid = os.getpid()
-            _, log_pages, copied = self._checkpoint_conn.execute(CHECKPOINT).fetchone()
-        return max(log_pages - copied, 0)
+            self._checkpoint_conn.execute(CHECKPOINT_PASSIVELY).fetchone()
+            self._checkpoint_conn.execute(CHECKPOINT_AND_RESTART).fetchone()
+
+    def close(self) -> None:
+        """Close this process's connections; they reopen when next needed. Connections a forked
+        process inherited are left to their owner."""
+        with self._checkpoint_lock, self._lock:
+            for conn, pid in (
+                (self._conn, self._conn_pid),
+                (self._writer_conn, self._writer_conn_pid),
+                (self._checkpoint_conn, self._checkpoint_conn_pid),
+            ):
+                if conn is not None and pid == os.getpid():
+                    conn.close()
+            self._conn = self._writer_conn = self._checkpoint_conn = None
 
     def _connection(self) -> sqlite3.Connection:
         # One connection per process: a connection must not cross a fork (gunicorn's workers).
