@@ -14,12 +14,13 @@ and measures, while `create_spam_model_job` runs again and again through the CLI
 
 Then every acknowledged report is looked up in the database. Run:
 
-    python bench/bench_reports.py [--seconds 20] [--slice 2] [--batch 10] [--threads 1]
+    python bench/bench_reports.py [--seconds 20] [--rounds 1] [--slice 2] [--batch 10] [--threads 1]
 
 The API is served as `make run` serves it (gunicorn with the API's settings, 2 sync workers);
 `--threads N` gives each worker N threads instead.
 
-It prints reports/s, lost reports, both p99s and their ratio, and exits 1 when a goal is missed.
+It prints reports/s, lost reports, both p99s and their ratio (with `--rounds N`, phase 1 runs N
+times and the goal is judged on the median ratio), and exits 1 when a goal is missed.
 Not a test: the figures depend on the machine and whatever else runs on it.
 """
 
@@ -29,6 +30,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -263,6 +265,12 @@ def main() -> int:
     parser.add_argument(
         "--slice", type=float, default=2, help="seconds of each slice with or without reports (2)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="phase 1 repeats; the goal is judged on the median round's p99 ratio (1)",
+    )
     parser.add_argument("--batch", type=int, default=10, help="reports per request (10)")
     parser.add_argument("--report-clients", type=int, default=4, help="report clients (4)")
     parser.add_argument(
@@ -317,7 +325,10 @@ def main() -> int:
             f"{args.slice:g} s slice ...",
             flush=True,
         )
-        loaded = _phase(port, args, keys, env, folder, GOAL_REPORTS_PER_SECOND, Slices(args.slice))
+        rounds = [
+            _phase(port, args, keys, env, folder, GOAL_REPORTS_PER_SECOND, Slices(args.slice))
+            for _ in range(args.rounds)
+        ]
         print("phase 2: reports as fast as they are answered, beside retrains ...", flush=True)
         capacity = _phase(port, args, keys, env, folder, 0, None)
     storage.drain_reports()
@@ -327,23 +338,32 @@ def main() -> int:
         ]
     shutil.rmtree(folder, ignore_errors=True)
 
-    acknowledged = len(loaded["acknowledged"]) + len(capacity["acknowledged"])
-    failed = loaded["failures"] + capacity["failures"]
-    rate = len(loaded["acknowledged"]) / loaded["seconds"]
+    phases = [*rounds, capacity]
+    acknowledged = sum(len(phase["acknowledged"]) for phase in phases)
+    failed = [failure for phase in phases for failure in phase["failures"]]
+    loaded_reports = sum(len(phase["acknowledged"]) for phase in rounds)
+    rate = loaded_reports / sum(phase["seconds"] for phase in rounds)
     most = len(capacity["acknowledged"]) / capacity["seconds"]
-    without, with_reports = loaded["latencies"][False], loaded["latencies"][True]
-    ratio = _percentile(with_reports, 0.99) / _percentile(without, 0.99)
     lost = acknowledged - stored
-    runs = loaded["runs"] + capacity["runs"]
+    runs = [run for phase in phases for run in phase["runs"]]
     print()
-    for name, latencies in (("without reports", without), ("with reports", with_reports)):
-        print(
-            f"phase 1, {name}: {len(latencies)} find_spam, p50 {_percentile(latencies, 0.5):.2f} "
-            f"ms, p99 {_percentile(latencies, 0.99):.2f} ms"
-        )
+    ratios = []
+    for number, phase in enumerate(rounds, 1):
+        without, with_reports = phase["latencies"][False], phase["latencies"][True]
+        ratios.append(_percentile(with_reports, 0.99) / _percentile(without, 0.99))
+        for name, latencies in (("without reports", without), ("with reports", with_reports)):
+            print(
+                f"phase 1, round {number}, {name}: {len(latencies)} find_spam, p50 "
+                f"{_percentile(latencies, 0.5):.2f} ms, p99 {_percentile(latencies, 0.99):.2f} ms"
+            )
+    # One p99 rests on its slowest 1%, a few dozen requests: a single round swings widely.
+    ratio = statistics.median(ratios)
+    by_round = ", ".join(f"{round_ratio:.2f}" for round_ratio in ratios)
+    print(f"phase 1: p99 ratio by round {by_round}; median {ratio:.2f}")
     print(
-        f"phase 1: {len(loaded['acknowledged']):,} reports acknowledged in the "
-        f"{loaded['seconds']:.1f} s of its slices with reports ({rate:,.0f}/s)"
+        f"phase 1: {loaded_reports:,} reports acknowledged in the "
+        f"{sum(phase['seconds'] for phase in rounds):.1f} s of its slices with reports "
+        f"({rate:,.0f}/s)"
     )
     print(
         f"phase 2: {len(capacity['acknowledged']):,} reports acknowledged in "
@@ -364,7 +384,7 @@ def main() -> int:
         (f"acknowledged but not stored = {lost}", "= 0", lost == 0),
         (f"failed report requests = {len(failed)}", "= 0", not failed),
         (
-            f"find_spam p99 with/without reports = {ratio:.2f}",
+            f"find_spam p99 with/without reports = {ratio:.2f}",  # the median round
             f"<= {GOAL_P99_RATIO}",
             ratio <= GOAL_P99_RATIO,
         ),
