@@ -23,7 +23,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -108,15 +108,12 @@ class ReportInbox:
         # Whether the owner calls `checkpoint` regularly, so commits need not.
         self.background_checkpoints = background_checkpoints
         self._lock = threading.Lock()
-        self._conn: sqlite3.Connection | None = None
-        self._conn_pid: int | None = None
+        self._reader = _ProcessConnection()
         # Writes go through a connection of their own that never sleeps in SQLite's busy handler.
-        self._writer_conn: sqlite3.Connection | None = None
-        self._writer_conn_pid: int | None = None
+        self._writer = _ProcessConnection()
         # The checkpointing thread's own connection, so a request never waits behind a checkpoint.
         self._checkpoint_lock = threading.Lock()
-        self._checkpoint_conn: sqlite3.Connection | None = None
-        self._checkpoint_conn_pid: int | None = None
+        self._checkpointer = _ProcessConnection()
 
     def create(self) -> None:
         """Create the file and its tables if they are missing."""
@@ -134,7 +131,7 @@ class ReportInbox:
         accepted = duplicates = 0
         try:
             with self._lock:
-                conn = self._writer()
+                conn = self._writing_connection()
                 self._begin_writing(conn)
                 try:
                     (last_change,) = conn.execute(LAST_CHANGE).fetchone()
@@ -201,51 +198,48 @@ class ReportInbox:
         (waiting at most `RESTART_WAIT_SECONDS` for it, else trying again next time).
         """
         with self._checkpoint_lock:
-            if self._checkpoint_conn is None or self._checkpoint_conn_pid != os.getpid():
-                with self._lock:
-                    self._connection()  # the file and its write-ahead mode exist
-                self._checkpoint_conn = self._open(RESTART_WAIT_SECONDS)
-                self._checkpoint_conn_pid = os.getpid()
-            self._checkpoint_conn.execute(CHECKPOINT_PASSIVELY).fetchone()
-            self._checkpoint_conn.execute(CHECKPOINT_AND_RESTART).fetchone()
+            conn = self._checkpointer.get(self._open_checkpointer)
+            conn.execute(CHECKPOINT_PASSIVELY).fetchone()
+            conn.execute(CHECKPOINT_AND_RESTART).fetchone()
 
     def close(self) -> None:
         """Close this process's connections; they reopen when next needed. Connections a forked
         process inherited are left to their owner."""
         with self._checkpoint_lock, self._lock:
-            for conn, pid in (
-                (self._conn, self._conn_pid),
-                (self._writer_conn, self._writer_conn_pid),
-                (self._checkpoint_conn, self._checkpoint_conn_pid),
-            ):
-                if conn is not None and pid == os.getpid():
-                    conn.close()
-            self._conn = self._writer_conn = self._checkpoint_conn = None
+            for connection in (self._reader, self._writer, self._checkpointer):
+                connection.close()
 
     def _connection(self) -> sqlite3.Connection:
-        # One connection per process: a connection must not cross a fork (gunicorn's workers).
-        if self._conn is None or self._conn_pid != os.getpid():
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            existed = self.path.exists()
-            conn = self._open(self.busy_timeout_seconds)
-            conn.execute("PRAGMA journal_mode = WAL")
-            for statement in SCHEMA:
-                conn.execute(statement)
-            if not existed:
-                _sync_folder(self.path.parent)
-            self._conn, self._conn_pid = conn, os.getpid()
-        return self._conn
+        """The connection that creates the file and reads (the caller holds `_lock`)."""
+        return self._reader.get(self._open_reader)
 
-    def _writer(self) -> sqlite3.Connection:
+    def _writing_connection(self) -> sqlite3.Connection:
         """The connection `record` writes with (the caller holds `_lock`)."""
-        if self._writer_conn is None or self._writer_conn_pid != os.getpid():
-            self._connection()  # the file, its tables and its write-ahead mode exist
-            # No busy handler: `_begin_writing` waits for the lock instead.
-            conn = self._open(0.0)
-            if self.background_checkpoints:
-                conn.execute(BACKSTOP_CHECKPOINTS_ONLY)
-            self._writer_conn, self._writer_conn_pid = conn, os.getpid()
-        return self._writer_conn
+        return self._writer.get(self._open_writer)
+
+    def _open_reader(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        existed = self.path.exists()
+        conn = self._open(self.busy_timeout_seconds)
+        conn.execute("PRAGMA journal_mode = WAL")
+        for statement in SCHEMA:
+            conn.execute(statement)
+        if not existed:
+            _sync_folder(self.path.parent)
+        return conn
+
+    def _open_writer(self) -> sqlite3.Connection:
+        self._connection()  # the file, its tables and its write-ahead mode exist
+        # No busy handler: `_begin_writing` waits for the lock instead.
+        conn = self._open(0.0)
+        if self.background_checkpoints:
+            conn.execute(BACKSTOP_CHECKPOINTS_ONLY)
+        return conn
+
+    def _open_checkpointer(self) -> sqlite3.Connection:
+        with self._lock:
+            self._connection()  # the file and its write-ahead mode exist
+        return self._open(RESTART_WAIT_SECONDS)
 
     def _open(self, busy_timeout_seconds: float) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -257,6 +251,25 @@ class ReportInbox:
         # Synced on every commit: an acknowledged report survives a power cut.
         conn.execute("PRAGMA synchronous = FULL")
         return conn
+
+
+class _ProcessConnection:
+    """A connection opened on first use in each process: a connection must not cross a fork
+    (gunicorn's workers), and one a forked process inherited is its parent's to close."""
+
+    def __init__(self) -> None:
+        self._conn: sqlite3.Connection | None = None
+        self._pid: int | None = None
+
+    def get(self, open_connection: Callable[[], sqlite3.Connection]) -> sqlite3.Connection:
+        if self._conn is None or self._pid != os.getpid():
+            self._conn, self._pid = open_connection(), os.getpid()
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
+        self._conn = None
 
 
 def _sync_folder(folder: Path) -> None:
