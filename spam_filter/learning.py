@@ -16,15 +16,16 @@ import duckdb
 
 from spam_filter.spam import SpamModel, smoothed_bags_of_words
 from spam_filter.tokenizer_sql import install_tokenizer
+from spam_filter.warehouse_memory import memory_limit_bytes, release_memory
 
 FOLDS = 5
 _FOLD_SEED = 7919
 MESSAGES_PER_BUDGETED_FALSE_POSITIVE = 5
 # Rows fetched into Python at a time from results as long as the vocabulary.
 _FETCH_BATCH_ROWS = 50_000
-# Training messages counted in one statement: at 1.4M a chunk stayed under 128 MB of DuckDB memory
-# on realistic traffic.
-MESSAGES_PER_COUNT_CHUNK = 2_000_000
+# Training messages counted in one statement, per MiB of the warehouse's memory cap: at 1.4M a
+# chunk stayed under 128 MB of DuckDB memory on realistic traffic, and 2M overflowed 64 MB.
+COUNTED_MESSAGES_PER_MIB = 8_000
 
 # A reporter's messages count towards it only where it alone supports their label (contributor);
 # every other message is contributor 0. A message over its reporter's share (capped) counts as
@@ -267,15 +268,23 @@ def count_training_words(
     params = {"fold_seed": _FOLD_SEED, "folds": FOLDS, "report_weight": report_weight}
     conn.execute(COUNT_TRAINING_MESSAGES, params)
     (rows,) = conn.execute(TRAINING_ROWS).fetchone()
-    chunks = max(1, math.ceil(rows / MESSAGES_PER_COUNT_CHUNK))
+    chunks = max(1, math.ceil(rows / messages_per_count_chunk(conn)))
     conn.execute(CREATE_TRAINING_WORD_COUNTS)
     for chunk in range(chunks):
         conn.execute(COUNT_TRAINING_WORDS_CHUNK, {**params, "chunks": chunks, "chunk": chunk})
     (vocabulary,) = conn.execute(VOCABULARY_SIZE).fetchone()
-    if not 0 < max_vocabulary < vocabulary:
-        return 0
-    conn.execute(DROP_RAREST_WORDS, {"max_vocabulary": max_vocabulary})
-    return vocabulary - max_vocabulary
+    dropped = 0
+    if 0 < max_vocabulary < vocabulary:
+        conn.execute(DROP_RAREST_WORDS, {"max_vocabulary": max_vocabulary})
+        dropped = vocabulary - max_vocabulary
+    # What comes next builds dictionaries in Python (the impact check's, the model's).
+    release_memory(conn)
+    return dropped
+
+
+def messages_per_count_chunk(conn: duckdb.DuckDBPyConnection) -> int:
+    """How many training messages one counting statement takes, in the warehouse's memory cap."""
+    return max(1, memory_limit_bytes(conn) * COUNTED_MESSAGES_PER_MIB // 2**20)
 
 
 def class_counts(
@@ -291,9 +300,19 @@ def class_counts(
             spam_words[word] = spam
         if ham:
             ham_words[word] = ham
-    spam_messages, ham_messages, spam_rows, rows = conn.execute(MESSAGE_TOTALS, params).fetchone()
+    spam_messages, ham_messages, spam_rows, rows = message_totals(conn, left_out, with_capped)
     counts = ClassCounts(spam_words, ham_words, spam_messages, ham_messages)
-    return counts, int(spam_rows), int(rows)
+    return counts, spam_rows, rows
+
+
+def message_totals(
+    conn: duckdb.DuckDBPyConnection, left_out: list[int], with_capped: bool = False
+) -> tuple[float, float, int, int]:
+    """The weighted (spam, non-spam) messages that `class_counts` counts, and the unweighted
+    (spam, all) training rows."""
+    params = {"left_out": left_out, "with_capped": with_capped}
+    spam_messages, ham_messages, spam_rows, rows = conn.execute(MESSAGE_TOTALS, params).fetchone()
+    return spam_messages, ham_messages, int(spam_rows), int(rows)
 
 
 def reporter_counts(conn: duckdb.DuckDBPyConnection) -> dict[int, ClassCounts]:
@@ -377,16 +396,20 @@ def learn(
     Raises:
         ValueError: The training split lacks spam or non-spam messages.
     """
-    counts, training_spam, training_messages = class_counts(conn, left_out)
-    if not counts.spam_messages or not counts.ham_messages:
+    spam_messages, ham_messages, _, _ = message_totals(conn, left_out)
+    if not spam_messages or not ham_messages:
         raise ValueError("the training split needs both spam and non-spam messages")
-    spam_bow, non_spam_bow = smoothed_bags_of_words(counts.spam_words, counts.ham_words, alpha)
-    cost_floor = cost_threshold(counts.spam_messages, counts.ham_messages, false_positive_cost)
-    # The raw counts are as large as the bags: let them go before the model adds its log-odds.
-    del counts
+    cost_floor = cost_threshold(spam_messages, ham_messages, false_positive_cost)
     threshold = calibrate_threshold(
         conn, left_out, alpha, collection_budget, user_budget, cost_floor
     )
+    # The model's dictionaries are as large as the vocabulary: DuckDB's buffers go first, so that
+    # the process never holds both at their largest.
+    release_memory(conn)
+    counts, training_spam, training_messages = class_counts(conn, left_out)
+    spam_bow, non_spam_bow = smoothed_bags_of_words(counts.spam_words, counts.ham_words, alpha)
+    # The raw counts are as large as the bags: let them go before the model adds its log-odds.
+    del counts
     model = SpamModel(spam_bow, non_spam_bow, 1.0 / (1.0 + math.exp(threshold.score)))
     return LearnedModel(model, threshold, training_spam, training_messages)
 

@@ -1,11 +1,12 @@
 """Resources: the application database, the store of model weight files, and the warehouse."""
 
 import fcntl
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import psycopg
 from dagster_duckdb import DuckDBResource
 from pydantic import PrivateAttr
@@ -17,6 +18,7 @@ from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.factory import open_storage
 from spam_filter.storage.postgres_storage import release_run_lock, take_run_lock
 from spam_filter.storage.records import StorageUnavailable
+from spam_filter.warehouse_memory import release_memory
 
 # Where the dagster CLI keeps its instance when DAGSTER_HOME is unset: a folder of this name in the
 # working directory, deleted when the command exits.
@@ -129,6 +131,14 @@ class Warehouse(DuckDBResource):
             self.teardown_after_execution(context)
             raise
         self._held_open = held_open
+
+    @contextmanager
+    def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the warehouse; when the step is done with it, DuckDB's buffers are
+        freed (see `warehouse_memory`), so that the next step starts from the run's floor."""
+        with super().get_connection() as conn:
+            yield conn
+            release_memory(conn)
 
     def _take_run_lock(self, on_wait: Callable[[str], None] | None) -> object:
         """The advisory lock on the server in PostgreSQL mode; a lock file beside the warehouse

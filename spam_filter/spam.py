@@ -237,14 +237,22 @@ class SpamModel:
     def from_weights(cls, weights: Mapping[str, Any]) -> "SpamModel":
         """Build a model from weights-file content, raising ValueError when it is malformed."""
         try:
-            spam_bow = {str(w): float(p) for w, p in weights["spam_bow"].items()}
-            non_spam_bow = {str(w): float(p) for w, p in weights["non_spam_bow"].items()}
+            spam_bow = _probabilities(weights["spam_bow"])
+            non_spam_bow = _probabilities(weights["non_spam_bow"])
             percent_spam = float(weights["percent_spam"])
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(f"malformed weights: {error!r}") from error
         if any(p <= 0 for p in spam_bow.values()) or any(p <= 0 for p in non_spam_bow.values()):
             raise ValueError("malformed weights: probabilities must be positive")
         return cls(spam_bow, non_spam_bow, percent_spam, dict(weights.get("info") or {}))
+
+
+def _probabilities(bag: Mapping[str, Any]) -> dict[str, float]:
+    """A bag of words as str -> float; the parsed JSON dict itself when it already is one, since a
+    copy of a whole vocabulary costs tens of megabytes while a model loads."""
+    if type(bag) is dict and all(type(word) is str and type(p) is float for word, p in bag.items()):
+        return bag
+    return {str(word): float(p) for word, p in bag.items()}
 
 
 @dataclass(frozen=True)

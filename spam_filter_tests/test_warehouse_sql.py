@@ -11,6 +11,7 @@ from spam_filter.datasets import read_sms_spam_collection
 from spam_filter.scoring import score_test_split
 from spam_filter.spam import count_tokens, train_model
 from spam_filter.tokenizer_sql import install_tokenizer
+from spam_filter.warehouse_memory import memory_capped, memory_limit_bytes, release_memory
 from spam_filter_tests.helpers import add_sample_messages, materialize_all
 
 EDGE_TEXTS = ["", "   ", "?!...", "WINNER!! call 08452810075 £1000", "lunch at noon"]
@@ -39,11 +40,13 @@ def _warehouse_with(
     return conn
 
 
-# With chunks of 1,000 messages the count takes several statements, whose rows for one word and
+# With chunks of 1,000 messages (not the one chunk DuckDB's default cap holds) the count takes
+# several statements, whose rows for one word and
 # fold must add up.
-@pytest.mark.parametrize("messages_per_chunk", [learning.MESSAGES_PER_COUNT_CHUNK, 1000])
+@pytest.mark.parametrize("messages_per_chunk", [None, 1000])
 def test_unnested_words_count_like_python(sms, messages_per_chunk, monkeypatch):
-    monkeypatch.setattr(learning, "MESSAGES_PER_COUNT_CHUNK", messages_per_chunk)
+    if messages_per_chunk is not None:
+        monkeypatch.setattr(learning, "messages_per_count_chunk", lambda conn: messages_per_chunk)
     texts = [text for text, _ in sms] + EDGE_TEXTS
     conn = duckdb.connect()
     install_tokenizer(conn)
@@ -64,7 +67,7 @@ def test_unnested_words_count_like_python(sms, messages_per_chunk, monkeypatch):
     (groups,) = conn.execute(
         "SELECT count(*) FROM (SELECT DISTINCT fold, contributor, word FROM training_word_counts)"
     ).fetchone()
-    assert (rows_counted > groups) == (messages_per_chunk < len(texts))
+    assert (rows_counted > groups) == (messages_per_chunk is not None)
 
 
 def test_the_vocabulary_keeps_the_most_frequent_words(sms):
@@ -281,3 +284,65 @@ def test_the_test_split_scores_a_bounded_sample_of_user_messages_and_the_curated
         "SELECT count(*) FROM public.spam_training_dataframe"
     ).fetchone()
     assert training_rows + whole["gold"] + whole["user"] == 21100
+
+
+def _buffered_megabytes(conn: duckdb.DuckDBPyConnection) -> float:
+    (used,) = conn.execute("SELECT sum(memory_usage_bytes) / 1e6 FROM duckdb_memory()").fetchone()
+    return used
+
+
+def test_released_memory_keeps_the_cap_and_the_tables(tmp_path):
+    conn = duckdb.connect(str(tmp_path / "warehouse.duckdb"), config={"memory_limit": "256MB"})
+    conn.execute(
+        "CREATE TEMP TABLE texts AS SELECT repeat('spam ', 20) || range AS body FROM range(400000)"
+    )
+    (cap,) = conn.execute("SELECT current_setting('memory_limit')").fetchone()
+    assert _buffered_megabytes(conn) > 20
+
+    release_memory(conn)
+
+    assert _buffered_megabytes(conn) < 5
+    assert conn.execute("SELECT current_setting('memory_limit')").fetchone() == (cap,)
+    assert conn.execute("SELECT count(DISTINCT body) FROM texts").fetchone() == (400_000,)
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"), [("128MB", 128e6), ("1GB", 1e9), ("2.5GB", 2.5e9), ("100KB", 1e5)]
+)
+def test_the_memory_cap_reads_back_in_bytes(setting, expected):
+    conn = duckdb.connect(config={"memory_limit": setting})
+    # DuckDB shows the cap rounded to a tenth of its unit.
+    assert memory_limit_bytes(conn) == pytest.approx(expected, rel=0.05)
+
+
+def test_a_smaller_cap_counts_in_more_chunks():
+    small = duckdb.connect(config={"memory_limit": "64MB"})
+    large = duckdb.connect(config={"memory_limit": "256MB"})
+    assert learning.messages_per_count_chunk(large) == pytest.approx(
+        4 * learning.messages_per_count_chunk(small), rel=0.01
+    )
+
+
+def test_a_capped_block_holds_duckdb_to_the_lower_cap_and_gives_back_its_own():
+    conn = duckdb.connect(config={"memory_limit": "256MB"})
+    small = duckdb.connect(config={"memory_limit": "16MB"})
+    with memory_capped(conn, 32 * 10**6), memory_capped(small, 32 * 10**6):
+        assert memory_limit_bytes(conn) == pytest.approx(32e6, rel=0.01)
+        assert memory_limit_bytes(small) == pytest.approx(16e6, rel=0.01)
+    assert memory_limit_bytes(conn) == pytest.approx(256e6, rel=0.01)
+    assert memory_limit_bytes(small) == pytest.approx(16e6, rel=0.01)
+
+
+def test_scoring_builds_its_join_on_the_vocabulary_and_leaves_the_optimizer_as_it_was(sms):
+    model = train_model(sms[:4000], alpha=0.1, false_positive_cost=8.0)
+    conn = _warehouse_with([(spam, text) for text, spam in sms[4000:]])
+    install_tokenizer(conn)
+    scoring._store_log_odds(conn, [model])
+    params = {"first_prior": 0.0, "second_prior": 0.0, "first": 0, "stop": 10**6, "left_out": []}
+    with scoring._join_sides_as_written(conn):
+        ((_, plan),) = conn.execute("EXPLAIN " + scoring.SCORE_TEST_SPLIT_BATCH, params).fetchall()
+    # A LEFT join builds its hash table on the right side, the model's words; DuckDB's own choice
+    # (a RIGHT join) builds it on every token of the batch.
+    assert "Join Type: LEFT" in plan
+    assert "Join Type: RIGHT" not in plan
+    assert conn.execute("SELECT current_setting('disabled_optimizers')").fetchone() == ("",)

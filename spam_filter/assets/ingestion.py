@@ -9,6 +9,7 @@ from spam_filter import constants, settings, tables
 from spam_filter.datasets import read_gold_messages, read_sms_spam_collection
 from spam_filter.reporter_keys import text_key
 from spam_filter.resources import ApplicationDatabase, Warehouse
+from spam_filter.warehouse_memory import memory_capped
 
 GROUP = "ingestion"
 
@@ -288,12 +289,17 @@ def user_messages(
     storage.create_schema()  # brings an older database's tables up to date
     with warehouse.get_connection() as conn:
         conn.execute(tables.CREATE_SCHEMA)
-        storage.copy_messages_into(conn, config.max_messages, config.sample_seed)
+        # Copying, adding a column and summing stream: DuckDB would otherwise keep its whole cap
+        # of the blocks they wrote and read. Only labelling the reports needs more.
+        with memory_capped(conn):
+            storage.copy_messages_into(conn, config.max_messages, config.sample_seed)
+            conn.execute(ADD_CAPPED_COLUMN)
         _add_reported_messages(conn, config)
-        from_messages, from_reports, capped, spam, synthetic = conn.execute(
-            SUMMARISE_USER_MESSAGES
-        ).fetchone()
-        preview = tables.preview(conn, "user_messages")
+        with memory_capped(conn):
+            from_messages, from_reports, capped, spam, synthetic = conn.execute(
+                SUMMARISE_USER_MESSAGES
+            ).fetchone()
+            preview = tables.preview(conn, "user_messages")
     context.log.info(
         f"{from_messages:,} user messages from `messages` ({synthetic:,} synthetic) and "
         f"{from_reports:,} from reports ({capped:,} more over their reporters' share)"
@@ -314,7 +320,6 @@ def user_messages(
 
 def _add_reported_messages(conn: duckdb.DuckDBPyConnection, config: UserMessagesConfig) -> None:
     """Leave out outvoted reporters, label the reported messages, and cap each reporter's share."""
-    conn.execute(ADD_CAPPED_COLUMN)
     conn.execute(CREATE_USER_REPORTS_IF_MISSING)
     conn.execute(CREATE_SMS_SPAM_EXAMPLES_IF_MISSING)
     conn.execute(COLLECT_REPORT_VOTES)
@@ -371,7 +376,7 @@ def _outvoted_reporters(
 def spam_dataset(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
     """Every labelled message to learn from or judge by: the SMS collection, the gold set and the
     product's messages."""
-    with warehouse.get_connection() as conn:
+    with warehouse.get_connection() as conn, memory_capped(conn):
         # A view, not a copy: the sources are tables this run's upstream steps wrote.
         tables.make_room_for(conn, "spam_dataset")
         conn.execute(CREATE_GOLD_EXAMPLES_IF_MISSING)
