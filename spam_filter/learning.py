@@ -23,9 +23,10 @@ _FOLD_SEED = 7919
 MESSAGES_PER_BUDGETED_FALSE_POSITIVE = 5
 # Rows fetched into Python at a time from results as long as the vocabulary.
 _FETCH_BATCH_ROWS = 50_000
-# Training messages counted in one statement, per MiB of the warehouse's memory cap: at 1.4M a
-# chunk stayed under 128 MB of DuckDB memory on realistic traffic, and 2M overflowed 64 MB.
-COUNTED_MESSAGES_PER_MIB = 8_000
+# Training messages counted in one statement, per MiB of the warehouse's memory cap (2M at the
+# default 256 MB): at 1.4M a chunk stayed under 128 MB of DuckDB memory on realistic traffic, and
+# 2M overflowed 64 MB.
+COUNTED_MESSAGES_PER_MIB = 8_192
 
 # A reporter's messages count towards it only where it alone supports their label (contributor);
 # every other message is contributor 0. A message over its reporter's share (capped) counts as

@@ -134,11 +134,14 @@ class Warehouse(DuckDBResource):
 
     @contextmanager
     def get_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection to the warehouse; when the step is done with it, DuckDB's buffers are
-        freed (see `warehouse_memory`), so that the next step starts from the run's floor."""
+        """A connection to the warehouse; when the step is done with it, however it ends, DuckDB's
+        buffers are freed (see `warehouse_memory`), so that the next step starts from the run's
+        floor."""
         with super().get_connection() as conn:
-            yield conn
-            release_memory(conn)
+            try:
+                yield conn
+            finally:
+                release_memory(conn)
 
     def _take_run_lock(self, on_wait: Callable[[str], None] | None) -> object:
         """The advisory lock on the server in PostgreSQL mode; a lock file beside the warehouse

@@ -235,7 +235,10 @@ class SpamModel:
 
     @classmethod
     def from_weights(cls, weights: Mapping[str, Any]) -> "SpamModel":
-        """Build a model from weights-file content, raising ValueError when it is malformed."""
+        """Build a model from weights-file content, raising ValueError when it is malformed.
+
+        The model may keep the content's own bags rather than copies: callers hand over freshly
+        parsed content and must not change it afterwards."""
         try:
             spam_bow = _probabilities(weights["spam_bow"])
             non_spam_bow = _probabilities(weights["non_spam_bow"])

@@ -5,6 +5,10 @@ keeps the warehouse open from start to end. Python then builds the model's dicti
 DuckDB that still holds its whole cap, and the process peaks at the sum of both. Lowering the cap
 for a moment makes DuckDB evict its cache and free its buffers (temporary tables move to disk and
 are read back when next used); restoring it leaves the next phase its whole cap.
+
+The cap is global to the database: lowering it through one connection holds every connection to
+the same file in the process. That is safe here because a run's steps take turns (the in-process
+executor), and every change is undone when its block ends, however it ends.
 """
 
 import re
@@ -13,11 +17,11 @@ from contextlib import contextmanager
 
 import duckdb
 
-# The smallest cap DuckDB accepts for the moment it frees its buffers: what stays pinned by an open
-# result is kept whatever the figure.
+# Small enough to evict every unpinned block, with room left for the SET that restores the cap.
 _RELEASING_LIMIT_BYTES = 10**6
-# Enough for DuckDB to stream a copy or a scan, and the scoring of one batch of messages.
-STREAMING_LIMIT_BYTES = 64 * 10**6
+# Per DuckDB thread, for streaming a copy or a scan, or scoring one batch of messages: each thread
+# pins blocks of its own. 64 MB served the 2 threads of the machine it was measured on.
+STREAMING_BYTES_PER_THREAD = 32 * 10**6
 # How DuckDB shows a memory setting: `122.0 MiB`, `2.3 GiB`, `512 bytes`.
 _SETTING_RE = re.compile(r"([0-9.]+) (bytes|[KMGTP]iB)")
 _UNIT_BYTES = {
@@ -42,23 +46,40 @@ def memory_limit_bytes(conn: duckdb.DuckDBPyConnection) -> int:
     return int(float(number) * _UNIT_BYTES[unit])
 
 
+def streaming_limit_bytes(conn: duckdb.DuckDBPyConnection) -> int:
+    """What streaming work needs with DuckDB's number of threads."""
+    (threads,) = conn.execute("SELECT current_setting('threads')").fetchone()
+    return STREAMING_BYTES_PER_THREAD * max(1, int(threads))
+
+
 @contextmanager
 def memory_capped(
-    conn: duckdb.DuckDBPyConnection, limit_bytes: int = STREAMING_LIMIT_BYTES
+    conn: duckdb.DuckDBPyConnection, limit_bytes: int | None = None
 ) -> Iterator[None]:
-    """Hold DuckDB to `limit_bytes` (or its own cap, if lower) for the statements inside, then
-    give it back its own cap.
+    """Hold DuckDB to `limit_bytes` (default: `streaming_limit_bytes`, and never above its own
+    cap) for the statements inside, then give it back its own cap.
 
-    For work that streams (copies, scans with small results, fetches that Python turns into
-    dictionaries): DuckDB would otherwise fill its whole cap with cached blocks beside what Python
-    builds. Lowering the cap frees DuckDB's buffers at once.
+    For work that streams (copies, scans with small results): DuckDB would otherwise fill its
+    whole cap with cached blocks beside what Python holds. An in-memory database is left alone: it
+    has no file to spill beside, and DuckDB would write its temporary tables into the working
+    directory.
     """
-    cap = memory_limit_bytes(conn)
+    (path,) = conn.execute(
+        "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
+    ).fetchone()
     try:
-        conn.execute("SET memory_limit = $limit", {"limit": f"{min(cap, limit_bytes)} bytes"})
+        cap = memory_limit_bytes(conn)
+    except ValueError:
+        cap = None
+    if path is None or cap is None:
+        # Freeing memory is an economy, never a reason to fail a run.
+        yield
+        return
+    limit = streaming_limit_bytes(conn) if limit_bytes is None else limit_bytes
+    try:
+        conn.execute("SET memory_limit = $limit", {"limit": f"{min(cap, limit)} bytes"})
     except duckdb.Error:
-        # Pinned buffers can keep DuckDB over the limit: it keeps its cap, which is only a lost
-        # economy, never a reason to fail a run.
+        # Pinned buffers can keep DuckDB over the lower cap; it then keeps its own.
         pass
     try:
         yield

@@ -11,7 +11,12 @@ from spam_filter.datasets import read_sms_spam_collection
 from spam_filter.scoring import score_test_split
 from spam_filter.spam import count_tokens, train_model
 from spam_filter.tokenizer_sql import install_tokenizer
-from spam_filter.warehouse_memory import memory_capped, memory_limit_bytes, release_memory
+from spam_filter.warehouse_memory import (
+    STREAMING_BYTES_PER_THREAD,
+    memory_capped,
+    memory_limit_bytes,
+    release_memory,
+)
 from spam_filter_tests.helpers import add_sample_messages, materialize_all
 
 EDGE_TEXTS = ["", "   ", "?!...", "WINNER!! call 08452810075 £1000", "lunch at noon"]
@@ -41,8 +46,7 @@ def _warehouse_with(
 
 
 # With chunks of 1,000 messages (not the one chunk DuckDB's default cap holds) the count takes
-# several statements, whose rows for one word and
-# fold must add up.
+# several statements, whose rows for one word and fold must add up.
 @pytest.mark.parametrize("messages_per_chunk", [None, 1000])
 def test_unnested_words_count_like_python(sms, messages_per_chunk, monkeypatch):
     if messages_per_chunk is not None:
@@ -306,13 +310,20 @@ def test_released_memory_keeps_the_cap_and_the_tables(tmp_path):
     assert conn.execute("SELECT count(DISTINCT body) FROM texts").fetchone() == (400_000,)
 
 
+# DuckDB shows 256MB as `244.1 MiB`: the middle of what that covers, 244.15 MiB, reads back.
 @pytest.mark.parametrize(
-    ("setting", "expected"), [("128MB", 128e6), ("1GB", 1e9), ("2.5GB", 2.5e9), ("100KB", 1e5)]
+    ("setting", "expected"),
+    [
+        ("256MB", int(244.15 * 2**20)),
+        ("100KB", int(97.65 * 2**10)),
+        ("2.5GB", int(2.35 * 2**30)),
+        ("5TB", int(4.55 * 2**40)),
+        ("1GB", int(953.65 * 2**20)),
+    ],
 )
 def test_the_memory_cap_reads_back_in_bytes(setting, expected):
     conn = duckdb.connect(config={"memory_limit": setting})
-    # DuckDB shows the cap rounded to a tenth of its unit.
-    assert memory_limit_bytes(conn) == pytest.approx(expected, rel=0.05)
+    assert memory_limit_bytes(conn) == expected
 
 
 def test_a_smaller_cap_counts_in_more_chunks():
@@ -323,14 +334,30 @@ def test_a_smaller_cap_counts_in_more_chunks():
     )
 
 
-def test_a_capped_block_holds_duckdb_to_the_lower_cap_and_gives_back_its_own():
-    conn = duckdb.connect(config={"memory_limit": "256MB"})
-    small = duckdb.connect(config={"memory_limit": "16MB"})
-    with memory_capped(conn, 32 * 10**6), memory_capped(small, 32 * 10**6):
-        assert memory_limit_bytes(conn) == pytest.approx(32e6, rel=0.01)
-        assert memory_limit_bytes(small) == pytest.approx(16e6, rel=0.01)
-    assert memory_limit_bytes(conn) == pytest.approx(256e6, rel=0.01)
-    assert memory_limit_bytes(small) == pytest.approx(16e6, rel=0.01)
+def _settings(conn: duckdb.DuckDBPyConnection, name: str) -> str:
+    (value,) = conn.execute("SELECT current_setting($name)", {"name": name}).fetchone()
+    return value
+
+
+def test_a_capped_block_holds_duckdb_to_the_lower_cap_and_gives_back_its_own(tmp_path):
+    conn = duckdb.connect(str(tmp_path / "large.duckdb"), config={"memory_limit": "256MB"})
+    small = duckdb.connect(str(tmp_path / "small.duckdb"), config={"memory_limit": "16MB"})
+    in_memory = duckdb.connect(config={"memory_limit": "256MB"})
+    with pytest.raises(RuntimeError), memory_capped(conn, 32 * 10**6):
+        with memory_capped(small, 32 * 10**6), memory_capped(in_memory, 32 * 10**6):
+            assert _settings(conn, "memory_limit") == "30.5 MiB"
+            assert _settings(small, "memory_limit") == "15.2 MiB"
+            # Left alone: it would spill into the working directory.
+            assert _settings(in_memory, "memory_limit") == "244.1 MiB"
+        raise RuntimeError("the block fails")
+    assert _settings(conn, "memory_limit") == "244.1 MiB"
+    assert _settings(small, "memory_limit") == "15.2 MiB"
+
+
+def test_the_streaming_cap_grows_with_duckdbs_threads(tmp_path):
+    conn = duckdb.connect(str(tmp_path / "warehouse.duckdb"), config={"threads": 3})
+    with memory_capped(conn):
+        assert memory_limit_bytes(conn) == pytest.approx(3 * STREAMING_BYTES_PER_THREAD, rel=0.01)
 
 
 def test_scoring_builds_its_join_on_the_vocabulary_and_leaves_the_optimizer_as_it_was(sms):
@@ -345,4 +372,8 @@ def test_scoring_builds_its_join_on_the_vocabulary_and_leaves_the_optimizer_as_i
     # (a RIGHT join) builds it on every token of the batch.
     assert "Join Type: LEFT" in plan
     assert "Join Type: RIGHT" not in plan
-    assert conn.execute("SELECT current_setting('disabled_optimizers')").fetchone() == ("",)
+    assert _settings(conn, "disabled_optimizers") == ""
+    conn.execute("SET disabled_optimizers = 'top_n'")
+    with pytest.raises(RuntimeError), scoring._join_sides_as_written(conn):
+        raise RuntimeError("the statement fails")
+    assert _settings(conn, "disabled_optimizers") == "top_n"
