@@ -367,7 +367,7 @@ def test_scoring_builds_its_join_on_the_vocabulary_and_leaves_the_optimizer_as_i
     scoring._store_log_odds(conn, [model])
     params = {"first_prior": 0.0, "second_prior": 0.0, "first": 0, "stop": 10**6, "left_out": []}
     with scoring._join_sides_as_written(conn):
-        ((_, plan),) = conn.execute("EXPLAIN " + scoring.SCORE_TEST_SPLIT_BATCH, params).fetchall()
+        plan = conn.sql(scoring.SCORE_TEST_SPLIT_BATCH, params=params).explain()
     # A LEFT join builds its hash table on the right side, the model's words; DuckDB's own choice
     # (a RIGHT join) builds it on every token of the batch.
     assert "Join Type: LEFT" in plan
