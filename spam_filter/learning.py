@@ -404,8 +404,8 @@ def learn(
     threshold = calibrate_threshold(
         conn, left_out, alpha, collection_budget, user_budget, cost_floor
     )
-    # The model's dictionaries are as large as the vocabulary: DuckDB's buffers go first, so that
-    # the process never holds both at their largest.
+    # The model's dictionaries are as large as the vocabulary: DuckDB's cached buffers go first,
+    # rather than sit beside them.
     release_memory(conn)
     counts, training_spam, training_messages = class_counts(conn, left_out)
     spam_bow, non_spam_bow = smoothed_bags_of_words(counts.spam_words, counts.ham_words, alpha)

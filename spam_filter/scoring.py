@@ -9,7 +9,7 @@ import pandas as pd
 
 from spam_filter.spam import SpamModel
 from spam_filter.tokenizer_sql import install_tokenizer
-from spam_filter.warehouse_memory import memory_capped
+from spam_filter.warehouse_memory import release_memory
 
 
 @dataclass(frozen=True)
@@ -92,8 +92,8 @@ class SplitScores:
 
 # Messages are scored a batch of rowids at a time: the per-message sums are the only state that
 # grows with the number of messages, and batches keep it bounded: 200,000 realistic messages took
-# about 70 MB of DuckDB's memory, and half as many fit the streaming cap of 2 threads.
-SCORE_BATCH_ROWS = 100_000
+# about 70 MB of DuckDB's memory.
+SCORE_BATCH_ROWS = 200_000
 # The optimizer that picks which side of a join DuckDB builds its hash table on.
 _SIDE_SWAPPING_OPTIMIZER = "build_side_probe_side"
 
@@ -183,9 +183,7 @@ def score_models(
     priors = [model.prior_log_odds for model in models] + [0.0]
     (stop,) = conn.execute(TEST_SPLIT_ROWID_END).fetchone()
     totals = {group: [0] * 8 for group in METRIC_GROUPS}
-    # Each batch reads its messages once: cached, they would fill DuckDB's whole cap beside the
-    # models that Python holds.
-    with memory_capped(conn), _join_sides_as_written(conn):
+    with _join_sides_as_written(conn):
         for first in range(0, stop, SCORE_BATCH_ROWS):
             rows = conn.execute(
                 SCORE_TEST_SPLIT_BATCH,
@@ -199,6 +197,10 @@ def score_models(
             ).fetchall()
             for group, *counts in rows:
                 totals[group] = [a + int(b) for a, b in zip(totals[group], counts, strict=True)]
+            # Each batch reads its messages once: cached, they would fill DuckDB's whole cap beside
+            # the models that Python holds. (Under the streaming cap instead, 30M ran out of
+            # memory here.)
+            release_memory(conn)
             if progress is not None:
                 progress(min(first + SCORE_BATCH_ROWS, stop), stop)
     conn.execute(DROP_LOG_ODDS)
