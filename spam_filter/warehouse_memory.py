@@ -19,8 +19,9 @@ import duckdb
 
 # Small enough to evict every unpinned block, with room left for the SET that restores the cap.
 _RELEASING_LIMIT_BYTES = 10**6
-# Per DuckDB thread, for streaming a copy or a scan, or scoring one batch of messages: each thread
-# pins blocks of its own. 64 MB served the 2 threads of the machine it was measured on.
+# Per DuckDB thread, for streaming a copy or a scan: each thread pins blocks of its own. 64 MB
+# served the 2 threads of the machine it was measured on. (Scoring needs more: at 30M it ran out
+# of memory under this cap, so it runs at the full cap and frees it after each batch.)
 STREAMING_BYTES_PER_THREAD = 32 * 10**6
 # How DuckDB shows a memory setting: `122.0 MiB`, `2.3 GiB`, `512 bytes`.
 _SETTING_RE = re.compile(r"([0-9.]+) (bytes|[KMGTP]iB)")
