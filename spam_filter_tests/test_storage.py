@@ -1,7 +1,11 @@
 """The DuckDB backend's own behaviour: its column types, its change marker, its file lock and its
 report inbox. What every backend must do is in `test_storage_contract.py`."""
 
+import os
+import signal
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -153,6 +157,62 @@ def test_a_report_gives_up_when_the_inbox_stays_locked(storage, inbox_writer):
     assert time.monotonic() - started < 3.0
     inbox_writer.execute("ROLLBACK")
     assert storage.drain_reports() == 0
+
+
+# Holds the inbox's write lock from another process until a line arrives on its stdin. Another
+# process, since SQLite's own lock records do not survive a fork of the process that holds them.
+HOLD_THE_INBOX = """
+import sqlite3, sys
+writer = sqlite3.connect(sys.argv[1], isolation_level=None)
+writer.execute("BEGIN IMMEDIATE")
+print("held", flush=True)
+sys.stdin.readline()
+writer.execute("COMMIT")
+"""
+
+
+def test_a_child_forked_while_a_report_waits_can_still_report(storage):
+    """gunicorn's --preload forks workers from a process whose threads may be mid-request: the
+    child must not inherit the inbox's lock held by a thread that did not cross the fork."""
+    alice = storage.add_reporter("alice", key_hash("key-a"))
+    storage.inbox.create()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_THE_INBOX, str(storage.inbox.path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "held\n"
+        waiting = threading.Thread(
+            target=storage.record_reports, args=(alice, [Report("sent before the fork", True)])
+        )
+        waiting.start()
+        deadline = time.monotonic() + 5
+        while not storage.inbox._lock.locked():  # held while the thread waits for SQLite's lock
+            assert time.monotonic() < deadline, "the report never started"
+            time.sleep(0.01)
+        child = os.fork()
+        if child == 0:
+            try:
+                outcome = storage.record_reports(alice, [Report("sent by the child", True)])
+                os._exit(0 if outcome == ReportOutcome(1, 0) else 1)
+            finally:
+                os._exit(2)
+        holder.communicate("go\n", timeout=10)
+        waiting.join()
+    finally:
+        holder.kill()
+        holder.wait()
+    deadline = time.monotonic() + 10
+    while (ended := os.waitpid(child, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if ended[0] == 0:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+        pytest.fail("the forked child hung on a lock that a thread held at the fork")
+    assert os.waitstatus_to_exitcode(ended[1]) == 0
+    assert storage.drain_reports() == 2
 
 
 def test_an_unwritable_inbox_stores_nothing_and_says_so(storage, tmp_path):

@@ -18,6 +18,7 @@ from typing import Any
 from flask import Flask, current_app
 
 from spam_filter import weights
+from spam_filter.fork_safe_lock import ForkSafeLock
 from spam_filter.serving import metrics
 from spam_filter.spam import SpamModel, load_model
 from spam_filter.storage.base import ApplicationStorage
@@ -83,7 +84,7 @@ class DatabaseWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._owner_pid: int | None = None
-        self._start_lock = threading.Lock()
+        self._start_lock = ForkSafeLock()
         # (change marker, monotonic time) of the last check that found the active model loaded.
         self._verified: tuple[Any, float] | None = None
 

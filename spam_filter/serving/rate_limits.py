@@ -1,11 +1,12 @@
 """Token buckets that cap how many reports each reporter may send to one API process."""
 
 import math
-import threading
 import time
 from collections.abc import Callable
 
 from flask import Flask, current_app
+
+from spam_filter.fork_safe_lock import ForkSafeLock
 
 EXTENSION_KEY = "report_rate_limits"
 
@@ -25,7 +26,7 @@ class TokenBuckets:
         self.burst = burst
         self._clock = clock
         self._buckets: dict[int, tuple[float, float]] = {}
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     def take(self, reporter_id: int, count: int) -> float:
         """Take `count` tokens: 0 when they were there, else the seconds until they will be."""

@@ -12,7 +12,6 @@ itself. A failed connection becomes `StorageUnavailable`.
 
 import os
 import select
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 
 from spam_filter.file_locks import LockTimeout
+from spam_filter.fork_safe_lock import ForkSafeLock
 from spam_filter.storage import queries
 from spam_filter.storage.base import ApplicationStorage, in_transaction
 from spam_filter.storage.records import Report, ReportOutcome, StorageUnavailable, vote_rows
@@ -206,7 +206,7 @@ class PostgresStorage(ApplicationStorage):
         self.keep_connections = keep_connections
         self._idle: list[psycopg.Connection] = []
         self._idle_pid = os.getpid()
-        self._idle_lock = threading.Lock()
+        self._idle_lock = ForkSafeLock()
         # Connections inherited through a fork: never closed here, since closing would end the
         # parent's sessions; kept referenced so that garbage collection does not close them.
         self._inherited: list[psycopg.Connection] = []

@@ -21,12 +21,12 @@ the unlucky request waited several milliseconds for the copy, holding up its wor
 
 import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from spam_filter.fork_safe_lock import ForkSafeLock
 from spam_filter.storage.records import Report, ReportOutcome, StorageUnavailable, vote_rows
 
 SCHEMA = (
@@ -107,12 +107,12 @@ class ReportInbox:
         self.busy_timeout_seconds = busy_timeout_seconds
         # Whether the owner calls `checkpoint` regularly, so commits need not.
         self.background_checkpoints = background_checkpoints
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._reader = _ProcessConnection()
         # Writes go through a connection of their own that never sleeps in SQLite's busy handler.
         self._writer = _ProcessConnection()
         # The checkpointing thread's own connection, so a request never waits behind a checkpoint.
-        self._checkpoint_lock = threading.Lock()
+        self._checkpoint_lock = ForkSafeLock()
         self._checkpointer = _ProcessConnection()
 
     def create(self) -> None:
