@@ -12,6 +12,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
+from spam_filter.serving.database_watcher import EXTENSION_KEY
 from spam_filter_tests.helpers import OtherProcess, wait_for
 from spam_filter_tests.servers import request, running_server, send
 
@@ -151,3 +152,28 @@ def test_metrics_add_up_over_the_workers_of_a_real_gunicorn(
         # No control socket: two servers on one machine would share its default path.
         assert "Control socket" not in server.log.read_text()
     assert not folder.exists()
+
+
+def test_a_failing_inbox_checkpoint_degrades_health_and_is_counted(client: FlaskClient) -> None:
+    watcher = client.application.extensions[EXTENSION_KEY]
+    watcher.storage.inbox.create()
+    watcher.stop()  # and closes the inbox, which leaves its file alone
+    inbox = watcher.storage.inbox.path
+    aside = inbox.with_name("inbox_aside")
+    inbox.rename(aside)
+    inbox.mkdir()  # a folder where the inbox's file was: SQLite cannot open it
+    before = _value(_scrape(client), "spam_filter_report_inbox_checkpoint_failures_total")
+    watcher.start()
+    try:
+        assert wait_for(lambda: client.get("/api/health").json["status"] == "degraded")
+        health = client.get("/api/health").json
+        assert "cannot checkpoint the report inbox" in health["problem"]
+        assert client.post(URL, json={"text": SPAM}).json["is_spam"] is True
+        assert (
+            _value(_scrape(client), "spam_filter_report_inbox_checkpoint_failures_total")
+            >= before + 1
+        )
+    finally:
+        inbox.rmdir()
+        aside.rename(inbox)
+    assert wait_for(lambda: client.get("/api/health").json["status"] == "ok")

@@ -218,6 +218,7 @@ class DatabaseWatcher:
             self.storage.checkpoint_report_inbox()
         except Exception as error:  # the next round retries; commits checkpoint past a backstop
             problem = f"cannot checkpoint the report inbox: {_reason(error)}"
+            metrics.REPORT_INBOX_CHECKPOINT_FAILURES.inc()
         self.checkpoint_problem = self._log_change(
             self.checkpoint_problem, problem, "report inbox checkpoint recovered"
         )
@@ -228,7 +229,10 @@ class DatabaseWatcher:
         stale = checked is None or (
             (datetime.now(UTC) - checked).total_seconds() > 3 * self.refresh_seconds + 5
         )
-        degraded = self.problem is not None or self.keys_problem is not None or stale
+        # A failing checkpoint does not stop reports (commits copy the log past a backstop), but
+        # the log grows until someone looks.
+        problem = self.problem or self.keys_problem or self.checkpoint_problem
+        degraded = problem is not None or stale
         status = "no_model" if loaded is None else ("degraded" if degraded else "ok")
         return {
             "success": loaded is not None,
@@ -238,7 +242,7 @@ class DatabaseWatcher:
             "last_checked_at": checked.isoformat() if checked else None,
             "stale": stale,
             "degraded": degraded,
-            "problem": self.problem or self.keys_problem,
+            "problem": problem,
         }
 
 

@@ -61,6 +61,10 @@ MODEL_REFRESH_FAILURES = Counter(
     "spam_filter_model_refresh_failures",
     "Checks for a newly promoted model that failed: database unreadable, weights file refused.",
 )
+REPORT_INBOX_CHECKPOINT_FAILURES = Counter(
+    "spam_filter_report_inbox_checkpoint_failures",
+    "Background copies of the report inbox's write-ahead log that failed (SQLite inbox only).",
+)
 # Looked up once: `labels()` costs as much as the increment itself.
 _SPAM = VERDICTS.labels("spam")
 _NOT_SPAM = VERDICTS.labels("not_spam")
