@@ -5,7 +5,6 @@ import dagster as dg
 from spam_filter import constants
 from spam_filter.assets.ingestion import spam_dataset, user_messages
 from spam_filter.resources import ApplicationDatabase, Warehouse
-from spam_filter.warehouse_memory import memory_capped
 
 COUNT_CLASSES = """
     SELECT count(*) FILTER (WHERE spam), count(*) FILTER (WHERE NOT spam)
@@ -48,7 +47,7 @@ LABEL_TYPE = """
 @dg.asset_check(asset=spam_dataset, blocking=True)
 def check_spam_dataset_has_both_classes(warehouse: Warehouse) -> dg.AssetCheckResult:
     """Both spam and non-spam messages are present: else there is nothing to learn."""
-    with warehouse.get_connection() as conn, memory_capped(conn):
+    with warehouse.get_streaming_connection() as conn:
         spam, non_spam = conn.execute(COUNT_CLASSES).fetchone()
     return dg.AssetCheckResult(
         passed=spam > 0 and non_spam > 0, metadata={"spam": spam, "non_spam": non_spam}
@@ -59,7 +58,7 @@ def check_spam_dataset_has_both_classes(warehouse: Warehouse) -> dg.AssetCheckRe
 def check_spam_dataset_text_present(warehouse: Warehouse) -> dg.AssetCheckResult:
     """No source message is null or blank; any such are left out of the dataset, so a few bad
     rows warn rather than stop the monthly retrain."""
-    with warehouse.get_connection() as conn, memory_capped(conn):
+    with warehouse.get_streaming_connection() as conn:
         (blank,) = conn.execute(COUNT_BLANK_SOURCE_MESSAGES).fetchone()
     return dg.AssetCheckResult(
         passed=blank == 0,
@@ -72,7 +71,7 @@ def check_spam_dataset_text_present(warehouse: Warehouse) -> dg.AssetCheckResult
 def check_spam_dataset_labels_boolean(warehouse: Warehouse) -> dg.AssetCheckResult:
     """Labels are booleans (an error otherwise); a missing label only warns, since unlabelled
     messages are left out of the dataset."""
-    with warehouse.get_connection() as conn, memory_capped(conn):
+    with warehouse.get_streaming_connection() as conn:
         (label_type,) = conn.execute(LABEL_TYPE).fetchone()
         (missing,) = conn.execute(COUNT_UNLABELLED_SOURCE_MESSAGES).fetchone()
     return dg.AssetCheckResult(

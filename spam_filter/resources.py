@@ -18,7 +18,7 @@ from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.factory import open_storage
 from spam_filter.storage.postgres_storage import release_run_lock, take_run_lock
 from spam_filter.storage.records import StorageUnavailable
-from spam_filter.warehouse_memory import release_memory
+from spam_filter.warehouse_memory import memory_capped, release_memory
 
 # Where the dagster CLI keeps its instance when DAGSTER_HOME is unset: a folder of this name in the
 # working directory, deleted when the command exits.
@@ -142,6 +142,13 @@ class Warehouse(DuckDBResource):
                 yield conn
             finally:
                 release_memory(conn)
+
+    @contextmanager
+    def get_streaming_connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for statements that stream rows through rather than hold them (copies,
+        counts, checks): DuckDB is held to the small streaming cap while it is open."""
+        with self.get_connection() as conn, memory_capped(conn):
+            yield conn
 
     def _take_run_lock(self, on_wait: Callable[[str], None] | None) -> object:
         """The advisory lock on the server in PostgreSQL mode; a lock file beside the warehouse
