@@ -1,5 +1,6 @@
 """End to end: a real gunicorn server under load while other processes promote models."""
 
+import json
 import subprocess
 import threading
 import time
@@ -7,6 +8,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import pytest
 
 from spam_filter.processes import stop_process_group
@@ -21,9 +23,18 @@ from spam_filter_tests.helpers import (
     promote_weak_model,
     wait_for,
 )
-from spam_filter_tests.servers import Server, load, request, running_server, summary
+from spam_filter_tests.servers import (
+    REFRESH_SECONDS,
+    Server,
+    load,
+    request,
+    running_server,
+    send,
+    summary,
+)
 
 LOAD_THREADS = 3
+FIND_WINNER = json.dumps({"text": "you are the winner"})
 
 
 @pytest.fixture
@@ -114,3 +125,38 @@ def test_no_failures_while_the_real_job_promotes(server: Server, tmp_path: Path)
     late = [a for a in answers if a.started > job_done_at + SWAP_DEADLINE_SECONDS]
     assert len(late) > 20
     assert all(a.body["model"] == Path(new_path).name for a in late), summary(late)
+
+
+def test_a_preloaded_master_forks_its_workers_with_no_thread_inside_the_database(
+    tmp_path: Path, trained_state: dict[str, str], other_process: OtherProcess
+) -> None:
+    with running_server(tmp_path, trained_state, GUNICORN_CMD_ARGS="--preload") as server:
+        server.wait_workers()
+        # The thread that refreshes and checkpoints the report inbox runs only in the workers:
+        # forking beside it could copy SQLite's lock records mid-operation. Had the master kept
+        # it, it would have opened the inbox by now.
+        time.sleep(3 * REFRESH_SECONDS)
+        master = psutil.Process(server.process.pid)
+        assert not [f.path for f in master.open_files() if "report-inbox" in f.path]
+        assert all(
+            any("report-inbox" in f.path for f in psutil.Process(worker).open_files())
+            for worker in server.worker_pids()
+        )
+        new_path = _inverted_model_path(server.env["SPAM_FILTER_WEIGHTS_DIR"])
+        other_process.promote(server.database, new_path)
+        # Every worker picks the new model up: each runs its own watcher.
+        assert wait_for(
+            lambda: all(
+                request(server.port, "POST", "/api/find_spam", FIND_WINNER)[1]["model"]
+                == Path(new_path).name
+                for _ in range(20)
+            )
+        )
+        # Only the workers' gauges count: the master's said it served the first model.
+        _, _, scrape = send(server.port, "GET", "/metrics")
+        served = {
+            line.split('"')[1]: float(line.split()[-1])
+            for line in scrape.decode().splitlines()
+            if line.startswith("spam_filter_model_served{")
+        }
+        assert served == {Path(trained_state["model_path"]).name: 0.0, Path(new_path).name: 1.0}
