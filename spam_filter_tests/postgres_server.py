@@ -32,6 +32,7 @@ SIGQUIT (immediate) and SIGKILL.
 from __future__ import annotations
 
 import atexit
+import ctypes
 import dataclasses
 import glob
 import hashlib
@@ -48,6 +49,7 @@ import sys
 import tempfile
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
@@ -238,11 +240,35 @@ def _accessible_bin_dir(bin_dir: Path, pw: pwd.struct_passwd) -> Path:
 
 
 def _child_kwargs(pw: pwd.struct_passwd) -> dict:
-    """subprocess kwargs that run the child as the server user (no-op if not root)."""
-    if not _is_root():
-        return {}
-    # extra_groups=[] drops root's supplementary groups (setgroups(0)).
-    return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+    """subprocess kwargs that run the child as the server user (when root), and stop it when the
+    process that started it dies."""
+    kwargs: dict = {"preexec_fn": _stop_with_parent(os.getpid())}
+    if _is_root():
+        # extra_groups=[] drops root's supplementary groups (setgroups(0)).
+        kwargs.update({"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []})
+    return kwargs
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """A pre-exec step asking Linux to send the server SIGINT (PostgreSQL's fast shutdown) when
+    the process that started it dies: a test run killed with SIGKILL, which no cleanup code
+    sees, then leaves no server running. Runs after the switch to the server's user, which
+    would clear the setting. Linux ties it to the starting thread, so start servers from a thread
+    that outlives them (pytest's fixtures and tests run on the main one)."""
+    if sys.platform != "linux":
+        return None
+    # Looked up here: the forked child should do as little as it can before exec.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def ask() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
+        if os.getppid() != parent_pid:  # the parent died before the request was made
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return ask
 
 
 def _child_env(pw: pwd.struct_passwd) -> dict:
