@@ -16,7 +16,12 @@ _LOCKS: "weakref.WeakSet[ForkSafeLock]" = weakref.WeakSet()
 
 class ForkSafeLock:
     """A `threading.Lock`, used as a context manager, that is replaced by a fresh one in each
-    child this process forks."""
+    child this process forks.
+
+    A fresh lock is only safe for state that a child does not take over mid-change: each object
+    here that holds one opens its own connections per process (it checks the pid). Never fork
+    while holding one: the child would find it unheld and fail to release it.
+    """
 
     __slots__ = ("_lock", "__weakref__")
 

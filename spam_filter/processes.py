@@ -10,7 +10,7 @@ from collections.abc import Iterable
 
 # How long what is left of a group may go on stopping by itself once its leader has exited.
 ORPHAN_GRACE_SECONDS = 1.0
-# gunicorn's settings for the API: the workers' metric files, no control socket.
+# gunicorn's settings for the API (see the module).
 GUNICORN_CONFIG = "python:spam_filter.serving.gunicorn_config"
 
 

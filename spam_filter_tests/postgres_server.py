@@ -253,20 +253,21 @@ _PR_SET_PDEATHSIG = 1
 
 
 def _stop_with_parent(parent_pid: int) -> Callable[[], None] | None:
-    """A pre-exec step asking Linux to send the server SIGINT (PostgreSQL's fast shutdown) when
-    the process that started it dies: a test run killed with SIGKILL, which no cleanup code
-    sees, then leaves no server running. Runs after the switch to the server's user, which
-    would clear the setting. Linux ties it to the starting thread, so start servers from a thread
-    that outlives them (pytest's fixtures and tests run on the main one)."""
+    """A pre-exec step asking Linux to send the server SIGQUIT (PostgreSQL's immediate shutdown:
+    the data is thrown away anyway) when the process that started it dies: a test run killed
+    with SIGKILL, which no cleanup code sees, then leaves no server running. Runs after the
+    switch to the server's user, which would clear the setting. Linux ties it to the starting
+    thread, so start servers from a thread that outlives them (pytest's fixtures and tests run on
+    the main one)."""
     if sys.platform != "linux":
         return None
     # Looked up here: the forked child should do as little as it can before exec.
     prctl = ctypes.CDLL(None, use_errno=True).prctl
 
     def ask() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
+        prctl(_PR_SET_PDEATHSIG, signal.SIGQUIT)
         if os.getppid() != parent_pid:  # the parent died before the request was made
-            os.kill(os.getpid(), signal.SIGINT)
+            os._exit(1)
 
     return ask
 

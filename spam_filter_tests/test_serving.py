@@ -1,6 +1,8 @@
 """End to end: a real gunicorn server under load while other processes promote models."""
 
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -127,9 +129,25 @@ def test_no_failures_while_the_real_job_promotes(server: Server, tmp_path: Path)
     assert all(a.body["model"] == Path(new_path).name for a in late), summary(late)
 
 
+def _served_gauges(port: int) -> dict[str, float]:
+    _, _, scrape = send(port, "GET", "/metrics")
+    return {
+        line.split('"')[1]: float(line.split()[-1])
+        for line in scrape.decode().splitlines()
+        if line.startswith("spam_filter_model_served{")
+    }
+
+
+def _all_serve(port: int, name: str) -> bool:
+    return all(
+        request(port, "POST", "/api/find_spam", FIND_WINNER)[1]["model"] == name for _ in range(20)
+    )
+
+
 def test_a_preloaded_master_forks_its_workers_with_no_thread_inside_the_database(
     tmp_path: Path, trained_state: dict[str, str], other_process: OtherProcess
 ) -> None:
+    first = Path(trained_state["model_path"]).name
     with running_server(tmp_path, trained_state, GUNICORN_CMD_ARGS="--preload") as server:
         server.wait_workers()
         # The thread that refreshes and checkpoints the report inbox runs only in the workers:
@@ -142,21 +160,18 @@ def test_a_preloaded_master_forks_its_workers_with_no_thread_inside_the_database
             any("report-inbox" in f.path for f in psutil.Process(worker).open_files())
             for worker in server.worker_pids()
         )
+        # Each worker says what it serves, though it inherited the model rather than loaded it.
+        assert _served_gauges(server.port) == {first: 1.0}
         new_path = _inverted_model_path(server.env["SPAM_FILTER_WEIGHTS_DIR"])
         other_process.promote(server.database, new_path)
         # Every worker picks the new model up: each runs its own watcher.
-        assert wait_for(
-            lambda: all(
-                request(server.port, "POST", "/api/find_spam", FIND_WINNER)[1]["model"]
-                == Path(new_path).name
-                for _ in range(20)
-            )
-        )
+        assert wait_for(lambda: _all_serve(server.port, Path(new_path).name))
         # Only the workers' gauges count: the master's said it served the first model.
-        _, _, scrape = send(server.port, "GET", "/metrics")
-        served = {
-            line.split('"')[1]: float(line.split()[-1])
-            for line in scrape.decode().splitlines()
-            if line.startswith("spam_filter_model_served{")
-        }
-        assert served == {Path(trained_state["model_path"]).name: 0.0, Path(new_path).name: 1.0}
+        assert _served_gauges(server.port) == {first: 0.0, Path(new_path).name: 1.0}
+        # A worker started now is forked from a master that stopped checking at the first model:
+        # it must answer with the new one from its first request.
+        old_workers = set(server.worker_pids())
+        for worker in old_workers:
+            os.kill(worker, signal.SIGKILL)
+        assert wait_for(lambda: not old_workers & set(server.wait_workers()), seconds=30)
+        assert _all_serve(server.port, Path(new_path).name)

@@ -10,6 +10,7 @@ import logging
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -199,16 +200,34 @@ class DatabaseWatcher:
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="database-watcher", daemon=True)
         self._thread.start()
+        _STARTED_WATCHERS.add(self)
 
-    def stop(self) -> None:
+    def stop(self, timeout_seconds: float | None = 5.0) -> None:
+        """Stop the thread, waiting up to `timeout_seconds` (None: until it ends), and close the
+        storage's connections."""
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=timeout_seconds)
         self.storage.close()
+
+    def resume_in_forked_worker(self) -> None:
+        """Bring a copy inherited through a fork up to date, and keep it so from this process."""
+        self.refresh()
+        if self.loaded is not None:
+            # Inherited metric values start from zero in a new process: say again what it serves.
+            metrics.model_served(None, self.loaded.name, self.loaded.promoted_at)
+        self.ensure_running()
+
+    def running_here(self) -> bool:
+        """Whether this process started the thread and it still runs."""
+        thread = self._thread
+        return self._owner_pid == os.getpid() and thread is not None and thread.is_alive()
 
     def _run(self) -> None:
         while not self._stop.wait(self.refresh_seconds):
             self.refresh()
+            if self._stop.is_set():
+                break
             self._checkpoint_report_inbox()
 
     def _checkpoint_report_inbox(self) -> None:
@@ -244,6 +263,29 @@ class DatabaseWatcher:
             "degraded": degraded,
             "problem": problem,
         }
+
+
+# Every watcher whose thread was started, for the hooks below.
+_STARTED_WATCHERS: "weakref.WeakSet[DatabaseWatcher]" = weakref.WeakSet()
+
+
+def stop_before_fork() -> bool:
+    """Stop this process's watcher threads, each once it is out of the database, so that a child
+    is forked with none of them inside it; whether any was running.
+
+    For a gunicorn master that preloaded the app: SQLite's record of the locks a process holds
+    is copied by a fork, and nothing in the child could release what a thread held then."""
+    running = [watcher for watcher in list(_STARTED_WATCHERS) if watcher.running_here()]
+    for watcher in running:
+        watcher.stop(timeout_seconds=None)
+    return bool(running)
+
+
+def resume_after_fork() -> None:
+    """In a worker forked from a preloading master: each inherited watcher, brought up to date
+    and running."""
+    for watcher in list(_STARTED_WATCHERS):
+        watcher.resume_in_forked_worker()
 
 
 def _reason(error: Exception) -> str:

@@ -6,47 +6,63 @@ Serve with `gunicorn -c python:spam_filter.serving.gunicorn_config --bind ADDRES
 is first imported, so nothing here imports it before the folder is set.
 """
 
+import atexit
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# The app's module that keeps the model fresh; the master has it only when it preloaded the app.
+_WATCHER_MODULE = "spam_filter.serving.database_watcher"
 
 # gunicornc's control socket is not used, and every gunicorn of a user shares its default path
 # (~/.gunicorn/gunicorn.ctl): a second server takes the socket over and deletes it when it stops.
 control_socket_disable = True
 
-# The metrics folder this server made, to remove when it stops.
-_made_folder: list[str] = []
+# The folder the workers' metric files go to, once it is ready: gunicorn may read these settings
+# again (a HUP with a settings file), and preparing it again would delete live workers' files.
+_PREPARED_VARIABLE = "SPAM_FILTER_PREPARED_METRICS_DIR"
 
 
 def _prepare_metrics_folder() -> str:
     """An empty folder for the workers' metric files, named in `PROMETHEUS_MULTIPROC_DIR`.
 
     The folder the variable names is emptied of earlier servers' files; without the variable, a
-    temporary folder is made and removed when the server stops.
+    temporary folder is made and removed when this process exits.
     """
     folder = os.environ.get(MULTIPROC_DIR_VARIABLE)
+    if folder and os.environ.get(_PREPARED_VARIABLE) == folder:
+        return folder
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
         for stale in Path(folder).glob("*.db"):
             stale.unlink()
     else:
         folder = tempfile.mkdtemp(prefix="spam_filter_metrics_")
-        _made_folder.append(folder)
+        atexit.register(_remove_folder, folder, os.getpid())
         os.environ[MULTIPROC_DIR_VARIABLE] = folder
+    os.environ[_PREPARED_VARIABLE] = folder
     return folder
+
+
+def _remove_folder(folder: str, maker_pid: int) -> None:
+    # Forked workers run exit handlers too, while the server still needs the folder.
+    if os.getpid() == maker_pid:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 # Prepared as gunicorn reads these settings, before it loads the app: with `--preload` the master
 # imports the app, and with it prometheus-client, before any server hook runs.
-_metrics_folder = _prepare_metrics_folder()
+_prepare_metrics_folder()
 
 
 def on_starting(server: Any) -> None:
-    server.log.info("metrics of the workers in %s", _metrics_folder)
+    """Prepare the folder that gunicorn's own settings (`-e`) named, if they changed it after this
+    file was read, before the first worker starts."""
+    server.log.info("metrics of the workers in %s", _prepare_metrics_folder())
 
 
 def pre_fork(server: Any, worker: Any) -> None:
@@ -54,34 +70,25 @@ def pre_fork(server: Any, worker: Any) -> None:
 
     The master built the app, and so started the thread that refreshes the model and checkpoints
     the report inbox. A worker forked while that thread was inside SQLite would inherit SQLite's
-    record of a lock that nothing in the worker can release. Workers run their own (`post_fork`).
+    record of a lock that nothing in the worker can release. Workers run their own
+    (`post_worker_init`). Without `--preload`, the master never imports the app.
     """
-    watcher = _preloaded_watcher(server)
-    if watcher is not None:
-        watcher.stop()
+    watchers = sys.modules.get(_WATCHER_MODULE)
+    if watchers is not None and watchers.stop_before_fork():
         # The master serves nothing: what its watcher set (the model served) must not count.
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(os.getpid())
 
 
-def post_fork(server: Any, worker: Any) -> None:
-    """With `--preload`, bring the worker's copy of the app up to date and keep it so."""
-    watcher = _preloaded_watcher(server)
-    if watcher is not None:
-        # The master stopped checking at its first fork: a respawned worker's model may be old.
-        watcher.refresh()
-        watcher.ensure_running()
-
-
-def _preloaded_watcher(server: Any) -> Any:
-    """The database watcher of the app the master preloaded, or None without `--preload`."""
-    if not server.cfg.preload_app:
-        return None
-    # Imported here: it imports prometheus-client, which must wait for the metrics folder.
-    from spam_filter.serving.database_watcher import EXTENSION_KEY
-
-    return getattr(server.app.wsgi(), "extensions", {}).get(EXTENSION_KEY)
+def post_worker_init(worker: Any) -> None:
+    """With `--preload`, bring the worker's copy of the app up to date and keep it so: the master
+    stopped checking at its first fork, so a worker started later would begin with an old model.
+    Here rather than in `post_fork`, which runs before the worker handles signals: a stop asked
+    for during the refresh would go unheard."""
+    watchers = sys.modules.get(_WATCHER_MODULE)
+    if watchers is not None:
+        watchers.resume_after_fork()
 
 
 def child_exit(server: Any, worker: Any) -> None:
@@ -89,9 +96,3 @@ def child_exit(server: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
-
-
-def on_exit(server: Any) -> None:
-    """Remove the temporary metrics folder, if this server made one."""
-    for folder in _made_folder:
-        shutil.rmtree(folder, ignore_errors=True)
