@@ -18,9 +18,10 @@ class ForkSafeLock:
     """A `threading.Lock`, used as a context manager, that is replaced by a fresh one in each
     child this process forks.
 
-    A fresh lock is only safe for state that a child does not take over mid-change: each object
-    here that holds one opens its own connections per process (it checks the pid). Never fork
-    while holding one: the child would find it unheld and fail to release it.
+    A fresh lock is only safe for state a child can use as it finds it: the report inbox and the
+    PostgreSQL pool open their own connections in each process (they check the pid), and the
+    rate limiter's buckets and the watcher's start are plain values. Never fork while holding
+    one: the child would find it unheld and fail to release it.
     """
 
     __slots__ = ("_lock", "__weakref__")

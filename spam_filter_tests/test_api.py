@@ -3,6 +3,7 @@
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from spam_filter.resources import ModelStorage
+from spam_filter.serving import database_watcher
 from spam_filter.serving.database_watcher import EXTENSION_KEY
 from spam_filter.serving.routes import EXPLAINED_TOKENS, TRAIN_HINT
 from spam_filter.spam import SpamModel, train_model
@@ -299,6 +301,29 @@ def test_health_stale_when_checks_stop(app: Flask, client: FlaskClient) -> None:
     assert body["degraded"] is True
     assert body["status"] == "degraded"
     assert _check(client)["is_spam"] is True
+
+
+def test_a_fork_resumes_only_the_watchers_stopped_for_it(
+    make_app: Callable[..., Flask], trained_db: str
+) -> None:
+    """What a preloading gunicorn does around its forks (see gunicorn_config): a watcher stopped
+    on purpose, as when its app was torn down, stays stopped in the child."""
+    kept = make_app(trained_db).extensions[EXTENSION_KEY]
+    torn_down = make_app(trained_db).extensions[EXTENSION_KEY]
+    torn_down.stop()
+    try:
+        assert database_watcher.stop_before_fork()
+        assert not kept.running_here()
+        child = os.fork()
+        if child == 0:
+            try:
+                database_watcher.resume_after_fork()
+                os._exit(0 if kept.running_here() and not torn_down.running_here() else 1)
+            finally:
+                os._exit(2)
+        assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+    finally:
+        database_watcher._STOPPED_FOR_FORKS.clear()
 
 
 # --- hot swap --------------------------------------------------------------------------------

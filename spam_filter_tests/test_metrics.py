@@ -177,3 +177,22 @@ def test_a_failing_inbox_checkpoint_degrades_health_and_is_counted(client: Flask
         inbox.rmdir()
         aside.rename(inbox)
     assert wait_for(lambda: client.get("/api/health").json["status"] == "ok")
+
+
+def test_a_server_keeps_its_temporary_metrics_folder_until_it_stops(
+    tmp_path: Path, trained_state: dict[str, str]
+) -> None:
+    """Without PROMETHEUS_MULTIPROC_DIR the server makes a folder; a worker that exits normally
+    runs the exit handlers it inherited, and must not remove the folder from under the others."""
+    log = tmp_path / "gunicorn.log"
+    with running_server(tmp_path, trained_state, PROMETHEUS_MULTIPROC_DIR="") as server:
+        folder = Path(re.search(r"metrics of the workers in (\S+)", log.read_text())[1])
+        assert folder.name.startswith("spam_filter_metrics_")
+        stopping = server.worker_pids()[0]
+        os.kill(stopping, signal.SIGTERM)
+        assert wait_for(lambda: stopping not in server.worker_pids(), seconds=30)
+        server.wait_workers()
+        assert folder.is_dir()
+        status, _, scrape = send(server.port, "GET", "/metrics")
+        assert status == 200 and "spam_filter_model_served{" in scrape.decode()
+    assert not folder.exists()

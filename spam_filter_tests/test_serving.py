@@ -26,7 +26,6 @@ from spam_filter_tests.helpers import (
     wait_for,
 )
 from spam_filter_tests.servers import (
-    REFRESH_SECONDS,
     Server,
     load,
     request,
@@ -148,12 +147,20 @@ def test_a_preloaded_master_forks_its_workers_with_no_thread_inside_the_database
     tmp_path: Path, trained_state: dict[str, str], other_process: OtherProcess
 ) -> None:
     first = Path(trained_state["model_path"]).name
-    with running_server(tmp_path, trained_state, GUNICORN_CMD_ARGS="--preload") as server:
+    # Long enough for a respawned worker's first requests to come before its thread's first
+    # check: those requests show whether the worker was brought up to date when it started.
+    refresh_seconds = 2
+    with running_server(
+        tmp_path,
+        trained_state,
+        GUNICORN_CMD_ARGS="--preload",
+        SPAM_FILTER_MODEL_REFRESH_SECONDS=str(refresh_seconds),
+    ) as server:
         server.wait_workers()
         # The thread that refreshes and checkpoints the report inbox runs only in the workers:
         # forking beside it could copy SQLite's lock records mid-operation. Had the master kept
         # it, it would have opened the inbox by now.
-        time.sleep(3 * REFRESH_SECONDS)
+        time.sleep(2.5 * refresh_seconds)
         master = psutil.Process(server.process.pid)
         assert not [f.path for f in master.open_files() if "report-inbox" in f.path]
         assert all(
@@ -165,7 +172,7 @@ def test_a_preloaded_master_forks_its_workers_with_no_thread_inside_the_database
         new_path = _inverted_model_path(server.env["SPAM_FILTER_WEIGHTS_DIR"])
         other_process.promote(server.database, new_path)
         # Every worker picks the new model up: each runs its own watcher.
-        assert wait_for(lambda: _all_serve(server.port, Path(new_path).name))
+        assert wait_for(lambda: _all_serve(server.port, Path(new_path).name), seconds=20)
         # Only the workers' gauges count: the master's said it served the first model.
         assert _served_gauges(server.port) == {first: 0.0, Path(new_path).name: 1.0}
         # A worker started now is forked from a master that stopped checking at the first model:

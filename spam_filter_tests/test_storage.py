@@ -158,8 +158,8 @@ def test_a_report_gives_up_when_the_inbox_stays_locked(storage, inbox_writer):
 
 
 def test_a_child_forked_while_a_thread_holds_the_inbox_can_still_report(storage):
-    """A preloading gunicorn master forks workers beside its watcher thread, which takes the
-    inbox's locks to checkpoint: a worker must not inherit one held for good."""
+    """A thread holding the inbox's lock at a fork, as code on another thread may be when a
+    process forks: the child must not inherit the lock held for good."""
     alice = storage.add_reporter("alice", key_hash("key-a"))
     storage.inbox.create()
     held, release = threading.Event(), threading.Event()

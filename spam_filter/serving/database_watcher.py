@@ -211,11 +211,18 @@ class DatabaseWatcher:
         self.storage.close()
 
     def resume_in_forked_worker(self) -> None:
-        """Bring a copy inherited through a fork up to date, and keep it so from this process."""
-        self.refresh()
-        if self.loaded is not None:
-            # Inherited metric values start from zero in a new process: say again what it serves.
-            metrics.model_served(None, self.loaded.name, self.loaded.promoted_at)
+        """Bring a copy inherited through a fork up to date, and keep it so from this process.
+
+        Never raises: in gunicorn's `post_worker_init`, an error would stop the whole server,
+        and the thread checks again seconds later anyway."""
+        try:
+            self.refresh()
+            if self.loaded is not None:
+                # Inherited metric values start from zero in a new process: say again what it
+                # serves.
+                metrics.model_served(None, self.loaded.name, self.loaded.promoted_at)
+        except Exception as error:
+            self.logger.warning("cannot refresh after the fork: %s", _reason(error))
         self.ensure_running()
 
     def running_here(self) -> bool:
@@ -265,8 +272,13 @@ class DatabaseWatcher:
         }
 
 
-# Every watcher whose thread was started, for the hooks below.
+# Every watcher whose thread was started in this process or its parent (stopped ones too, until
+# collected), and those `stop_before_fork` stopped: only these resume after a fork.
 _STARTED_WATCHERS: "weakref.WeakSet[DatabaseWatcher]" = weakref.WeakSet()
+_STOPPED_FOR_FORKS: list["DatabaseWatcher"] = []
+# How long a fork waits for a watcher to leave the database: a refresh ends within its
+# connection and statement timeouts, but a master must not hang on one that never does.
+FORK_WAIT_SECONDS = 60.0
 
 
 def stop_before_fork() -> bool:
@@ -277,14 +289,20 @@ def stop_before_fork() -> bool:
     is copied by a fork, and nothing in the child could release what a thread held then."""
     running = [watcher for watcher in list(_STARTED_WATCHERS) if watcher.running_here()]
     for watcher in running:
-        watcher.stop(timeout_seconds=None)
+        watcher.stop(timeout_seconds=FORK_WAIT_SECONDS)
+        if watcher.running_here():
+            watcher.logger.warning(
+                "the database watcher did not stop within %.0f s; forking anyway",
+                FORK_WAIT_SECONDS,
+            )
+    _STOPPED_FOR_FORKS.extend(running)
     return bool(running)
 
 
 def resume_after_fork() -> None:
-    """In a worker forked from a preloading master: each inherited watcher, brought up to date
-    and running."""
-    for watcher in list(_STARTED_WATCHERS):
+    """In a worker forked from a preloading master: each watcher the master stopped for its
+    forks, brought up to date and running here."""
+    for watcher in _STOPPED_FOR_FORKS:
         watcher.resume_in_forked_worker()
 
 

@@ -22,19 +22,22 @@ _WATCHER_MODULE = "spam_filter.serving.database_watcher"
 # (~/.gunicorn/gunicorn.ctl): a second server takes the socket over and deletes it when it stops.
 control_socket_disable = True
 
-# The folder the workers' metric files go to, once it is ready: gunicorn may read these settings
-# again (a HUP with a settings file), and preparing it again would delete live workers' files.
+# "<pid>:<folder>" once this process prepared the folder the workers' metric files go to:
+# gunicorn may read these settings again (a HUP with a settings file), and preparing the folder
+# again would delete live workers' files. The pid keeps a process that inherits it from skipping.
 _PREPARED_VARIABLE = "SPAM_FILTER_PREPARED_METRICS_DIR"
+# Temporary folders made here, removed when the server stops.
+_made_folders: list[str] = []
 
 
 def _prepare_metrics_folder() -> str:
     """An empty folder for the workers' metric files, named in `PROMETHEUS_MULTIPROC_DIR`.
 
     The folder the variable names is emptied of earlier servers' files; without the variable, a
-    temporary folder is made and removed when this process exits.
+    temporary folder is made and removed when the server stops.
     """
     folder = os.environ.get(MULTIPROC_DIR_VARIABLE)
-    if folder and os.environ.get(_PREPARED_VARIABLE) == folder:
+    if folder and os.environ.get(_PREPARED_VARIABLE) == f"{os.getpid()}:{folder}":
         return folder
     if folder:
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -42,20 +45,24 @@ def _prepare_metrics_folder() -> str:
             stale.unlink()
     else:
         folder = tempfile.mkdtemp(prefix="spam_filter_metrics_")
+        _made_folders.append(folder)
+        # A run that never starts the server (`--check-config`) has no `on_exit`.
         atexit.register(_remove_folder, folder, os.getpid())
         os.environ[MULTIPROC_DIR_VARIABLE] = folder
-    os.environ[_PREPARED_VARIABLE] = folder
+    os.environ[_PREPARED_VARIABLE] = f"{os.getpid()}:{folder}"
     return folder
 
 
 def _remove_folder(folder: str, maker_pid: int) -> None:
-    # Forked workers run exit handlers too, while the server still needs the folder.
+    # Workers run exit handlers too, while the server still needs the folder.
     if os.getpid() == maker_pid:
         shutil.rmtree(folder, ignore_errors=True)
 
 
 # Prepared as gunicorn reads these settings, before it loads the app: with `--preload` the master
-# imports the app, and with it prometheus-client, before any server hook runs.
+# imports the app, and with it prometheus-client, before any server hook runs. (A folder given
+# with gunicorn's `-e` is only known later: with `--preload`, set the variable in the
+# environment instead.)
 _prepare_metrics_folder()
 
 
@@ -63,6 +70,13 @@ def on_starting(server: Any) -> None:
     """Prepare the folder that gunicorn's own settings (`-e`) named, if they changed it after this
     file was read, before the first worker starts."""
     server.log.info("metrics of the workers in %s", _prepare_metrics_folder())
+
+
+def on_exit(server: Any) -> None:
+    """Remove the temporary metrics folder, if this server made one (from the daemonised
+    process too, whose pid is not the maker's)."""
+    for folder in _made_folders:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def pre_fork(server: Any, worker: Any) -> None:
@@ -84,8 +98,8 @@ def pre_fork(server: Any, worker: Any) -> None:
 def post_worker_init(worker: Any) -> None:
     """With `--preload`, bring the worker's copy of the app up to date and keep it so: the master
     stopped checking at its first fork, so a worker started later would begin with an old model.
-    Here rather than in `post_fork`, which runs before the worker handles signals: a stop asked
-    for during the refresh would go unheard."""
+    Without it there is nothing to resume. Here rather than in `post_fork`, which runs before the
+    worker handles signals: a stop asked for during the refresh would go unheard."""
     watchers = sys.modules.get(_WATCHER_MODULE)
     if watchers is not None:
         watchers.resume_after_fork()
