@@ -1,12 +1,14 @@
 """The DuckDB backend's own behaviour: its column types, its change marker, its file lock and its
 report inbox. What every backend must do is in `test_storage_contract.py`."""
 
+import gc
 import os
 import signal
 import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import duckdb
 import pytest
@@ -191,6 +193,32 @@ def test_a_child_forked_while_a_thread_holds_the_inbox_can_still_report(storage)
         pytest.fail("the forked child hung on a lock that a thread held at the fork")
     assert os.waitstatus_to_exitcode(ended[1]) == 0
     assert storage.drain_reports() == 1
+
+
+def _descriptors_of(path: Path) -> int:
+    """How many of this process's open files are `path`."""
+    folder = Path("/proc/self/fd")
+    return sum(1 for fd in folder.iterdir() if os.path.realpath(fd) == str(path.resolve()))
+
+
+def test_a_forked_child_leaves_the_connections_it_inherited_to_the_parent(storage):
+    """SQLite warns against using a connection across a fork, closing included: the child opens
+    its own and keeps the inherited ones referenced rather than let them be closed."""
+    alice = storage.add_reporter("alice", key_hash("key-a"))
+    storage.record_reports(alice, [Report("before the fork", True)])
+    inherited = _descriptors_of(storage.inbox.path)
+    assert inherited > 0
+    child = os.fork()
+    if child == 0:
+        try:
+            storage.record_reports(alice, [Report("from the child", True)])
+            storage.inbox.close()
+            gc.collect()
+            os._exit(0 if _descriptors_of(storage.inbox.path) >= inherited else 1)
+        finally:
+            os._exit(2)
+    assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+    assert storage.drain_reports() == 2
 
 
 def test_an_unwritable_inbox_stores_nothing_and_says_so(storage, tmp_path):

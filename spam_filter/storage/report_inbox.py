@@ -260,15 +260,23 @@ class _ProcessConnection:
     def __init__(self) -> None:
         self._conn: sqlite3.Connection | None = None
         self._pid: int | None = None
+        # Kept referenced, never closed: dropping one would let garbage collection close it in
+        # the child, and SQLite warns against touching a connection across a fork at all.
+        self._inherited: list[sqlite3.Connection] = []
 
     def get(self, open_connection: Callable[[], sqlite3.Connection]) -> sqlite3.Connection:
         if self._conn is None or self._pid != os.getpid():
+            if self._conn is not None:
+                self._inherited.append(self._conn)
             self._conn, self._pid = open_connection(), os.getpid()
         return self._conn
 
     def close(self) -> None:
-        if self._conn is not None and self._pid == os.getpid():
-            self._conn.close()
+        if self._conn is not None:
+            if self._pid == os.getpid():
+                self._conn.close()
+            else:
+                self._inherited.append(self._conn)
         self._conn = None
 
 
