@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -144,6 +145,31 @@ def load_run_system() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def fork_checking(check: Callable[[], bool]) -> int:
+    """Fork this process; the child exits 0 when `check()` holds, 1 when it does not and 2 when it
+    raises, without running the test run's clean-up. Returns the child's pid."""
+    child = os.fork()
+    if child == 0:
+        try:
+            os._exit(0 if check() else 1)
+        finally:
+            os._exit(2)
+    return child
+
+
+def child_exit_code(child: int, timeout_seconds: float = 10) -> int | None:
+    """A forked child's exit code, or None when it has not ended within `timeout_seconds` (it is
+    then killed)."""
+    deadline = time.monotonic() + timeout_seconds
+    while (ended := os.waitpid(child, os.WNOHANG))[0] == 0:
+        if time.monotonic() > deadline:
+            os.kill(child, signal.SIGKILL)
+            os.waitpid(child, 0)
+            return None
+        time.sleep(0.05)
+    return os.waitstatus_to_exitcode(ended[1])
 
 
 def wait_for(

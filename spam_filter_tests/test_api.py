@@ -3,7 +3,6 @@
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -22,6 +21,8 @@ from spam_filter_tests.helpers import (
     APP_REFRESH_SECONDS,
     SWAP_DEADLINE_SECONDS,
     OtherProcess,
+    child_exit_code,
+    fork_checking,
     wait_for,
 )
 
@@ -314,14 +315,12 @@ def test_a_fork_resumes_only_the_watchers_stopped_for_it(
     try:
         assert database_watcher.stop_before_fork()
         assert not kept.running_here()
-        child = os.fork()
-        if child == 0:
-            try:
-                database_watcher.resume_after_fork()
-                os._exit(0 if kept.running_here() and not torn_down.running_here() else 1)
-            finally:
-                os._exit(2)
-        assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+
+        def only_the_stopped_one_resumes() -> bool:
+            database_watcher.resume_after_fork()
+            return kept.running_here() and not torn_down.running_here()
+
+        assert child_exit_code(fork_checking(only_the_stopped_one_resumes)) == 0
     finally:
         database_watcher._STOPPED_FOR_FORKS.clear()
 

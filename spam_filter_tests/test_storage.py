@@ -3,7 +3,6 @@ report inbox. What every backend must do is in `test_storage_contract.py`."""
 
 import gc
 import os
-import signal
 import sqlite3
 import threading
 import time
@@ -20,7 +19,7 @@ from spam_filter.storage.records import (
     ReportOutcome,
     StorageUnavailable,
 )
-from spam_filter_tests.helpers import model_record, spelled
+from spam_filter_tests.helpers import child_exit_code, fork_checking, model_record, spelled
 
 
 @pytest.fixture
@@ -175,23 +174,18 @@ def test_a_child_forked_while_a_thread_holds_the_inbox_can_still_report(storage)
     holder = threading.Thread(target=hold_the_inbox)
     holder.start()
     assert held.wait(5)
-    child = os.fork()
-    if child == 0:
-        try:
-            outcome = storage.record_reports(alice, [Report("sent by the child", True)])
-            os._exit(0 if outcome == ReportOutcome(1, 0) else 1)
-        finally:
-            os._exit(2)
+    child = fork_checking(
+        lambda: (
+            storage.record_reports(alice, [Report("sent by the child", True)])
+            == ReportOutcome(1, 0)
+        )
+    )
     release.set()
     holder.join()
-    deadline = time.monotonic() + 10
-    while (ended := os.waitpid(child, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if ended[0] == 0:
-        os.kill(child, signal.SIGKILL)
-        os.waitpid(child, 0)
+    exit_code = child_exit_code(child)
+    if exit_code is None:
         pytest.fail("the forked child hung on a lock that a thread held at the fork")
-    assert os.waitstatus_to_exitcode(ended[1]) == 0
+    assert exit_code == 0
     assert storage.drain_reports() == 1
 
 
@@ -208,16 +202,14 @@ def test_a_forked_child_leaves_the_connections_it_inherited_to_the_parent(storag
     storage.record_reports(alice, [Report("before the fork", True)])
     inherited = _descriptors_of(storage.inbox.path)
     assert inherited > 0
-    child = os.fork()
-    if child == 0:
-        try:
-            storage.record_reports(alice, [Report("from the child", True)])
-            storage.inbox.close()
-            gc.collect()
-            os._exit(0 if _descriptors_of(storage.inbox.path) >= inherited else 1)
-        finally:
-            os._exit(2)
-    assert os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]) == 0
+
+    def child_keeps_them() -> bool:
+        storage.record_reports(alice, [Report("from the child", True)])
+        storage.inbox.close()
+        gc.collect()
+        return _descriptors_of(storage.inbox.path) >= inherited
+
+    assert child_exit_code(fork_checking(child_keeps_them)) == 0
     assert storage.drain_reports() == 2
 
 
