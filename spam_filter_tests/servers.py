@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from spam_filter.processes import gunicorn_command, stop_process_group
 from spam_filter_tests.helpers import PROJECT_ROOT, copy_trained_state, spelled
@@ -170,6 +171,25 @@ class Server:
     def stop(self) -> None:
         if self.process is not None:
             stop_process_group(self.process)
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse_metrics(text: str) -> Samples:
+    """Every sample of a Prometheus scrape, by name and sorted labels."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def scrape_server(port: int) -> Samples:
+    """A server's `/metrics`, parsed."""
+    status, content_type, body = send(port, "GET", "/metrics")
+    assert status == 200 and content_type.startswith("text/plain"), (status, body[:200])
+    return parse_metrics(body.decode())
 
 
 @contextmanager

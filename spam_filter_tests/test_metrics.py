@@ -10,25 +10,21 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from prometheus_client.parser import text_string_to_metric_families
 
 from spam_filter.serving.database_watcher import EXTENSION_KEY
 from spam_filter_tests.helpers import OtherProcess, wait_for
-from spam_filter_tests.servers import request, running_server, send
+from spam_filter_tests.servers import (
+    Samples,
+    parse_metrics,
+    request,
+    running_server,
+    scrape_server,
+    send,
+)
 
 URL = "/api/find_spam"
 SPAM = "WINNER! you won a £1000 cash prize, call 09061701461 now"
 HAM = "are we still on for lunch tomorrow?"
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def _parse(text: str) -> Samples:
-    """Every sample of a scrape, by name and sorted labels."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
 
 
 def _value(samples: Samples, name: str, **labels: str) -> float:
@@ -39,7 +35,7 @@ def _scrape(client: FlaskClient) -> Samples:
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.content_type.startswith("text/plain; version=")
-    return _parse(response.get_data(as_text=True))
+    return parse_metrics(response.get_data(as_text=True))
 
 
 @pytest.fixture
@@ -112,12 +108,6 @@ def test_metrics_can_be_switched_off(make_app: Callable[..., Flask], trained_db:
         assert _value(after, name, **labels) == _value(before, name, **labels)
 
 
-def _scrape_server(port: int) -> Samples:
-    status, content_type, body = send(port, "GET", "/metrics")
-    assert status == 200 and content_type.startswith("text/plain"), (status, body[:200])
-    return _parse(body.decode())
-
-
 @pytest.mark.slow
 def test_metrics_add_up_over_the_workers_of_a_real_gunicorn(
     tmp_path: Path, trained_state: dict[str, str]
@@ -136,7 +126,7 @@ def test_metrics_add_up_over_the_workers_of_a_real_gunicorn(
         # Whichever worker answers a scrape, it adds up every worker's counts.
         name = Path(trained_state["model_path"]).name
         for _ in range(6):
-            samples = _scrape_server(server.port)
+            samples = scrape_server(server.port)
             assert _value(samples, "spam_filter_requests_total", endpoint=URL, status="200") == sent
             assert _value(samples, "spam_filter_verdicts_total", verdict="spam") == sent
             assert _value(samples, "spam_filter_model_served", model=name) == 1
@@ -146,7 +136,7 @@ def test_metrics_add_up_over_the_workers_of_a_real_gunicorn(
         os.kill(victim, signal.SIGKILL)
         assert wait_for(lambda: f"gauge_livemax_{victim}.db" not in os.listdir(folder), 30)
         server.wait_workers()
-        samples = _scrape_server(server.port)
+        samples = scrape_server(server.port)
         assert _value(samples, "spam_filter_requests_total", endpoint=URL, status="200") == sent
         assert _value(samples, "spam_filter_model_served", model=name) == 1
         # No control socket: two servers on one machine would share its default path.

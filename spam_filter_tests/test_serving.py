@@ -30,7 +30,7 @@ from spam_filter_tests.servers import (
     load,
     request,
     running_server,
-    send,
+    scrape_server,
     summary,
 )
 
@@ -129,11 +129,10 @@ def test_no_failures_while_the_real_job_promotes(server: Server, tmp_path: Path)
 
 
 def _served_gauges(port: int) -> dict[str, float]:
-    _, _, scrape = send(port, "GET", "/metrics")
     return {
-        line.split('"')[1]: float(line.split()[-1])
-        for line in scrape.decode().splitlines()
-        if line.startswith("spam_filter_model_served{")
+        dict(labels)["model"]: value
+        for (name, labels), value in scrape_server(port).items()
+        if name == "spam_filter_model_served"
     }
 
 
