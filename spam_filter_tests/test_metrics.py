@@ -186,3 +186,28 @@ def test_a_server_keeps_its_temporary_metrics_folder_until_it_stops(
         status, _, scrape = send(server.port, "GET", "/metrics")
         assert status == 200 and "spam_filter_model_served{" in scrape.decode()
     assert not folder.exists()
+
+
+@pytest.mark.slow
+def test_a_preloaded_server_writes_its_metrics_to_a_folder_named_with_gunicorns_e(
+    tmp_path: Path, trained_state: dict[str, str]
+) -> None:
+    """gunicorn sets what `-e` names only after reading its settings, and then imports a
+    preloaded app at once: the folder must exist before prometheus-client writes to it."""
+    folder = tmp_path / "metrics" / "named"
+    with running_server(
+        tmp_path,
+        trained_state,
+        PROMETHEUS_MULTIPROC_DIR="",
+        GUNICORN_CMD_ARGS=f"--preload -e PROMETHEUS_MULTIPROC_DIR={folder}",
+    ) as server:
+        workers = server.wait_workers()
+        gauges = {f"gauge_livemax_{pid}.db" for pid in workers}
+        assert wait_for(lambda: gauges <= set(os.listdir(folder)), 30), os.listdir(folder)
+        sent = 10
+        for _ in range(sent):
+            assert request(server.port, "POST", URL, json.dumps({"text": SPAM}))[0] == 200
+        samples = scrape_server(server.port)
+        assert _value(samples, "spam_filter_requests_total", endpoint=URL, status="200") == sent
+    # A folder the server was given is the user's: it stays.
+    assert folder.is_dir()

@@ -61,8 +61,8 @@ def _remove_folder(folder: str, maker_pid: int) -> None:
 
 # Prepared as gunicorn reads these settings, before it loads the app: with `--preload` the master
 # imports the app, and with it prometheus-client, before any server hook runs. (A folder given
-# with gunicorn's `-e` is only known later: with `--preload`, set the variable in the
-# environment instead.)
+# with gunicorn's `-e` is only known later: a preloaded app makes it as it loads, see
+# `spam_filter.serving.metrics`, and `on_starting` empties it.)
 _prepare_metrics_folder()
 
 

@@ -7,14 +7,23 @@ variable (the development server, tests) /metrics shows the process's own values
 """
 
 import functools
+import os
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app
 from flask.typing import ResponseReturnValue
-from prometheus_client import (
+
+# prometheus-client opens a file in the folder for the first metric defined below. gunicorn's
+# settings prepare the folder before any app is loaded, except one named only with gunicorn's `-e`:
+# gunicorn sets that after reading its settings, then imports a `--preload`ed app at once.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+
+from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
