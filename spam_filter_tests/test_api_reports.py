@@ -181,6 +181,20 @@ def test_past_the_rate_limit_answers_429_with_retry_after(make_app, trained_db, 
     assert len(_stored(storage)) == 3
 
 
+def test_a_batch_larger_than_the_burst_answers_400_not_a_429_that_never_clears(
+    make_app, trained_db, key, storage
+):
+    client = make_app(trained_db, REPORT_RATE_PER_SECOND=1.0, REPORT_BURST=3.0).test_client()
+    batch = {"reports": [{"text": f"message {spelled(i)}", "is_spam": True} for i in range(4)]}
+    refused = _post(client, key, batch)
+    assert refused.status_code == 400
+    assert "burst of 3" in refused.json["error"]
+    assert "Retry-After" not in refused.headers
+    assert _stored(storage) == []
+    # The key's bucket is untouched: a batch that fits still passes at once.
+    assert _post(client, key, {"reports": batch["reports"][:3]}).status_code == 202
+
+
 def test_each_reporter_has_its_own_bucket(make_app, trained_db, key, storage):
     other = new_key()
     storage.add_reporter("other", key_hash(other))

@@ -68,6 +68,12 @@ def report() -> ResponseReturnValue:
         payload, config["MAX_REPORTS_PER_REQUEST"], config["MAX_REPORT_TEXT_CHARACTERS"]
     )
     buckets = current_buckets()
+    if len(reports) > buckets.burst:
+        # The bucket never holds this many: retrying later would never succeed.
+        raise InvalidRequest(
+            f"{len(reports)} reports in one request exceed the rate limit's burst of "
+            f"{buckets.burst:g}; send them in smaller batches"
+        )
     wait = buckets.take(reporter.reporter_id, len(reports))
     if wait:
         metrics.count_reports("refused", len(reports))
