@@ -44,6 +44,7 @@ Why the SQL has its shape (DuckDB 2.0, 2 cores):
 import argparse
 import random
 import re
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -56,12 +57,16 @@ from spam_filter import settings
 from spam_filter.datasets import read_sms_spam_collection
 from spam_filter.faults import crash_point
 from spam_filter.storage import queries
+from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter.storage.factory import open_storage
+from spam_filter.storage.postgres_storage import PostgresStorage
 
 # Rows per INSERT statement: a multiple of DuckDB's row group (122,880 rows), the unit of parallel
 # scans, so that both cores get equal work; small enough to bound one statement's memory.
 _CHUNK_ROWS = 4 * 122_880
+# The columns PostgreSQL's messages table takes in bulk (its ids are its own).
+_BULK_COPIED_MESSAGES = "SELECT spam, body, created_at, synthetic FROM messages"
 
 # Words per phrase. Spans of 1..MAX_PHRASE_WORDS words are precomputed for every corpus position.
 MAX_PHRASE_WORDS = 3
@@ -437,7 +442,7 @@ def _word_tables(spam_csv_path: str) -> tuple[pd.DataFrame, dict]:
 
 
 def insert_sample_messages(
-    storage: DuckDBStorage,
+    storage: ApplicationStorage,
     count: int,
     seed: int = 0,
     spam_share: float = 0.3,
@@ -446,10 +451,14 @@ def insert_sample_messages(
     """Insert `count` generated messages in one transaction and return how many were added.
 
     Row numbers continue after the rows already present, so a second run adds new messages; the
-    same seed on the same number of existing rows gives the same messages.
+    same seed on the same number of existing rows gives the same messages. The messages are made
+    by DuckDB's SQL, so for PostgreSQL they are made in a scratch DuckDB file and appended in one
+    bulk copy.
     """
     if count < 0 or not 0 <= spam_share <= 1:
         raise ValueError("count must be non-negative and spam_share within [0, 1]")
+    if isinstance(storage, PostgresStorage):
+        return _append_to_postgres(storage, count, seed, spam_share, progress)
     words = _word_tables(str(settings.spam_csv_path()))
     with storage.transaction() as conn:
         (first,) = conn.execute(queries.COUNT_MESSAGES).fetchone()
@@ -458,6 +467,21 @@ def insert_sample_messages(
         crash_point("sample_data_inserted")
     crash_point("sample_data_committed")
     return count
+
+
+def _append_to_postgres(
+    storage: PostgresStorage, count: int, seed: int, spam_share: float, progress: bool
+) -> int:
+    first = storage.message_count()
+    with tempfile.TemporaryDirectory(prefix="spam_filter_sample_") as scratch:
+        local = DuckDBStorage(Path(scratch) / "sample.duckdb")
+        local.create_schema()
+        words = _word_tables(str(settings.spam_csv_path()))
+        with local.transaction() as conn:
+            if count:
+                _insert_chunks(conn, words, first, count, seed, spam_share, progress)
+        with local.connection(read_only=True) as conn:
+            return storage.append_messages(conn.sql(_BULK_COPIED_MESSAGES).to_arrow_reader())
 
 
 def _insert_chunks(
@@ -492,7 +516,7 @@ def _insert_chunks(
             bar.update(stop - start)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Insert labelled sample messages.")
     parser.add_argument("--count", type=int, default=10_000, help="messages to add (10,000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated messages")
@@ -501,9 +525,11 @@ def main() -> None:
         "--if-empty", action="store_true", help="only insert when `messages` has no rows"
     )
     parser.add_argument(
-        "--database", type=Path, help="database file (default: SPAM_FILTER_DATABASE)"
+        "--database",
+        help="a database file or postgresql:// URL (default: SPAM_FILTER_DATABASE_URL if set, "
+        "else SPAM_FILTER_DATABASE)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     storage = open_storage(args.database)
     storage.create_schema()
     existing = storage.message_count()

@@ -7,7 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,21 +54,10 @@ def add_sample_messages(path: str, count: int = 2_000, seed: int = 0) -> None:
 
 
 def add_sample_messages_to_postgres(url: str, count: int = 2_000, seed: int = 0) -> None:
-    """The same sample messages as `add_sample_messages`, appended to a PostgreSQL database.
-
-    `sample_data` builds them in DuckDB, so they are made in a scratch file and streamed over.
-    """
+    """The same sample messages as `add_sample_messages`, appended to a PostgreSQL database."""
     storage = PostgresStorage(url)
     storage.create_schema()
-    with tempfile.TemporaryDirectory() as scratch:
-        local = DuckDBStorage(Path(scratch) / "sample.duckdb")
-        local.create_schema()
-        sample_data.insert_sample_messages(local, count, seed=seed, progress=False)
-        with local.connection(read_only=True) as conn:
-            storage.append_messages(conn.sql(SELECT_SAMPLE_MESSAGES).to_arrow_reader())
-
-
-SELECT_SAMPLE_MESSAGES = "SELECT spam, body, created_at, synthetic FROM messages"
+    sample_data.insert_sample_messages(storage, count, seed=seed, progress=False)
 
 
 def promote_weak_model_in_row(url: str) -> str:

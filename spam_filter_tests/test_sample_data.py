@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 
+import psycopg
 import pytest
 from tqdm import tqdm
 
@@ -114,3 +115,16 @@ def test_command_line_counts_and_if_empty(project_env):
     second = subprocess.run([*command, "--if-empty"], **run)
     assert "nothing inserted" in second.stdout
     assert len(_messages(project_env["SPAM_FILTER_DATABASE"])) == 300
+
+
+def test_the_command_fills_a_postgresql_database_and_continues_its_rows(postgres_url, capsys):
+    sample_data.main(["--database", postgres_url, "--count", "300", "--seed", "5"])
+    sample_data.main(["--database", postgres_url, "--count", "300", "--seed", "5"])
+    assert "messages now holds 600 rows" in capsys.readouterr().out
+    with psycopg.connect(postgres_url) as conn:
+        rows, distinct, synthetic = conn.execute(
+            "SELECT count(*), count(DISTINCT body), count(*) FILTER (WHERE synthetic) FROM messages"
+        ).fetchone()
+    # The second run continued the row numbers, as on DuckDB: new messages, all marked synthetic.
+    assert (rows, synthetic) == (600, 600)
+    assert distinct > 590
