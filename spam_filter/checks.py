@@ -1,6 +1,7 @@
 """Checks on the training data: the blocking ones stop the run before a model is trained on it."""
 
 import dagster as dg
+import duckdb
 
 from spam_filter import constants
 from spam_filter.assets.ingestion import spam_dataset, user_messages
@@ -106,29 +107,30 @@ CONTRIBUTING_REPORTERS = """
 """
 
 
-class ReporterShareConfig(dg.Config):
-    """The share past which one reporter's weight is worth a warning."""
-
-    max_reporter_share: float = constants.MAX_REPORTER_SHARE
-    """Warn when one reporter alone stands behind more of the user messages than this."""
+# The share the run capped reporters at; a table from before it was recorded means the default.
+REPORTER_SHARE_SETTING = "SELECT max_reporter_share FROM public.user_messages_settings"
 
 
 @dg.asset_check(asset=user_messages)
 def check_user_messages_reporter_share(
-    config: ReporterShareConfig, warehouse: Warehouse, database: ApplicationDatabase
+    warehouse: Warehouse, database: ApplicationDatabase
 ) -> dg.AssetCheckResult:
-    """No reporter alone stands behind more than the allowed share of the user messages."""
+    """No reporter alone stands behind more than the share `user_messages` allowed."""
     with warehouse.get_connection() as conn:
         largest = conn.execute(REPORTER_SHARES).fetchall()
+        try:
+            (max_share,) = conn.execute(REPORTER_SHARE_SETTING).fetchone()
+        except duckdb.CatalogException:
+            max_share = constants.MAX_REPORTER_SHARE
     reporter_id, share = largest[0] if largest else (None, 0.0)
     names = {reporter.reporter_id: reporter.name for reporter in database.storage().reporters()}
     return dg.AssetCheckResult(
-        passed=share <= config.max_reporter_share + 1e-9,
+        passed=share <= max_share + 1e-9,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "largest_reporter": names.get(reporter_id, "none"),
             "largest_share": float(share),
-            "max_reporter_share": config.max_reporter_share,
+            "max_reporter_share": float(max_share),
         },
     )
 

@@ -61,7 +61,8 @@ def test_a_message_supported_by_one_reporter_belongs_to_it(resources, app_db):
     assert owners == {"only mine": a, "ours": None}
 
 
-def test_no_reporter_stands_behind_more_than_its_share(resources, app_db):
+def _one_loud_and_ten_honest_reporters(app_db: str) -> int:
+    """A reporter with 100 messages only it reports, beside ten with 5 each; the loud one's id."""
     storage = DuckDBStorage(app_db)
     loud, *honest = _reporters(storage, 11)
     storage.record_reports(loud, [Report(f"flood {spelled(i)}", False) for i in range(100)])
@@ -69,6 +70,11 @@ def test_no_reporter_stands_behind_more_than_its_share(resources, app_db):
         storage.record_reports(
             reporter, [Report(f"honest {spelled(index)} {spelled(i)}", True) for i in range(5)]
         )
+    return loud
+
+
+def test_no_reporter_stands_behind_more_than_its_share(resources, app_db):
+    loud = _one_loud_and_ten_honest_reporters(app_db)
     result, rows = _user_messages(resources, share=0.2)
     from_loud = [row for row in rows if row[3] == loud and not row[5]]
     # 50 honest messages: the loud reporter keeps k with k <= 0.2 * (50 + k), so 12; the other
@@ -82,6 +88,17 @@ def test_no_reporter_stands_behind_more_than_its_share(resources, app_db):
     assert reporter_share.passed
     assert reporter_share.metadata["largest_reporter"].value == "reporter 0"
     assert reporter_share.metadata["largest_share"].value == 12 / 62
+
+
+def test_the_share_check_judges_by_the_share_the_run_allowed(resources, app_db):
+    _one_loud_and_ten_honest_reporters(app_db)
+    result, _ = _user_messages(resources, share=0.5)
+    by_name = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    reporter_share = by_name["check_user_messages_reporter_share"]
+    # The loud reporter keeps 50 beside the 50 honest messages: half, as this run allowed.
+    assert reporter_share.metadata["largest_share"].value == 0.5
+    assert reporter_share.metadata["max_reporter_share"].value == 0.5
+    assert reporter_share.passed
 
 
 def test_the_cap_is_seeded_and_stable(resources, app_db):

@@ -53,6 +53,12 @@ COUNT_REPORT_VOTES = """
     GROUP BY text_key
 """
 
+# The share this run capped reporters at, for the check on `user_messages` to judge by.
+WRITE_REPORTER_SHARE = """
+    CREATE OR REPLACE TABLE public.user_messages_settings AS
+    SELECT $max_share::DOUBLE AS max_reporter_share
+"""
+
 # A message's label is the majority of its distinct reporters; ties are left out. A message with
 # a single supporter belongs to that reporter, and no reporter may stand behind more than
 # $max_share of the user messages: past it, a seeded sample of what it alone supports is kept and
@@ -334,6 +340,7 @@ def _add_reported_messages(conn: duckdb.DuckDBPyConnection, config: UserMessages
         INSERT_REPORTED_MESSAGES,
         {"max_share": config.max_reporter_share, "seed": config.sample_seed},
     )
+    conn.execute(WRITE_REPORTER_SHARE, {"max_share": config.max_reporter_share})
 
 
 def _outvoted_reporters(
