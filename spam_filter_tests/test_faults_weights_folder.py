@@ -1,7 +1,9 @@
-"""A full disk or a read-only weights folder while `model_file` writes: a clear failure, no change.
+"""A full disk or a read-only weights folder while `model_file` writes: a clear failure, no change;
+and a folder that fails after the switch: the promotion stands and says so.
 
-The job runs in its own mount namespace (`unshare`, no privileges needed) where the weights folder
-is a real full tmpfs or a read-only bind mount, so the kernel itself refuses the write.
+The first tests run the job in its own mount namespace (`unshare`, no privileges needed) where the
+weights folder is a real full tmpfs or a read-only bind mount, so the kernel itself refuses the
+write.
 """
 
 import json
@@ -12,12 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from spam_filter import faults
 from spam_filter_tests.helpers import (
     PROJECT_ROOT,
     active_model,
     load_recorded,
     materialize_all,
     promote_weak_model,
+    wait_for,
 )
 
 # Runs the job once, then lists the weights folder as this namespace sees it: its tmpfs is gone
@@ -126,3 +130,38 @@ def test_an_unwritable_weights_folder_fails_the_run_and_keeps_the_active_model(
     # With the folder writable again, the next run promotes a model.
     assert materialize_all(resources).success
     assert active_model(trained_db).path != before.path
+
+
+def test_a_folder_that_cannot_be_tidied_after_the_switch_still_reports_the_promotion(
+    trained_db: str, project_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Once the switch has committed, the new model is served: a failure to drop its file's
+    pending marker afterwards must not make the run say that nothing was promoted."""
+    weights_dir = Path(project_env["SPAM_FILTER_WEIGHTS_DIR"])
+    weak = promote_weak_model(trained_db, str(weights_dir))
+    release = tmp_path / "release"
+    job = subprocess.Popen(
+        [sys.executable, "-c", _RUN_JOB],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **project_env, faults.HOLD_AT_VARIABLE: f"switch_closed:{release}"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert wait_for(lambda: list(weights_dir.glob(".*.pending")), seconds=120)
+        # A folder in the marker's place: removing it fails, as in a folder turned read-only.
+        (marker,) = weights_dir.glob(".*.pending")
+        marker.unlink()
+        (marker / "inside").mkdir(parents=True)
+        release.touch()
+        output, _ = job.communicate(timeout=120)
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    outcome = json.loads(output.strip().splitlines()[-1])
+    assert outcome["success"] is True, outcome["error"]
+    promoted = active_model(trained_db)
+    assert promoted.path != weak
+    assert marker.name == f".{promoted.path}.pending"
+    assert load_recorded(promoted.path).vocabulary_size > 0

@@ -180,6 +180,7 @@ def _write_and_promote(
     leaves its file marked pending: the next run deletes it unless its row was committed.
     """
     model = _with_provenance(trained, record)
+    promoted = False
     try:
         with model_storage.exclusive(on_wait=context.log.info):
             _remove_orphan_weights(context, storage, model_storage)
@@ -191,10 +192,19 @@ def _write_and_promote(
                 model_storage.discard(name)
                 reason = f"not promoted: another run promoted a model meanwhile ({error})"
                 return replace(record, reason=reason)
+            promoted = True
             crash_point("switch_closed")
             model_storage.settle(name)
             _prune_retired_weights(context, storage, model_storage, keep_retired_models)
     except OSError as error:
+        if promoted:
+            # The switch is committed and the model served. Its file may stay marked pending,
+            # which the next run's cleanup leaves alone: its row exists.
+            context.log.warning(
+                f"promoted {name}, but could not tidy the weights folder after it: "
+                f"{error.strerror or error}"
+            )
+            return replace(record, path=name, status="active")
         raise dg.Failure(
             description=(
                 f"cannot write the new model's weights into {model_storage.weights_dir}: "
