@@ -137,6 +137,19 @@ def _send_short_body(port: int, half_close: bool) -> tuple[int, str | None, byte
         return _read_response(sock)
 
 
+# Chunked JSON bodies whose framing is broken: gunicorn finds out only as the app reads the body,
+# so the app answers, with its JSON 400.
+_CHUNKED_JSON = (
+    b"POST /api/find_spam HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
+BROKEN_CHUNKS = [
+    _CHUNKED_JSON + b"zz\r\nabc\r\n0\r\n\r\n",  # not a size
+    _CHUNKED_JSON + b"-1\r\nabc\r\n0\r\n\r\n",  # a negative size
+    _CHUNKED_JSON + b"3\r\nabcXX0\r\n\r\n",  # a chunk without its line end
+    _CHUNKED_JSON + b"0\r\nbad trailer\r\n\r\n",  # a trailer that is no header
+]
+
 # Requests gunicorn refuses itself, before the app: its own 400 page, not JSON.
 FRAMING_ERRORS = [
     b"GARBAGE\r\n\r\n",
@@ -191,6 +204,7 @@ def test_hostile_sample_keeps_the_contract_and_memory(server: Server) -> None:
     for _ in range(3):
         _send_short_body(server.port, half_close=False)
     framing = [_send_raw(server.port, data) for data in FRAMING_ERRORS]
+    broken_chunks = [_send_raw(server.port, data) for data in BROKEN_CHUNKS]
     rss_after = _rss(workers)
 
     growth = sum(rss_after.values()) - sum(rss_before.values())
@@ -198,7 +212,8 @@ def test_hostile_sample_keeps_the_contract_and_memory(server: Server) -> None:
         f"\nhostile sample: {len(warm_up)} warm-up and {len(statuses)} generated requests "
         f"(statuses {sorted(set(statuses))}), {len(chunked)} chunked bodies of 10 MB "
         f"(answered after {[sent // 1024 for _, sent in chunked]} KiB sent), "
-        f"{len(short_half_closed) + 3} short bodies, {len(framing)} framing errors; "
+        f"{len(short_half_closed) + 3} short bodies, {len(framing) + len(broken_chunks)} framing "
+        "errors; "
         f"worker RSS {[r // 1024 for r in rss_before.values()]} -> "
         f"{[r // 1024 for r in rss_after.values()]} KiB (growth {growth / MIB:.1f} MiB), "
         f"peak gain under chunked {[g // 1024 for g in peak_gain.values()]} KiB, "
@@ -216,6 +231,9 @@ def test_hostile_sample_keeps_the_contract_and_memory(server: Server) -> None:
         assert b"shorter than its Content-Length" in body
     for (status, _, body), data in zip(framing, FRAMING_ERRORS, strict=True):
         assert status == 400, (data, body)
+    for (status, kind, body), data in zip(broken_chunks, BROKEN_CHUNKS, strict=True):
+        assert (status, kind) == (400, "application/json"), (data, body)
+        assert b"chunk" in body
     # The same workers served everything: none died, so none restarted with a fresh heap.
     assert sorted(server.worker_pids()) == sorted(workers)
     assert growth < RSS_GROWTH_BOUND, (rss_before, rss_after)

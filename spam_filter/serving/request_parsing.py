@@ -5,6 +5,7 @@ import json
 from typing import Any
 
 from flask import Request
+from gunicorn.http.errors import NoMoreData, ParseException
 from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
@@ -51,6 +52,11 @@ def read_body(request: Request, max_bytes: int) -> bytes:
         data = get_input_stream(request.environ, max_content_length=max_bytes + 1).read()
     except RequestEntityTooLarge:  # a Content-Length past the limit: refused before reading
         raise too_large from None
+    # gunicorn parses a chunked body as the app reads it, so its framing errors come from here.
+    except ParseException:
+        raise InvalidRequest("request body is not valid chunked encoding") from None
+    except NoMoreData:
+        raise InvalidRequest("request body ended before its last chunk") from None
     if len(data) > max_bytes:
         raise too_large
     if request.content_length is not None and len(data) < request.content_length:
