@@ -17,6 +17,8 @@ from spam_filter.serving import database_watcher, metrics, rate_limits, routes
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     """Build the API: defaults and environment overrides, then `test_config`."""
     app = Flask(__name__)
+    # werkzeug would answer a path with doubled slashes with an HTML redirect: a 404 in JSON here.
+    app.url_map.merge_slashes = False
     app.config.from_mapping(settings.api_config())
     if test_config:
         app.config.from_mapping(test_config)

@@ -201,6 +201,7 @@ ERROR_CASES = {
     "unknown path": (lambda c: c.post("/api/nothing", json={"text": "hi"}), 404, "not found"),
     "root": (lambda c: c.get("/"), 404, "not found"),
     "path below find_spam": (lambda c: c.post(URL + "/x", json={"text": "hi"}), 404, "not found"),
+    "doubled slash": (lambda c: c.post("/api//find_spam", json={"text": "hi"}), 404, "not found"),
 }
 
 
