@@ -19,8 +19,20 @@ from spam_filter import settings
 from spam_filter.reporter_keys import key_hash, new_key
 from spam_filter.rollback import RollbackRefused, roll_back
 from spam_filter.storage.base import ApplicationStorage
-from spam_filter.storage.factory import open_storage
+from spam_filter.storage.factory import STORAGE_ERRORS, open_storage
 from spam_filter.storage.records import ModelRecord, ReporterExists
+
+MAX_REPORTER_NAME_CHARACTERS = 100
+
+
+def reporter_name(text: str) -> str:
+    """A reporter's name as given on the command line: printable, and short enough to list."""
+    name = text.strip()
+    if not name or not name.isprintable() or len(name) > MAX_REPORTER_NAME_CHARACTERS:
+        raise argparse.ArgumentTypeError(
+            f"a name is 1 to {MAX_REPORTER_NAME_CHARACTERS} printable characters, not {text!r}"
+        )
+    return name
 
 
 def bootstrap(storage: ApplicationStorage, _: argparse.Namespace) -> int:
@@ -64,6 +76,7 @@ def list_reporters(storage: ApplicationStorage, _: argparse.Namespace) -> int:
 
 
 def revoke_reporter(storage: ApplicationStorage, args: argparse.Namespace) -> int:
+    storage.create_schema()
     if not storage.revoke_reporter(args.name):
         print(f"error: no active reporter named {args.name!r}", file=sys.stderr)
         return 1
@@ -123,12 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.set_defaults(command=bootstrap)
     commands = parser.add_subparsers(title="commands", metavar="COMMAND")
     add = commands.add_parser("add-reporter", help="create a reporter and print its new key")
-    add.add_argument("name")
+    add.add_argument("name", type=reporter_name)
     add.set_defaults(command=add_reporter)
     listing = commands.add_parser("reporters", help="list reporters, their reports and status")
     listing.set_defaults(command=list_reporters)
     revoke = commands.add_parser("revoke-reporter", help="revoke a reporter's key")
-    revoke.add_argument("name")
+    revoke.add_argument("name", type=reporter_name)
     revoke.set_defaults(command=revoke_reporter)
     models = commands.add_parser("models", help="list every model, its rates and the decision")
     models.set_defaults(command=list_models)
@@ -136,7 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     back.add_argument("model", nargs="?", help="a retired model's file name (default: previous)")
     back.set_defaults(command=rollback)
     args = parser.parse_args(argv)
-    return args.command(open_storage(args.database), args)
+    try:
+        return args.command(open_storage(args.database, on_wait=say_waiting), args)
+    except STORAGE_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def say_waiting(message: str) -> None:
+    """Tell the user why a command is not done yet (another process holds the database)."""
+    print(message, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ Why the SQL has its shape (DuckDB 2.0, 2 cores):
 import argparse
 import random
 import re
+import sys
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -59,7 +60,7 @@ from spam_filter.faults import crash_point
 from spam_filter.storage import queries
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.duckdb_storage import DuckDBStorage
-from spam_filter.storage.factory import open_storage
+from spam_filter.storage.factory import STORAGE_ERRORS, open_storage
 from spam_filter.storage.postgres_storage import PostgresStorage
 
 # Rows per INSERT statement: a multiple of DuckDB's row group (122,880 rows), the unit of parallel
@@ -516,7 +517,7 @@ def _insert_chunks(
             bar.update(stop - start)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Insert labelled sample messages.")
     parser.add_argument("--count", type=int, default=10_000, help="messages to add (10,000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated messages")
@@ -530,15 +531,24 @@ def main(argv: list[str] | None = None) -> None:
         "else SPAM_FILTER_DATABASE)",
     )
     args = parser.parse_args(argv)
-    storage = open_storage(args.database)
-    storage.create_schema()
-    existing = storage.message_count()
-    if args.if_empty and existing:
-        print(f"messages already holds {existing:,} rows; nothing inserted")
-        return
-    added = insert_sample_messages(storage, args.count, args.seed, args.spam_share)
+    if args.count < 0 or not 0 <= args.spam_share <= 1:
+        parser.error("--count must be 0 or more, and --spam-share between 0 and 1")
+    try:
+        storage = open_storage(
+            args.database, on_wait=lambda message: print(message, file=sys.stderr, flush=True)
+        )
+        storage.create_schema()
+        existing = storage.message_count()
+        if args.if_empty and existing:
+            print(f"messages already holds {existing:,} rows; nothing inserted")
+            return 0
+        added = insert_sample_messages(storage, args.count, args.seed, args.spam_share)
+    except STORAGE_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(f"inserted {added:,} sample messages; messages now holds {existing + added:,} rows")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

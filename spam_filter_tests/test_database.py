@@ -2,6 +2,9 @@
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from spam_filter.reporter_keys import key_hash
 from spam_filter.storage.duckdb_storage import DuckDBStorage
@@ -51,6 +54,38 @@ def test_add_reporter_prints_a_new_key_alone_on_the_last_line(project_env):
     # Only the hash is stored, and it is the hash of the printed key.
     assert set(stored) == {key_hash(key) for key in keys}
     assert not any(key in stored for key in keys)
+
+
+@pytest.mark.parametrize("name", ["", "   ", "desk\nfront", "x" * 101])
+def test_a_reporter_name_must_be_printable_and_short(project_env, name):
+    refused = _cli(project_env, "add-reporter", name)
+    assert refused.returncode == 2
+    assert "printable characters" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert _cli(project_env, "reporters").stdout.startswith("no reporters yet")
+
+
+@pytest.mark.parametrize(
+    ("location", "message"),
+    [
+        ("not a database", "not a valid DuckDB database file"),
+        ("mysql://127.0.0.1/spam", "unsupported database URL scheme 'mysql'"),
+        ("postgresql://desk:hunter2@[bad/spam", "URL is malformed"),
+    ],
+    ids=["a file that is not DuckDB", "another URL scheme", "a malformed URL"],
+)
+def test_a_database_that_cannot_be_used_gets_one_line(project_env, tmp_path, location, message):
+    if location == "not a database":
+        location = str(tmp_path / "garbage.duckdb")
+        Path(location).write_bytes(b"garbage" * 1000)
+    for command in ([], ["reporters"], ["revoke-reporter", "desk"], ["models"]):
+        result = _cli(project_env, "--database", location, *command)
+        assert result.returncode == 1, command
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
+        assert message in result.stderr
+        # A URL's password never shows; another scheme is never taken for a file's path.
+        assert "hunter2" not in result.stderr + result.stdout
+    assert not (PROJECT_ROOT / "mysql:").exists()
 
 
 def test_a_reporter_name_is_taken_once(project_env):

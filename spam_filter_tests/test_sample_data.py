@@ -128,3 +128,20 @@ def test_the_command_fills_a_postgresql_database_and_continues_its_rows(postgres
     # The second run continued the row numbers, as on DuckDB: new messages, all marked synthetic.
     assert (rows, synthetic) == (600, 600)
     assert distinct > 590
+
+
+@pytest.mark.parametrize(
+    "arguments", [["--count", "-5"], ["--spam-share", "2"], ["--spam-share", "nan"]]
+)
+def test_bad_values_are_refused_before_the_database_is_touched(project_env, arguments):
+    result = subprocess.run(
+        [sys.executable, "sample_data.py", *arguments],
+        cwd=settings.PROJECT_ROOT,
+        env={**os.environ, **project_env},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert "--spam-share between 0 and 1" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not os.path.exists(project_env["SPAM_FILTER_DATABASE"])

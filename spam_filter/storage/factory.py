@@ -2,11 +2,21 @@
 
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
+
+import duckdb
+import psycopg
 
 from spam_filter import settings
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter.storage.postgres_storage import PostgresStorage, is_postgres_url
+from spam_filter.storage.records import StorageUnavailable
+
+# What opening or using a storage raises when the database cannot be used: a file that is not
+# DuckDB or sits where no folder can be made, a lock held elsewhere, a server that does not
+# answer, a malformed location. Command lines answer these with one line, not a traceback.
+STORAGE_ERRORS = (OSError, ValueError, duckdb.Error, psycopg.Error, StorageUnavailable)
 
 
 def open_storage(
@@ -25,7 +35,19 @@ def open_storage(
     for `checkpoint_report_inbox` to checkpoint.
     """
     location = str(database or settings.database_location())
+    if "://" in location and not is_postgres_url(location):
+        raise ValueError(
+            f"unsupported database URL scheme {location.split('://')[0]!r}: give a "
+            "postgresql:// URL or a DuckDB file's path"
+        )
     if is_postgres_url(location):
+        try:
+            urlsplit(location).port  # noqa: B018 (checks the host and port parse)
+        except ValueError:
+            # Not echoed: the URL may hold a password.
+            raise ValueError(
+                "the postgresql:// URL is malformed (not shown: it may hold a password)"
+            ) from None
         return PostgresStorage(
             location,
             connect_timeout_seconds=lock_timeout_seconds,
