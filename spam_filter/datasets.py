@@ -1,5 +1,7 @@
 """Reading labelled message files into (spam, body) rows."""
 
+import warnings
+
 import pandas as pd
 
 
@@ -22,7 +24,18 @@ def read_gold_messages(path: str) -> pd.DataFrame:
     Raises:
         ValueError: A column is missing or a label is neither spam nor ham.
     """
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    with warnings.catch_warnings():
+        # A line with more fields than the header (a text with unquoted commas) would otherwise
+        # shift its fields into the wrong columns.
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            raw = pd.read_csv(
+                path, dtype=str, keep_default_na=False, encoding="utf-8", index_col=False
+            )
+        except pd.errors.ParserWarning:
+            raise ValueError(
+                f"{path}: a line has more fields than its header; quote texts that hold commas"
+            ) from None
     if not {"label", "text"} <= set(raw.columns):
         raise ValueError(f"{path} needs the columns label and text, not {list(raw.columns)}")
     labels = raw["label"].str.strip().str.lower()

@@ -19,6 +19,8 @@ class PromotionRule:
 
     max_false_positive_rate: float
     """Gold false-positive rate that no promoted model may exceed."""
+    min_true_positive_rate: float = 0.5
+    """Gold true-positive rate every promoted model must reach, with or without an active one."""
     gold_true_positive_tolerance: float = 0.005
     """How far below the active model's gold true-positive rate a new model may fall."""
     gold_false_positive_tolerance: float = 0.001
@@ -75,6 +77,12 @@ def decide_promotion(
             False,
             f"gold false-positive rate {gold.false_positive_rate:.4f} is over the ceiling "
             f"{rule.max_false_positive_rate:.4f}",
+        )
+    if gold.true_positive_rate < rule.min_true_positive_rate:
+        return PromotionDecision(
+            False,
+            f"gold true-positive rate {gold.true_positive_rate:.4f} is under the floor "
+            f"{rule.min_true_positive_rate:.4f}: it would let most spam through",
         )
     if active_problem is not None:
         return PromotionDecision(True, active_problem + "; promoting without a comparison")

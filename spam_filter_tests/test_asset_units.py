@@ -1,6 +1,7 @@
 """The assets' own logic on tiny inputs, called directly: seconds, not a run through the CLI."""
 
 import os
+import re
 from pathlib import Path
 
 import dagster as dg
@@ -8,8 +9,9 @@ import duckdb
 import pytest
 
 from spam_filter.assets import training
-from spam_filter.assets.deployment import check_false_positive_rate
+from spam_filter.assets.deployment import ModelFileConfig, check_false_positive_rate
 from spam_filter.assets.training import SpamModelConfig
+from spam_filter.config_bounds import COUNT, check_config
 from spam_filter.promotion import ModelScore, PromotionDecision, PromotionRule
 from spam_filter.resources import ApplicationDatabase, Warehouse
 from spam_filter.scoring import Score, SplitScores
@@ -120,3 +122,30 @@ def test_false_positive_check_holds_the_ceiling(false_positives, passed):
     result = check_false_positive_rate(_score(false_positives, ceiling=0.01))
     assert result.passed is passed
     assert result.metadata["gold_false_positive_rate"].value == false_positives / 100
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("false_positive_cost", 0.0, "false_positive_cost must be within (0, 10000], not 0.0"),
+        (
+            "collection_false_positive_budget",
+            -1.0,
+            "collection_false_positive_budget must be within [0, 1), not -1.0",
+        ),
+        ("impact_margin", float("nan"), "impact_margin must be at least 0, not nan"),
+        ("seed", 2**40, "seed must be within [-2147483648, 2147483647]"),
+        ("test_size", 1.0, "test_size must be within (0, 1), not 1.0"),
+    ],
+)
+def test_a_config_value_out_of_range_fails_naming_its_field(tiny_warehouse, field, value, message):
+    with pytest.raises(dg.Failure, match=re.escape(message)):
+        _outputs(tiny_warehouse, SpamModelConfig(**{field: value}))
+
+
+def test_every_config_field_names_all_its_problems_at_once():
+    with pytest.raises(dg.Failure) as failure:
+        check_config(ModelFileConfig(keep_retired_models=-1), {"keep_retired_models": COUNT})
+    assert failure.value.description == (
+        "invalid config: keep_retired_models must be at least 0, not -1"
+    )

@@ -286,3 +286,28 @@ def test_spam_model_keeps_a_bounded_vocabulary(resources):
     assert model["rare_words_dropped"] > 1000
     trained = result.output_for_node("spam_model", "spam_model")
     assert len(trained.model.log_odds) == 1000
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (None, "No such file"),
+        (b"label,text\nspam,caf\xe9\n", "can't decode byte 0xe9"),
+        (b"label,text\nspam,win, now, call\nham,hello\n", "quote texts that hold commas"),
+        (b"label,text\nmaybe,hello\n", "labels must be spam or ham"),
+        (b"", "No columns to parse"),
+    ],
+    ids=["missing", "not UTF-8", "unquoted commas", "unknown label", "empty"],
+)
+def test_an_unreadable_gold_csv_fails_naming_the_file_and_its_variable(
+    resources, tmp_path, monkeypatch, content, reason
+):
+    gold = tmp_path / "gold.csv"
+    if content is not None:
+        gold.write_bytes(content)
+    monkeypatch.setenv("SPAM_FILTER_GOLD_CSV", str(gold))
+    result = dg.materialize([ingestion.gold_examples], resources=resources, raise_on_error=False)
+    assert not result.success
+    message = result.failure_data_for_node("gold_examples").error.message
+    assert f"cannot read {gold} (set by SPAM_FILTER_GOLD_CSV" in message
+    assert reason in message

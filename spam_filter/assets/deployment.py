@@ -7,6 +7,7 @@ import dagster as dg
 
 from spam_filter import constants, weights
 from spam_filter.assets.training import PICKLE_IO_MANAGER
+from spam_filter.config_bounds import COUNT, SHARE, check_config
 from spam_filter.faults import crash_point
 from spam_filter.promotion import ModelScore, PromotionRule, decide_promotion
 from spam_filter.resources import ApplicationDatabase, ModelStorage, Warehouse
@@ -28,6 +29,16 @@ class ModelScoreConfig(dg.Config):
     """How far below the active model's gold true-positive rate a new model may fall."""
     gold_false_positive_tolerance: float = 0.001
     """How far above the active model's gold false-positive rate a new model may rise."""
+    min_gold_true_positive_rate: float = constants.MIN_GOLD_TRUE_POSITIVE_RATE
+    """A model catching less gold spam than this is never promoted, the first one included."""
+
+
+MODEL_SCORE_BOUNDS = {
+    "max_false_positive_rate": SHARE,
+    "gold_true_positive_tolerance": SHARE,
+    "gold_false_positive_tolerance": SHARE,
+    "min_gold_true_positive_rate": SHARE,
+}
 
 
 @dg.asset(group_name=GROUP, io_manager_key=PICKLE_IO_MANAGER)
@@ -40,8 +51,10 @@ def model_score(
     model_storage: ModelStorage,
 ) -> dg.Output[ModelScore]:
     """The new model's rates on the test split, beside the active model's on the same messages."""
+    check_config(config, MODEL_SCORE_BOUNDS)
     rule = PromotionRule(
         max_false_positive_rate=config.max_false_positive_rate,
+        min_true_positive_rate=config.min_gold_true_positive_rate,
         gold_true_positive_tolerance=config.gold_true_positive_tolerance,
         gold_false_positive_tolerance=config.gold_false_positive_tolerance,
         false_positive_cost=spam_model.false_positive_cost,
@@ -105,6 +118,7 @@ def model_file(
     model_storage: ModelStorage,
 ) -> dg.Output[ModelRecord]:
     """The weights file of the new model, promoted to active when it beats the active model."""
+    check_config(config, {"keep_retired_models": COUNT})
     challenger = model_score.challenger.gold
     active = model_score.active.gold if model_score.active else None
     record = ModelRecord(

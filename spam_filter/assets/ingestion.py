@@ -1,11 +1,15 @@
 """Ingestion: the public SMS collection, the curated gold set, and the product's own messages and
 reports, into the one dataset the model learns and is judged on."""
 
+from collections.abc import Callable
+from pathlib import Path
+
 import dagster as dg
 import duckdb
 import pandas as pd
 
 from spam_filter import constants, settings, tables
+from spam_filter.config_bounds import COUNT, SEED, SHARE, Bound, check_config
 from spam_filter.datasets import read_gold_messages, read_sms_spam_collection
 from spam_filter.reporter_keys import text_key
 from spam_filter.resources import ApplicationDatabase, Warehouse
@@ -226,11 +230,32 @@ class UserMessagesConfig(dg.Config):
     """Checkable votes a reporter needs before its disagreement counts."""
 
 
+USER_MESSAGES_BOUNDS = {
+    "max_messages": COUNT,
+    "sample_seed": SEED,
+    "max_reporter_share": Bound(0, 1, low_open=True),
+    "max_disagreement": SHARE,
+    "min_checked_votes": COUNT,
+}
+
+
+def _read_labelled_file(
+    read: Callable[[str], pd.DataFrame], path: Path, variable: str
+) -> pd.DataFrame:
+    """`read(path)`, or a failure that names the file and the variable pointing at it."""
+    try:
+        return read(str(path))
+    except (OSError, ValueError, KeyError) as error:  # pandas' parse errors are ValueErrors
+        raise dg.Failure(
+            f"cannot read {path} (set by {variable} or its default): {error}"
+        ) from None
+
+
 @dg.asset(group_name=GROUP, kinds={"pandas", "duckdb"})
 def sms_spam_examples(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
     """The SMS Spam Collection (UCI): 5,572 text messages labelled spam or ham."""
     path = settings.spam_csv_path()
-    examples = read_sms_spam_collection(str(path))
+    examples = _read_labelled_file(read_sms_spam_collection, path, "SPAM_FILTER_SPAM_CSV")
     context.log.info(f"read {len(examples):,} messages from {path}")
     return dg.Output(
         examples,
@@ -247,7 +272,7 @@ def gold_examples(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg
     """The product's curated gold.csv (`SPAM_FILTER_GOLD_CSV`), only ever used to judge models."""
     path = settings.gold_csv_path()
     gold = (
-        read_gold_messages(str(path))
+        _read_labelled_file(read_gold_messages, path, "SPAM_FILTER_GOLD_CSV")
         if path is not None
         else pd.DataFrame({"spam": pd.Series(dtype=bool), "body": pd.Series(dtype=str)})
     )
@@ -289,8 +314,7 @@ def user_messages(
     warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """The product's own labelled messages, and the messages its reporters agree on."""
-    if not 0 < config.max_reporter_share <= 1:
-        raise dg.Failure(f"max_reporter_share must lie in (0, 1], not {config.max_reporter_share}")
+    check_config(config, USER_MESSAGES_BOUNDS)
     storage = database.storage(on_wait=context.log.info)
     storage.create_schema()  # brings an older database's tables up to date
     with warehouse.get_connection() as conn:

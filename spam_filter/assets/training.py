@@ -5,6 +5,7 @@ import duckdb
 
 from spam_filter import constants, learning, tables
 from spam_filter.assets.ingestion import spam_dataset
+from spam_filter.config_bounds import COUNT, SEED, Bound, check_config
 from spam_filter.reporter_impact import GoldSet, ReporterImpact, reporter_impacts
 from spam_filter.resources import ApplicationDatabase, Warehouse
 from spam_filter.spam import TrainedModel
@@ -110,6 +111,20 @@ class SpamModelConfig(dg.Config):
     the curated sets are always scored whole."""
 
 
+SPAM_MODEL_BOUNDS = {
+    "alpha": Bound(0, 100, low_open=True),
+    "test_size": Bound(0, 1, low_open=True, high_open=True),
+    "seed": SEED,
+    "false_positive_cost": Bound(0, 10_000, low_open=True),
+    "report_weight": Bound(0, 1_000),
+    "collection_false_positive_budget": Bound(0, 1, high_open=True),
+    "user_false_positive_budget": Bound(0, 1, high_open=True),
+    "impact_margin": COUNT,
+    "max_vocabulary": COUNT,
+    "max_test_messages": COUNT,
+}
+
+
 @dg.multi_asset(
     name="spam_model",
     group_name=GROUP,
@@ -130,8 +145,7 @@ def spam_model(
 ):
     """Split the dataset, count words per class, leave out harmful reporters, and train the model
     with its threshold calibrated out of fold."""
-    if not 0 < config.test_size < 1:
-        raise dg.Failure(f"test_size must lie between 0 and 1, not {config.test_size}")
+    check_config(config, SPAM_MODEL_BOUNDS)
     with warehouse.get_connection() as conn:
         scored_share = _split(conn, config)
         context.log.info("split the dataset; counting words of the training messages")
