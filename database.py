@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     listing = commands.add_parser("reporters", help="list reporters, their reports and status")
     listing.set_defaults(command=list_reporters)
     revoke = commands.add_parser("revoke-reporter", help="revoke a reporter's key")
-    revoke.add_argument("name", type=reporter_name)
+    revoke.add_argument("name", help="the name exactly as `reporters` lists it")
     revoke.set_defaults(command=revoke_reporter)
     models = commands.add_parser("models", help="list every model, its rates and the decision")
     models.set_defaults(command=list_models)
@@ -152,8 +152,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.command(open_storage(args.database, on_wait=say_waiting), args)
     except STORAGE_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return 1
+
+
+def one_line(error: Exception) -> str:
+    """An error's message on one line (a server's may take several)."""
+    return " ".join(str(error).split())
 
 
 def say_waiting(message: str) -> None:

@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         added = insert_sample_messages(storage, args.count, args.seed, args.spam_share)
     except STORAGE_ERRORS as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1
     print(f"inserted {added:,} sample messages; messages now holds {existing + added:,} rows")
     return 0

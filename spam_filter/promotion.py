@@ -78,6 +78,8 @@ def decide_promotion(
             f"gold false-positive rate {gold.false_positive_rate:.4f} is over the ceiling "
             f"{rule.max_false_positive_rate:.4f}",
         )
+    if not gold.true_positives + gold.false_negatives:
+        return PromotionDecision(False, "the test split holds no gold spam to judge the model by")
     if gold.true_positive_rate < rule.min_true_positive_rate:
         return PromotionDecision(
             False,

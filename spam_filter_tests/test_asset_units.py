@@ -9,9 +9,9 @@ import duckdb
 import pytest
 
 from spam_filter.assets import training
-from spam_filter.assets.deployment import ModelFileConfig, check_false_positive_rate
+from spam_filter.assets.deployment import check_false_positive_rate
 from spam_filter.assets.training import SpamModelConfig
-from spam_filter.config_bounds import COUNT, check_config
+from spam_filter.config_bounds import COUNT, SEED, check_config
 from spam_filter.promotion import ModelScore, PromotionDecision, PromotionRule
 from spam_filter.resources import ApplicationDatabase, Warehouse
 from spam_filter.scoring import Score, SplitScores
@@ -143,9 +143,13 @@ def test_a_config_value_out_of_range_fails_naming_its_field(tiny_warehouse, fiel
         _outputs(tiny_warehouse, SpamModelConfig(**{field: value}))
 
 
-def test_every_config_field_names_all_its_problems_at_once():
+def test_every_field_out_of_range_is_named_at_once():
     with pytest.raises(dg.Failure) as failure:
-        check_config(ModelFileConfig(keep_retired_models=-1), {"keep_retired_models": COUNT})
+        check_config(
+            SpamModelConfig(max_vocabulary=-1, seed=10**400),
+            {"max_vocabulary": COUNT, "seed": SEED},
+        )
     assert failure.value.description == (
-        "invalid config: keep_retired_models must be at least 0, not -1"
+        "invalid config: max_vocabulary must be at least 0, not -1; "
+        f"seed must be within [-2147483648, 2147483647], not {10**400!r}"
     )

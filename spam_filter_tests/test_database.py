@@ -8,6 +8,8 @@ import pytest
 
 from spam_filter.reporter_keys import key_hash
 from spam_filter.storage.duckdb_storage import DuckDBStorage
+from spam_filter.storage.factory import open_storage
+from spam_filter.storage.postgres_storage import PostgresStorage
 from spam_filter.storage.records import Report
 from spam_filter_tests.helpers import PROJECT_ROOT
 
@@ -113,3 +115,18 @@ def test_revoking_an_unknown_reporter_fails(project_env):
     unknown = _cli(project_env, "revoke-reporter", "nobody")
     assert unknown.returncode == 1
     assert "no active reporter named 'nobody'" in unknown.stderr
+
+
+def test_revoke_takes_a_stored_name_exactly_as_listed(project_env):
+    storage = DuckDBStorage(project_env["SPAM_FILTER_DATABASE"])
+    storage.create_schema()
+    storage.add_reporter("desk ", key_hash("key of 'desk '"))
+    storage.add_reporter("desk", key_hash("key of 'desk'"))
+    assert _cli(project_env, "revoke-reporter", "desk ").returncode == 0
+    # Only the reporter named so lost its key.
+    assert [reporter.name for reporter in storage.reporter_keys().values()] == ["desk"]
+
+
+def test_a_postgresql_url_naming_several_hosts_is_taken():
+    storage = open_storage("postgresql://desk@db1:5432,db2:5432/spam")
+    assert isinstance(storage, PostgresStorage)

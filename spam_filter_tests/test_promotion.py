@@ -25,7 +25,7 @@ def _scores(gold: Score, user: Score = NO_USERS) -> SplitScores:
         (_scores(Score(99, 6, 94, 1)), None, False, "over the ceiling"),
         # Even the first model must catch most gold spam, and a split with none cannot show it.
         (_scores(Score(40, 0, 100, 60)), None, False, "under the floor"),
-        (_scores(Score(0, 0, 100, 0)), None, False, "under the floor"),
+        (_scores(Score(0, 0, 100, 0)), None, False, "no gold spam"),
         # Equal on gold, and catching more of what users report: promoted.
         (
             _scores(Score(90, 1, 99, 10), Score(40, 0, 50, 10)),

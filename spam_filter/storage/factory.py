@@ -1,11 +1,12 @@
 """The application storage the configuration names."""
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import duckdb
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 
 from spam_filter import settings
 from spam_filter.storage.base import ApplicationStorage
@@ -13,10 +14,23 @@ from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter.storage.postgres_storage import PostgresStorage, is_postgres_url
 from spam_filter.storage.records import StorageUnavailable
 
+
+class UnusableLocation(ValueError):
+    """The configured database location is neither a DuckDB file's path nor a PostgreSQL URL."""
+
+
 # What opening or using a storage raises when the database cannot be used: a file that is not
 # DuckDB or sits where no folder can be made, a lock held elsewhere, a server that does not
-# answer, a malformed location. Command lines answer these with one line, not a traceback.
-STORAGE_ERRORS = (OSError, ValueError, duckdb.Error, psycopg.Error, StorageUnavailable)
+# answer, a malformed location. Command lines answer these with one line, not a traceback; any
+# other error is a bug, and keeps its traceback.
+STORAGE_ERRORS = (
+    OSError,
+    duckdb.IOException,
+    psycopg.OperationalError,
+    sqlite3.OperationalError,
+    StorageUnavailable,
+    UnusableLocation,
+)
 
 
 def open_storage(
@@ -36,16 +50,16 @@ def open_storage(
     """
     location = str(database or settings.database_location())
     if "://" in location and not is_postgres_url(location):
-        raise ValueError(
+        raise UnusableLocation(
             f"unsupported database URL scheme {location.split('://')[0]!r}: give a "
             "postgresql:// URL or a DuckDB file's path"
         )
     if is_postgres_url(location):
         try:
-            urlsplit(location).port  # noqa: B018 (checks the host and port parse)
-        except ValueError:
+            conninfo_to_dict(location)  # libpq's own parse, several hosts included
+        except psycopg.ProgrammingError:
             # Not echoed: the URL may hold a password.
-            raise ValueError(
+            raise UnusableLocation(
                 "the postgresql:// URL is malformed (not shown: it may hold a password)"
             ) from None
         return PostgresStorage(
