@@ -28,7 +28,7 @@ from spam_filter.processes import (  # noqa: E402
     stop_process_groups,
 )
 from spam_filter.storage.base import ApplicationStorage  # noqa: E402
-from spam_filter.storage.factory import open_storage  # noqa: E402
+from spam_filter.storage.factory import STORAGE_ERRORS, open_storage  # noqa: E402
 
 # One retrain at a time: two runs would only take turns on the warehouse file's lock.
 DAGSTER_YAML = """\
@@ -77,7 +77,10 @@ def write_dagster_yaml(home: Path, database_url: str | None) -> None:
 
 
 def _dagster_home() -> Path:
-    home = Path(os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / ".dagster_home")))
+    # Dagster wants an absolute path and expands `~`: the folder made here must be the one it reads.
+    home = Path(os.environ.get("DAGSTER_HOME") or PROJECT_ROOT / ".dagster_home")
+    home = home.expanduser().resolve()
+    os.environ["DAGSTER_HOME"] = str(home)
     home.mkdir(parents=True, exist_ok=True)
     database_url = settings.database_url()
     write_dagster_yaml(home, database_url)
@@ -159,11 +162,24 @@ class Service:
 
 
 def services(environ: Mapping[str, str] = os.environ) -> list[Service]:
-    """The API and the Dagster UI, on the addresses the environment gives."""
+    """The API and the Dagster UI, on the addresses the environment gives.
+
+    Raises:
+        settings.SettingError: A worker count or a port that no server could start with.
+    """
     bind = api_bind(environ)
     workers = environ.get("SPAM_FILTER_API_WORKERS") or "2"
+    if not (workers.isdigit() and int(workers) >= 1):
+        # gunicorn takes 0 and serves nothing, its port bound and every request left waiting.
+        raise settings.SettingError(
+            f"SPAM_FILTER_API_WORKERS must be a whole number of at least 1, not {workers!r}"
+        )
     host = ui_host(environ)
     ui_port = environ.get("SPAM_FILTER_UI_PORT") or DEFAULT_UI_PORT
+    if not (ui_port.isdigit() and 1 <= int(ui_port) <= 65535):
+        raise settings.SettingError(
+            f"SPAM_FILTER_UI_PORT must be a port number (1 to 65535), not {ui_port!r}"
+        )
     return [
         Service(
             "the API (gunicorn)", bind, "SPAM_FILTER_API_BIND", tuple(api_command(bind, workers))
@@ -186,14 +202,21 @@ def port_problems(to_start: list[Service]) -> list[str]:
     """
     problems = []
     for service in to_start:
-        if service.host_and_port is None:
+        try:
+            address = service.host_and_port
+        except ValueError:  # int() of what follows the last colon
+            problems.append(f"{service.name}: {service.variable} has no port number in it")
             continue
-        host, port = service.host_and_port
+        if address is None:
+            continue
+        host, port = address
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
+            except OverflowError:
+                problems.append(f"{service.name}: port {port} of {service.variable} is not 0-65535")
             except OSError as error:
                 problems.append(
                     f"{service.name} cannot listen on {service.address}: "
@@ -230,6 +253,10 @@ def _stop(running: dict[Service, subprocess.Popen]) -> None:
 
 def serve() -> int:
     """Bootstrap, then serve until Ctrl-C, SIGTERM or a service stopping on its own."""
+    # Read now what the workers and the code location read later, after a possibly long bootstrap.
+    settings.api_config()
+    settings.retrain_after_reports()
+    settings.retrain_min_interval_seconds()
     to_start = services()
     # Before the bootstrap, which may train for a while: a taken port is known at once.
     problems = port_problems(to_start)
@@ -297,7 +324,20 @@ def main(argv: list[str] | None = None) -> int:
     # caught signals but keeps ignored ones, and `dagster dev` would otherwise never stop.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    return retrain() if args.command == "retrain" else serve()
+    try:
+        return retrain() if args.command == "retrain" else serve()
+    except (*STORAGE_ERRORS, settings.SettingError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as error:
+        command = " ".join(
+            Path(str(part)).name if i == 0 else str(part) for i, part in enumerate(error.cmd)
+        )
+        print(
+            f"error: `{command}` failed (exit code {error.returncode}); its output is above",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

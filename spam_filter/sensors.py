@@ -1,11 +1,11 @@
 """Retrain when enough has been learned: a sensor that counts accepted reports."""
 
 import json
-import os
 import time
 
 import dagster as dg
 
+from spam_filter import settings
 from spam_filter.jobs import create_spam_model_job
 from spam_filter.resources import ApplicationDatabase
 
@@ -23,10 +23,8 @@ class RetrainPolicy(dg.ConfigurableResource):
         """The policy with `SPAM_FILTER_RETRAIN_AFTER_REPORTS` and
         `SPAM_FILTER_RETRAIN_MIN_INTERVAL_SECONDS` applied, read when the code location loads."""
         return cls(
-            reports=int(os.environ.get("SPAM_FILTER_RETRAIN_AFTER_REPORTS") or 500),
-            min_interval_seconds=float(
-                os.environ.get("SPAM_FILTER_RETRAIN_MIN_INTERVAL_SECONDS") or 3600
-            ),
+            reports=settings.retrain_after_reports(),
+            min_interval_seconds=settings.retrain_min_interval_seconds(),
         )
 
 

@@ -5,6 +5,7 @@ from anywhere. Values are read when called, never at import time, so tests and s
 the environment before they start.
 """
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -66,9 +67,39 @@ def spam_csv_path() -> Path:
     return _path_from_env("SPAM_FILTER_SPAM_CSV", PROJECT_ROOT / "spam.csv")
 
 
-def _number(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    return float(value) if value else default
+class SettingError(ValueError):
+    """An environment variable holds a value the system cannot run with."""
+
+
+def _number(name: str, default: float, minimum: float = 0.0, whole: bool = False) -> float:
+    """The variable as a finite number above `minimum` (at least it, when `whole`), else the
+    default when unset: a zero rate or a NaN interval would start a server that refuses or spins."""
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    within = value >= minimum if whole else value > minimum
+    if not (math.isfinite(value) and within and (value.is_integer() or not whole)):
+        kind = f"a whole number of at least {minimum:g}" if whole else f"a number above {minimum:g}"
+        raise SettingError(f"{name} must be {kind}, not {text!r}")
+    return value
+
+
+def _whole(name: str, default: int, minimum: int = 1) -> int:
+    return int(_number(name, default, minimum, whole=True))
+
+
+def retrain_after_reports() -> int:
+    """New accepted reports after which the sensor asks for a retrain."""
+    return _whole("SPAM_FILTER_RETRAIN_AFTER_REPORTS", 500)
+
+
+def retrain_min_interval_seconds() -> float:
+    """The least time between two retrains the sensor asks for."""
+    return _number("SPAM_FILTER_RETRAIN_MIN_INTERVAL_SECONDS", 3600, whole=True)
 
 
 def api_config() -> dict[str, Any]:
@@ -78,15 +109,15 @@ def api_config() -> dict[str, Any]:
         "WEIGHTS_DIR": str(weights_dir()),
         "MODEL_REFRESH_SECONDS": _number("SPAM_FILTER_MODEL_REFRESH_SECONDS", 2),
         "MODEL_FULL_CHECK_SECONDS": _number("SPAM_FILTER_MODEL_FULL_CHECK_SECONDS", 30),
-        "MAX_CONTENT_LENGTH": int(_number("SPAM_FILTER_MAX_BODY_BYTES", 64 * 1024)),
-        "MAX_BATCH_TEXTS": int(_number("SPAM_FILTER_MAX_BATCH_TEXTS", 1000)),
+        "MAX_CONTENT_LENGTH": _whole("SPAM_FILTER_MAX_BODY_BYTES", 64 * 1024),
+        "MAX_BATCH_TEXTS": _whole("SPAM_FILTER_MAX_BATCH_TEXTS", 1000),
         # A report body fits 1,000 SMS-length reports.
-        "MAX_REPORT_BODY_BYTES": int(_number("SPAM_FILTER_MAX_REPORT_BODY_BYTES", 512 * 1024)),
-        "MAX_REPORTS_PER_REQUEST": int(_number("SPAM_FILTER_MAX_REPORTS_PER_REQUEST", 1000)),
-        "MAX_REPORT_TEXT_CHARACTERS": int(_number("SPAM_FILTER_MAX_REPORT_TEXT_CHARACTERS", 2000)),
+        "MAX_REPORT_BODY_BYTES": _whole("SPAM_FILTER_MAX_REPORT_BODY_BYTES", 512 * 1024),
+        "MAX_REPORTS_PER_REQUEST": _whole("SPAM_FILTER_MAX_REPORTS_PER_REQUEST", 1000),
+        "MAX_REPORT_TEXT_CHARACTERS": _whole("SPAM_FILTER_MAX_REPORT_TEXT_CHARACTERS", 2000),
         # Per reporter and API process: a steady 100 reports a second, bursts of two full batches.
         "REPORT_RATE_PER_SECOND": _number("SPAM_FILTER_REPORT_RATE", 100),
-        "REPORT_BURST": _number("SPAM_FILTER_REPORT_BURST", 2000),
+        "REPORT_BURST": _number("SPAM_FILTER_REPORT_BURST", 2000, minimum=1, whole=True),
         "REPORT_RETRY_AFTER_SECONDS": 5,
         # Off only to measure what counting costs.
         "METRICS": os.environ.get("SPAM_FILTER_METRICS", "on") != "off",

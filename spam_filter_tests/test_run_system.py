@@ -35,6 +35,18 @@ def _listening(host: str = "127.0.0.1", port: int = 0) -> Iterator[int]:
         yield holder.getsockname()[1]
 
 
+def _run_system(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """The run command, expected to stop at once with an error, its output as text."""
+    return subprocess.run(
+        [sys.executable, str(RUN_SYSTEM)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def _environment(tmp_path: Path, api_port: int, ui_port: int) -> dict[str, str]:
     return {
         **os.environ,
@@ -60,14 +72,7 @@ def test_a_taken_port_is_named_before_anything_starts(
         api_port, ui_port = (port, free_port()) if taken == "api" else (free_port(), port)
         env = _environment(tmp_path, api_port, ui_port)
         started = time.monotonic()
-        result = subprocess.run(
-            [sys.executable, str(RUN_SYSTEM)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = _run_system(env)
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"{service} cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "in use" in result.stderr
@@ -76,6 +81,48 @@ def test_a_taken_port_is_named_before_anything_starts(
     assert not Path(env["SPAM_FILTER_DATABASE"]).exists()
     assert not Path(env["DAGSTER_HOME"]).exists()
     assert time.monotonic() - started < 30
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        (
+            "SPAM_FILTER_REPORT_RATE",
+            "0",
+            "SPAM_FILTER_REPORT_RATE must be a number above 0, not '0'",
+        ),
+        (
+            "SPAM_FILTER_MODEL_REFRESH_SECONDS",
+            "nan",
+            "SPAM_FILTER_MODEL_REFRESH_SECONDS must be a number above 0, not 'nan'",
+        ),
+        (
+            "SPAM_FILTER_MAX_BODY_BYTES",
+            "1.5",
+            "SPAM_FILTER_MAX_BODY_BYTES must be a whole number of at least 1, not '1.5'",
+        ),
+        (
+            "SPAM_FILTER_RETRAIN_AFTER_REPORTS",
+            "x",
+            "SPAM_FILTER_RETRAIN_AFTER_REPORTS must be a whole number of at least 1, not 'x'",
+        ),
+        (
+            "SPAM_FILTER_API_WORKERS",
+            "0",
+            "SPAM_FILTER_API_WORKERS must be a whole number of at least 1, not '0'",
+        ),
+        ("SPAM_FILTER_UI_PORT", "70000", "SPAM_FILTER_UI_PORT must be a port number"),
+    ],
+)
+def test_a_setting_no_server_could_run_with_is_named_before_anything_starts(
+    tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    env = {**_environment(tmp_path, free_port(), free_port()), variable: value}
+    result = _run_system(env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.startswith(f"error: {message}") and result.stderr.count("\n") == 1
+    assert not Path(env["SPAM_FILTER_DATABASE"]).exists()
+    assert not Path(env["DAGSTER_HOME"]).exists()
 
 
 def test_a_port_held_on_every_interface_is_taken_for_loopback_too() -> None:
