@@ -176,9 +176,9 @@ def services(environ: Mapping[str, str] = os.environ) -> list[Service]:
         )
     host = ui_host(environ)
     ui_port = environ.get("SPAM_FILTER_UI_PORT") or DEFAULT_UI_PORT
-    if not (ui_port.isdigit() and 1 <= int(ui_port) <= 65535):
+    if not (ui_port.isdigit() and int(ui_port) <= 65535):
         raise settings.SettingError(
-            f"SPAM_FILTER_UI_PORT must be a port number (1 to 65535), not {ui_port!r}"
+            f"SPAM_FILTER_UI_PORT must be a port number (0 to 65535), not {ui_port!r}"
         )
     return [
         Service(
