@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from spam_filter import settings
+from spam_filter.command_line import error_line, say_waiting
 from spam_filter.reporter_keys import key_hash, new_key
 from spam_filter.rollback import RollbackRefused, roll_back
 from spam_filter.storage.base import ApplicationStorage
@@ -152,18 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.command(open_storage(args.database, on_wait=say_waiting), args)
     except STORAGE_ERRORS as error:
-        print(f"error: {one_line(error)}", file=sys.stderr)
+        print(error_line(error), file=sys.stderr)
         return 1
-
-
-def one_line(error: Exception) -> str:
-    """An error's message on one line (a server's may take several)."""
-    return " ".join(str(error).split())
-
-
-def say_waiting(message: str) -> None:
-    """Tell the user why a command is not done yet (another process holds the database)."""
-    print(message, file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from spam_filter import settings
+from spam_filter.command_line import error_line, say_waiting
 from spam_filter.datasets import read_sms_spam_collection
 from spam_filter.faults import crash_point
 from spam_filter.storage import queries
@@ -458,29 +459,32 @@ def insert_sample_messages(
     """
     if count < 0 or not 0 <= spam_share <= 1:
         raise ValueError("count must be non-negative and spam_share within [0, 1]")
-    if isinstance(storage, PostgresStorage):
-        return _append_to_postgres(storage, count, seed, spam_share, progress)
+    # Built before any transaction: the database stays free while spam.csv is read.
     words = _word_tables(str(settings.spam_csv_path()))
+    if isinstance(storage, PostgresStorage):
+        return _append_to_postgres(storage, words, count, seed, spam_share, progress)
     with storage.transaction() as conn:
         (first,) = conn.execute(queries.COUNT_MESSAGES).fetchone()
-        if count:
-            _insert_chunks(conn, words, first, count, seed, spam_share, progress)
+        _insert_chunks(conn, words, first, count, seed, spam_share, progress)
         crash_point("sample_data_inserted")
     crash_point("sample_data_committed")
     return count
 
 
 def _append_to_postgres(
-    storage: PostgresStorage, count: int, seed: int, spam_share: float, progress: bool
+    storage: PostgresStorage,
+    words: tuple[pd.DataFrame, dict],
+    count: int,
+    seed: int,
+    spam_share: float,
+    progress: bool,
 ) -> int:
     first = storage.message_count()
     with tempfile.TemporaryDirectory(prefix="spam_filter_sample_") as scratch:
         local = DuckDBStorage(Path(scratch) / "sample.duckdb")
         local.create_schema()
-        words = _word_tables(str(settings.spam_csv_path()))
         with local.transaction() as conn:
-            if count:
-                _insert_chunks(conn, words, first, count, seed, spam_share, progress)
+            _insert_chunks(conn, words, first, count, seed, spam_share, progress)
         with local.connection(read_only=True) as conn:
             return storage.append_messages(conn.sql(_BULK_COPIED_MESSAGES).to_arrow_reader())
 
@@ -494,6 +498,9 @@ def _insert_chunks(
     spam_share: float,
     progress: bool,
 ) -> None:
+    """Insert `count` messages numbered from `first` into `messages`, a chunk per statement."""
+    if not count:
+        return
     # The temporary tables and macros live as long as the connection, which is this run's own.
     conn.execute(_LIMIT_MEMORY)
     phrases, values = words
@@ -534,9 +541,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.count < 0 or not 0 <= args.spam_share <= 1:
         parser.error("--count must be 0 or more, and --spam-share between 0 and 1")
     try:
-        storage = open_storage(
-            args.database, on_wait=lambda message: print(message, file=sys.stderr, flush=True)
-        )
+        storage = open_storage(args.database, on_wait=say_waiting)
         storage.create_schema()
         existing = storage.message_count()
         if args.if_empty and existing:
@@ -544,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         added = insert_sample_messages(storage, args.count, args.seed, args.spam_share)
     except STORAGE_ERRORS as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(error_line(error), file=sys.stderr)
         return 1
     print(f"inserted {added:,} sample messages; messages now holds {existing + added:,} rows")
     return 0

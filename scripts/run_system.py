@@ -21,6 +21,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from spam_filter import settings  # noqa: E402
+from spam_filter.command_line import error_line  # noqa: E402
 from spam_filter.processes import (  # noqa: E402
     RETRAIN_JOB_ARGUMENTS,
     group_alive,
@@ -327,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return retrain() if args.command == "retrain" else serve()
     except (*STORAGE_ERRORS, settings.SettingError) as error:
-        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        print(error_line(error), file=sys.stderr)
         return 1
     except subprocess.CalledProcessError as error:
         command = " ".join(

@@ -10,6 +10,7 @@ false-positive cost.
 
 from dataclasses import dataclass
 
+from spam_filter import constants
 from spam_filter.scoring import Score, SplitScores
 
 
@@ -19,7 +20,7 @@ class PromotionRule:
 
     max_false_positive_rate: float
     """Gold false-positive rate that no promoted model may exceed."""
-    min_true_positive_rate: float = 0.5
+    min_true_positive_rate: float = constants.MIN_GOLD_TRUE_POSITIVE_RATE
     """Gold true-positive rate every promoted model must reach, with or without an active one."""
     gold_true_positive_tolerance: float = 0.005
     """How far below the active model's gold true-positive rate a new model may fall."""
