@@ -27,6 +27,7 @@ from spam_filter.processes import (  # noqa: E402
     group_alive,
     gunicorn_command,
     stop_process_groups,
+    stop_with_parent,
 )
 from spam_filter.storage.base import ApplicationStorage  # noqa: E402
 from spam_filter.storage.factory import STORAGE_ERRORS, open_storage  # noqa: E402
@@ -229,8 +230,15 @@ def port_problems(to_start: list[Service]) -> list[str]:
 
 def _start(command: tuple[str, ...]) -> subprocess.Popen:
     # A session of its own per service, so stopping a service stops all of its processes, and
-    # default signal handling, without which `dagster dev` ignores SIGTERM.
-    return subprocess.Popen(command, cwd=PROJECT_ROOT, start_new_session=True, restore_signals=True)
+    # default signal handling, without which `dagster dev` ignores SIGTERM. A run command killed
+    # with SIGKILL stops nothing itself: its services then get the SIGTERM from Linux.
+    return subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        start_new_session=True,
+        restore_signals=True,
+        preexec_fn=stop_with_parent(signal.SIGTERM),
+    )
 
 
 def _stop(running: dict[Service, subprocess.Popen]) -> None:

@@ -1,12 +1,13 @@
 """Starting the API's server and stopping services as process groups, for the run command, the
 tests and the benchmarks."""
 
+import ctypes
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 # How long what is left of a group may go on stopping by itself once its leader has exited.
 ORPHAN_GRACE_SECONDS = 1.0
@@ -24,6 +25,31 @@ def gunicorn_command(bind: str, workers: int | str, app: str = "api:create_app()
         *(sys.executable, "-m", "gunicorn", "-c", GUNICORN_CONFIG),
         *("--workers", str(workers), "--bind", bind, app),
     ]
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def stop_with_parent(signal_number: int) -> Callable[[], None] | None:
+    """A pre-exec step (`preexec_fn`) asking Linux to send the child `signal_number` when the
+    process starting it dies: one killed with SIGKILL, which no cleanup code sees, then leaves
+    nothing of it running. None where Linux's `prctl` is missing.
+
+    Linux ties the request to the thread that starts the child: start from a thread that outlives
+    it. Runs after a switch of user (`user=` of `Popen`), which would clear it.
+    """
+    if sys.platform != "linux":
+        return None
+    parent_pid = os.getpid()
+    # Looked up here: the forked child should do as little as it can before exec.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def ask() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal_number)
+        if os.getppid() != parent_pid:  # the parent died before the request was made
+            os._exit(1)
+
+    return ask
 
 
 def stop_process_groups(

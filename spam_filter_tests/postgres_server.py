@@ -1,8 +1,8 @@
 """Start a throw-away, real PostgreSQL server for tests, and stop it by PID.
 
-Self-contained (standard library only). Works as a normal user and as root
-(PostgreSQL refuses to run as root: the server then runs as an unprivileged
-OS user, see ``server_os_user``).
+Standard library only, and the project's own way of stopping a child with its
+parent. Works as a normal user and as root (PostgreSQL refuses to run as root:
+the server then runs as an unprivileged OS user, see ``server_os_user``).
 
 Binaries are found in this order:
   1. ``$PG_BIN_DIR`` (directory holding initdb and postgres),
@@ -32,7 +32,6 @@ SIGQUIT (immediate) and SIGKILL.
 from __future__ import annotations
 
 import atexit
-import ctypes
 import dataclasses
 import glob
 import hashlib
@@ -49,8 +48,9 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Callable
 from pathlib import Path
+
+from spam_filter.processes import stop_with_parent
 
 __all__ = [
     "PostgresError",
@@ -242,34 +242,12 @@ def _accessible_bin_dir(bin_dir: Path, pw: pwd.struct_passwd) -> Path:
 def _child_kwargs(pw: pwd.struct_passwd) -> dict:
     """subprocess kwargs that run the child as the server user (when root), and stop it when the
     process that started it dies."""
-    kwargs: dict = {"preexec_fn": _stop_with_parent(os.getpid())}
+    # SIGQUIT is PostgreSQL's immediate shutdown: the data is thrown away anyway.
+    kwargs: dict = {"preexec_fn": stop_with_parent(signal.SIGQUIT)}
     if _is_root():
         # extra_groups=[] drops root's supplementary groups (setgroups(0)).
         kwargs.update({"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []})
     return kwargs
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _stop_with_parent(parent_pid: int) -> Callable[[], None] | None:
-    """A pre-exec step asking Linux to send the server SIGQUIT (PostgreSQL's immediate shutdown:
-    the data is thrown away anyway) when the process that started it dies: a test run killed
-    with SIGKILL, which no cleanup code sees, then leaves no server running. Runs after the
-    switch to the server's user, which would clear the setting. Linux ties it to the starting
-    thread, so start servers from a thread that outlives them (pytest's fixtures and tests run on
-    the main one)."""
-    if sys.platform != "linux":
-        return None
-    # Looked up here: the forked child should do as little as it can before exec.
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
-
-    def ask() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGQUIT)
-        if os.getppid() != parent_pid:  # the parent died before the request was made
-            os._exit(1)
-
-    return ask
 
 
 def _child_env(pw: pwd.struct_passwd) -> dict:

@@ -227,3 +227,19 @@ def test_a_service_that_dies_is_named(tmp_path: Path, trained_state: dict[str, s
     text = log.read_text()
     assert f"the API (gunicorn) on 127.0.0.1:{api_port} stopped on its own (exit code -9" in text
     assert "stopping the Dagster UI (dagster dev)" in text
+
+
+@pytest.mark.slow
+def test_a_run_command_killed_with_sigkill_leaves_no_service_running(
+    tmp_path: Path, trained_state: dict[str, str]
+) -> None:
+    with _running(tmp_path, trained_state) as (process, groups, _, _):
+        try:
+            process.kill()
+            process.wait(timeout=10)
+            # Both services stop by themselves, as after Ctrl-C; gunicorn waits for its workers.
+            assert wait_for(lambda: not any(group_alive(group) for group in groups), 60, 0.2)
+        finally:
+            for group in groups:  # what the run command left, if it did
+                if group_alive(group):
+                    os.killpg(group, signal.SIGKILL)
