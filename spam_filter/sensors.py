@@ -53,9 +53,9 @@ def retrain_on_reports_sensor(
         return dg.SkipReason(
             f"{new_reports} new reports, but the last retrain was requested {waited:.0f} s ago"
         )
+    # No run key: the cursor already asks once per batch of reports, and a sequence restarts with
+    # a new inbox, where a key seen before would make Dagster drop the request without a word.
     return dg.SensorResult(
-        run_requests=[
-            dg.RunRequest(run_key=f"reports-{sequence}", tags={"reports": str(sequence)})
-        ],
+        run_requests=[dg.RunRequest(tags={"reports": str(sequence)})],
         cursor=json.dumps({"sequence": sequence, "requested_at": time.time()}),
     )

@@ -47,11 +47,23 @@ def test_a_run_is_requested_once_enough_reports_arrived(app_db, storage):
     assert isinstance(_evaluate(app_db, None, policy), dg.SkipReason)
     _report(storage, reporter, 1, start=9)
     result = _evaluate(app_db, None, policy)
-    assert [request.run_key for request in result.run_requests] == ["reports-10"]
+    assert [request.tags["reports"] for request in result.run_requests] == ["10"]
     # Counted from the cursor on: the same reports never ask twice.
     assert isinstance(_evaluate(app_db, result.cursor, policy), dg.SkipReason)
     _report(storage, reporter, 10, start=10)
     assert len(_evaluate(app_db, result.cursor, policy).run_requests) == 1
+
+
+def test_a_new_inbox_counts_from_its_start_and_is_never_taken_for_a_repeat(app_db, storage):
+    reporter = storage.add_reporter("desk", key_hash("k"))
+    _report(storage, reporter, 10)
+    # The cursor of an earlier inbox that had gone further.
+    earlier = json.dumps({"sequence": 600, "requested_at": 0})
+    result = _evaluate(app_db, earlier, RetrainPolicy(reports=10, min_interval_seconds=0))
+    (request,) = result.run_requests
+    # A run key would repeat the earlier inbox's request at 10, which Dagster drops unseen.
+    assert request.run_key is None
+    assert json.loads(result.cursor)["sequence"] == 10
 
 
 def test_repeated_reports_do_not_count(app_db, storage):
