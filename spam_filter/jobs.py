@@ -44,6 +44,17 @@ def rollback_model(
     context.log.info(
         f"{target.path} is active again, in place of {replaced.path if replaced else 'none'}"
     )
+    # `model_file`'s last materialization still names the replaced model: the catalog shows this
+    # beside it.
+    context.log_event(
+        dg.AssetObservation(
+            asset_key="model_file",
+            metadata={
+                "active_model": target.path,
+                "rolled_back_from": replaced.path if replaced else "none",
+            },
+        )
+    )
 
 
 @dg.job(description="Make an earlier model active again (the model is the op's config).")

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from spam_filter.definitions import defs
@@ -114,6 +115,11 @@ def test_the_rollback_job_takes_the_model_as_config(resources, app_db, project_e
     result = job.execute_in_process(run_config=config, resources=resources)
     assert result.success
     assert DuckDBStorage(app_db).active_model().path == three_models[0]
+    # The catalog shows the change beside `model_file`'s last materialization.
+    (observation,) = result.asset_observations_for_node("rollback_model")
+    assert observation.asset_key == dg.AssetKey("model_file")
+    assert observation.metadata["active_model"].value == three_models[0]
+    assert observation.metadata["rolled_back_from"].value == three_models[2]
     refused = job.execute_in_process(
         run_config={"ops": {"rollback_model": {"config": {"model": "nothing.json"}}}},
         resources=resources,
