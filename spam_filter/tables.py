@@ -9,6 +9,9 @@ import pandas as pd
 
 SCHEMA = "public"
 
+# The metadata key Dagster's catalog shows as a table's row count.
+ROW_COUNT = "dagster/row_count"
+
 CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS public"
 
 _KIND = """

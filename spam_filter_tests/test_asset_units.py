@@ -16,6 +16,7 @@ from spam_filter.promotion import ModelScore, PromotionDecision, PromotionRule
 from spam_filter.resources import ApplicationDatabase, Warehouse
 from spam_filter.scoring import Score, SplitScores
 from spam_filter.spam import TrainedModel
+from spam_filter.tables import ROW_COUNT
 
 TINY_DATASET = [
     (True, "WINNER! claim your free cash prize now"),
@@ -70,8 +71,8 @@ def test_training_counts_and_smooths_the_training_split(tiny_warehouse):
     outputs = _outputs(tiny_warehouse, SpamModelConfig(test_size=0.3, seed=1))
     trained = outputs["spam_model"]
     assert isinstance(trained, TrainedModel)
-    training_rows = outputs["spam_training_dataframe"]["row_count"]
-    testing_rows = outputs["spam_testing_dataframe"]["row_count"]
+    training_rows = outputs["spam_training_dataframe"][ROW_COUNT]
+    testing_rows = outputs["spam_testing_dataframe"][ROW_COUNT]
     # Identical texts stay on one side of the split, so the eight texts split as wholes.
     assert training_rows + testing_rows == len(TINY_DATASET)
     assert training_rows % 5 == 0 and testing_rows % 5 == 0

@@ -8,6 +8,7 @@ import pytest
 
 from spam_filter.assets import ingestion
 from spam_filter.storage.duckdb_storage import DuckDBStorage
+from spam_filter.tables import ROW_COUNT
 from spam_filter_tests.helpers import (
     ASSETS_AND_CHECKS,
     active_model,
@@ -83,7 +84,7 @@ def test_user_messages_cap_keeps_the_newest(resources, app_db):
     )
     bodies = {body for _, body in _warehouse_rows(resources, "user_messages")}
     assert bodies == {f"message {i}" for i in range(90, 100)}
-    assert _metadata(result, "user_messages")["row_count"] == 10
+    assert _metadata(result, "user_messages")[ROW_COUNT] == 10
 
 
 def test_every_asset_materializes_with_metadata(resources, app_db):
@@ -94,14 +95,14 @@ def test_every_asset_materializes_with_metadata(resources, app_db):
     }
     assert len(materialized) == 12
     dataset = _metadata(result, "spam_dataset")
-    assert dataset["row_count"] == 5572 + 2000
+    assert dataset[ROW_COUNT] == 5572 + 2000
     training = _metadata(result, "spam_model", "spam_training_dataframe")
     testing = _metadata(result, "spam_model", "spam_testing_dataframe")
-    assert training["row_count"] + testing["row_count"] == dataset["row_count"]
-    assert 0.25 < testing["row_count"] / dataset["row_count"] < 0.35
-    assert len(_warehouse_rows(resources, "spam_testing_dataframe")) == testing["row_count"]
+    assert training[ROW_COUNT] + testing[ROW_COUNT] == dataset[ROW_COUNT]
+    assert 0.25 < testing[ROW_COUNT] / dataset[ROW_COUNT] < 0.35
+    assert len(_warehouse_rows(resources, "spam_testing_dataframe")) == testing[ROW_COUNT]
     model = _metadata(result, "spam_model", "spam_model")
-    assert model["training_messages"] == training["row_count"]
+    assert model["training_messages"] == training[ROW_COUNT]
     assert 0 < model["decision_prior"] < model["spam_share"] < 0.5
     assert {"vocabulary_size", "most_spam_indicative_words"} <= set(model)
     score = _metadata(result, "model_score")
@@ -115,7 +116,7 @@ def test_every_asset_materializes_with_metadata(resources, app_db):
         "gold_true_positive_rate",
         "synthetic_true_positive_rate",
     } <= set(score)
-    assert score["test_messages"] == testing["row_count"]
+    assert score["test_messages"] == testing[ROW_COUNT]
     assert score["true_positive_rate"] > 0.85 and score["false_positive_rate"] < 0.01
     model_file = _metadata(result, "model_file")
     assert model_file["promoted"] is True
@@ -226,7 +227,7 @@ def test_blank_and_unlabelled_messages_are_left_out_with_a_warning(resources, ap
     assert text.metadata["blank_messages_left_out"].value == 2
     assert not labels.passed and labels.severity == dg.AssetCheckSeverity.WARN
     assert labels.metadata["unlabelled_messages_left_out"].value == 2
-    assert _metadata(result, "spam_dataset")["row_count"] == 5572 + 2000
+    assert _metadata(result, "spam_dataset")[ROW_COUNT] == 5572 + 2000
     assert _metadata(result, "model_file")["promoted"]
 
 
@@ -311,3 +312,10 @@ def test_an_unreadable_gold_csv_fails_naming_the_file_and_its_variable(
     message = result.failure_data_for_node("gold_examples").error.message
     assert f"cannot read {gold} (set by SPAM_FILTER_GOLD_CSV" in message
     assert reason in message
+
+
+def test_without_a_gold_csv_the_gold_set_is_empty_and_says_so(resources, monkeypatch):
+    monkeypatch.delenv("SPAM_FILTER_GOLD_CSV", raising=False)
+    result = dg.materialize([ingestion.gold_examples], resources=resources)
+    metadata = _metadata(result, "gold_examples")
+    assert (metadata[ROW_COUNT], metadata["path"]) == (0, "none")

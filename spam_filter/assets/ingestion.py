@@ -260,7 +260,7 @@ def sms_spam_examples(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFra
     return dg.Output(
         examples,
         metadata={
-            "row_count": len(examples),
+            tables.ROW_COUNT: len(examples),
             "spam_count": int(examples["spam"].sum()),
             "preview": dg.MetadataValue.md(examples.head(5).to_markdown(index=False)),
         },
@@ -285,7 +285,11 @@ def gold_examples(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg
         finally:
             conn.unregister("gold_frame")
     return dg.MaterializeResult(
-        metadata={"row_count": len(gold), "spam_count": int(gold["spam"].sum()), "path": str(path)}
+        metadata={
+            tables.ROW_COUNT: len(gold),
+            "spam_count": int(gold["spam"].sum()),
+            "path": str(path) if path else "none",
+        }
     )
 
 
@@ -336,7 +340,7 @@ def user_messages(
     )
     return dg.MaterializeResult(
         metadata={
-            "row_count": from_messages + from_reports,
+            tables.ROW_COUNT: from_messages + from_reports,
             "from_messages": from_messages,
             "from_reports": from_reports,
             "over_reporter_share": capped,
@@ -422,7 +426,7 @@ def spam_dataset(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.
     context.log.info(f"spam_dataset holds {total:,} messages ({spam:,} spam)")
     return dg.MaterializeResult(
         metadata={
-            "row_count": total,
+            tables.ROW_COUNT: total,
             "spam_count": spam,
             "sms_collection_rows": counts.get("sms_spam_collection", (0, 0))[0],
             "gold_rows": counts.get("gold", (0, 0))[0],

@@ -130,11 +130,26 @@ SPAM_MODEL_BOUNDS = {
     group_name=GROUP,
     deps=[spam_dataset],
     outs={
-        "spam_model": dg.AssetOut(io_manager_key=PICKLE_IO_MANAGER),
-        "spam_bag_of_words": dg.AssetOut(io_manager_key=PICKLE_IO_MANAGER),
-        "non_spam_bag_of_words": dg.AssetOut(io_manager_key=PICKLE_IO_MANAGER),
-        "spam_training_dataframe": dg.AssetOut(kinds={"duckdb"}),
-        "spam_testing_dataframe": dg.AssetOut(kinds={"duckdb"}),
+        "spam_model": dg.AssetOut(
+            io_manager_key=PICKLE_IO_MANAGER,
+            description="The trained model: its bags of words and its calibrated threshold.",
+        ),
+        "spam_bag_of_words": dg.AssetOut(
+            io_manager_key=PICKLE_IO_MANAGER,
+            description="P(word | spam) over the vocabulary, smoothed.",
+        ),
+        "non_spam_bag_of_words": dg.AssetOut(
+            io_manager_key=PICKLE_IO_MANAGER,
+            description="P(word | not spam) over the vocabulary, smoothed.",
+        ),
+        "spam_training_dataframe": dg.AssetOut(
+            kinds={"duckdb"},
+            description="The messages the model learns from: a view of the dataset's split.",
+        ),
+        "spam_testing_dataframe": dg.AssetOut(
+            kinds={"duckdb"},
+            description="The held-out messages and the gold set that models are scored on.",
+        ),
     },
 )
 def spam_model(
@@ -190,7 +205,7 @@ def spam_model(
         yield dg.MaterializeResult(
             asset_key=name,
             metadata={
-                "row_count": rows,
+                tables.ROW_COUNT: rows,
                 "spam_count": spam_rows,
                 "seed": config.seed,
                 "test_size": config.test_size,
