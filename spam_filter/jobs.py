@@ -4,6 +4,7 @@ import dagster as dg
 
 from spam_filter.resources import ApplicationDatabase, ModelStorage
 from spam_filter.rollback import RollbackRefused, roll_back
+from spam_filter.tunables import Tunables
 
 create_spam_model_job = dg.define_asset_job(
     name="create_spam_model_job",
@@ -19,7 +20,7 @@ monthly_retrain_schedule = dg.ScheduleDefinition(
 )
 
 
-class RollbackConfig(dg.Config):
+class RollbackConfig(Tunables):
     """Which model to make active again."""
 
     model: str = ""

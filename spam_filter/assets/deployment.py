@@ -4,10 +4,10 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import dagster as dg
+from pydantic import Field
 
 from spam_filter import constants, weights
 from spam_filter.assets.training import PICKLE_IO_MANAGER
-from spam_filter.config_bounds import COUNT, SHARE, check_config
 from spam_filter.faults import crash_point
 from spam_filter.promotion import ModelScore, PromotionRule, decide_promotion
 from spam_filter.resources import ApplicationDatabase, ModelStorage, Warehouse
@@ -16,29 +16,22 @@ from spam_filter.scoring import METRIC_GROUPS, score_models
 from spam_filter.spam import SpamModel, TrainedModel
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.records import ActiveModelChanged, ModelRecord, StorageUnavailable
+from spam_filter.tunables import Tunables
 
 GROUP = "deployment"
 
 
-class ModelScoreConfig(dg.Config):
+class ModelScoreConfig(Tunables):
     """What a new model must achieve on the test split to be promoted."""
 
-    max_false_positive_rate: float = constants.MAX_FALSE_POSITIVE_RATE
+    max_false_positive_rate: float = Field(constants.MAX_FALSE_POSITIVE_RATE, ge=0, le=1)
     """A model flagging more legitimate gold messages than this is never promoted."""
-    gold_true_positive_tolerance: float = 0.005
+    gold_true_positive_tolerance: float = Field(0.005, ge=0, le=1)
     """How far below the active model's gold true-positive rate a new model may fall."""
-    gold_false_positive_tolerance: float = 0.001
+    gold_false_positive_tolerance: float = Field(0.001, ge=0, le=1)
     """How far above the active model's gold false-positive rate a new model may rise."""
-    min_gold_true_positive_rate: float = constants.MIN_GOLD_TRUE_POSITIVE_RATE
+    min_gold_true_positive_rate: float = Field(constants.MIN_GOLD_TRUE_POSITIVE_RATE, ge=0, le=1)
     """A model catching less gold spam than this is never promoted, the first one included."""
-
-
-MODEL_SCORE_BOUNDS = {
-    "max_false_positive_rate": SHARE,
-    "gold_true_positive_tolerance": SHARE,
-    "gold_false_positive_tolerance": SHARE,
-    "min_gold_true_positive_rate": SHARE,
-}
 
 
 @dg.asset(group_name=GROUP, io_manager_key=PICKLE_IO_MANAGER)
@@ -51,7 +44,6 @@ def model_score(
     model_storage: ModelStorage,
 ) -> dg.Output[ModelScore]:
     """The new model's rates on the test split, beside the active model's on the same messages."""
-    check_config(config, MODEL_SCORE_BOUNDS)
     rule = PromotionRule(
         max_false_positive_rate=config.max_false_positive_rate,
         min_true_positive_rate=config.min_gold_true_positive_rate,
@@ -100,10 +92,10 @@ def check_false_positive_rate(model_score: ModelScore) -> dg.AssetCheckResult:
     )
 
 
-class ModelFileConfig(dg.Config):
+class ModelFileConfig(Tunables):
     """How many earlier models stay ready for a rollback."""
 
-    keep_retired_models: int = 5
+    keep_retired_models: int = Field(5, ge=0)
     """Retired models whose weights are kept; older ones' files are deleted (on PostgreSQL, the
     weights in their rows are cleared)."""
 
@@ -118,7 +110,6 @@ def model_file(
     model_storage: ModelStorage,
 ) -> dg.Output[ModelRecord]:
     """The weights file of the new model, promoted to active when it beats the active model."""
-    check_config(config, {"keep_retired_models": COUNT})
     challenger = model_score.challenger.gold
     active = model_score.active.gold if model_score.active else None
     record = ModelRecord(

@@ -7,12 +7,13 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pandas as pd
+from pydantic import Field
 
 from spam_filter import constants, settings, tables
-from spam_filter.config_bounds import COUNT, SEED, SHARE, Bound, check_config
 from spam_filter.datasets import read_gold_messages, read_sms_spam_collection
 from spam_filter.reporter_keys import text_key
 from spam_filter.resources import ApplicationDatabase, Warehouse
+from spam_filter.tunables import INT32_MAX, INT32_MIN, Tunables
 from spam_filter.warehouse_memory import memory_capped
 
 GROUP = "ingestion"
@@ -214,29 +215,20 @@ COUNT_SPAM_DATASET_BY_SOURCE = """
 """
 
 
-class UserMessagesConfig(dg.Config):
+class UserMessagesConfig(Tunables):
     """Which of the product's messages and reports to train on."""
 
-    max_messages: int = 0
+    max_messages: int = Field(0, ge=0)
     """Cap on rows of `messages` (0 = all): the newest when `created_at` exists, else a sample."""
-    sample_seed: int = 0
+    sample_seed: int = Field(0, ge=INT32_MIN, le=INT32_MAX)
     """Seed of that sample, and of which reports a reporter over its share keeps."""
-    max_reporter_share: float = constants.MAX_REPORTER_SHARE
+    max_reporter_share: float = Field(constants.MAX_REPORTER_SHARE, gt=0, le=1)
     """The largest share of the user messages one reporter may contribute (1 = no cap)."""
-    max_disagreement: float = constants.MAX_DISAGREEMENT
+    max_disagreement: float = Field(constants.MAX_DISAGREEMENT, ge=0, le=1)
     """Share of a reporter's checkable votes that may contradict the SMS collection's label or
     the other reporters' majority before its votes are left out of the run."""
-    min_checked_votes: int = constants.MIN_CHECKED_VOTES
+    min_checked_votes: int = Field(constants.MIN_CHECKED_VOTES, ge=0)
     """Checkable votes a reporter needs before its disagreement counts."""
-
-
-USER_MESSAGES_BOUNDS = {
-    "max_messages": COUNT,
-    "sample_seed": SEED,
-    "max_reporter_share": Bound(0, 1, low_open=True),
-    "max_disagreement": SHARE,
-    "min_checked_votes": COUNT,
-}
 
 
 def _read_labelled_file(
@@ -318,7 +310,6 @@ def user_messages(
     warehouse: Warehouse,
 ) -> dg.MaterializeResult:
     """The product's own labelled messages, and the messages its reporters agree on."""
-    check_config(config, USER_MESSAGES_BOUNDS)
     storage = database.storage(on_wait=context.log.info)
     storage.create_schema()  # brings an older database's tables up to date
     with warehouse.get_connection() as conn:

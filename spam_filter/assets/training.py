@@ -2,13 +2,14 @@
 
 import dagster as dg
 import duckdb
+from pydantic import Field
 
 from spam_filter import constants, learning, tables
 from spam_filter.assets.ingestion import spam_dataset
-from spam_filter.config_bounds import COUNT, SEED, Bound, check_config
 from spam_filter.reporter_impact import GoldSet, ReporterImpact, reporter_impacts
 from spam_filter.resources import ApplicationDatabase, Warehouse
 from spam_filter.spam import TrainedModel
+from spam_filter.tunables import INT32_MAX, INT32_MIN, Tunables
 
 GROUP = "training"
 PICKLE_IO_MANAGER = "pickle_io_manager"
@@ -84,45 +85,33 @@ GOLD_TEST_MESSAGES = """
 """
 
 
-class SpamModelConfig(dg.Config):
+class SpamModelConfig(Tunables):
     """How the dataset is split, how reports weigh, and where the model calls spam."""
 
-    alpha: float = constants.ALPHA
+    alpha: float = Field(constants.ALPHA, gt=0, le=100)
     """Additive smoothing: the count every vocabulary word gets in both classes."""
-    test_size: float = constants.TEST_SIZE
+    test_size: float = Field(constants.TEST_SIZE, gt=0, lt=1)
     """Share of messages held out for scoring."""
-    seed: int = constants.SPLIT_SEED
+    seed: int = Field(constants.SPLIT_SEED, ge=INT32_MIN, le=INT32_MAX)
     """Seed of the hash that assigns each message to the training or the testing split."""
-    false_positive_cost: float = constants.FALSE_POSITIVE_COST
+    false_positive_cost: float = Field(constants.FALSE_POSITIVE_COST, gt=0, le=10_000)
     """Missed spams that one hidden legitimate message is worth; the threshold never goes below
     the one this cost sets."""
-    report_weight: float = constants.REPORT_WEIGHT
+    report_weight: float = Field(constants.REPORT_WEIGHT, ge=0, le=1_000)
     """How many training messages one message from users' reports counts as."""
-    collection_false_positive_budget: float = constants.COLLECTION_FALSE_POSITIVE_BUDGET
+    collection_false_positive_budget: float = Field(
+        constants.COLLECTION_FALSE_POSITIVE_BUDGET, ge=0, lt=1
+    )
     """Share of the SMS collection's legitimate training messages the threshold may flag."""
-    user_false_positive_budget: float = constants.USER_FALSE_POSITIVE_BUDGET
+    user_false_positive_budget: float = Field(constants.USER_FALSE_POSITIVE_BUDGET, ge=0, lt=1)
     """Share of the users' legitimate training messages the threshold may flag."""
-    impact_margin: float = constants.IMPACT_MARGIN
+    impact_margin: float = Field(constants.IMPACT_MARGIN, ge=0)
     """Gold error cost a reporter's messages may add before the run leaves them out."""
-    max_vocabulary: int = constants.MAX_VOCABULARY
+    max_vocabulary: int = Field(constants.MAX_VOCABULARY, ge=0)
     """Words the model keeps, the most frequent in training (0 = all)."""
-    max_test_messages: int = constants.MAX_TEST_MESSAGES
+    max_test_messages: int = Field(constants.MAX_TEST_MESSAGES, ge=0)
     """About how many of the product's held-out messages are scored, a seeded sample (0 = all);
     the curated sets are always scored whole."""
-
-
-SPAM_MODEL_BOUNDS = {
-    "alpha": Bound(0, 100, low_open=True),
-    "test_size": Bound(0, 1, low_open=True, high_open=True),
-    "seed": SEED,
-    "false_positive_cost": Bound(0, 10_000, low_open=True),
-    "report_weight": Bound(0, 1_000),
-    "collection_false_positive_budget": Bound(0, 1, high_open=True),
-    "user_false_positive_budget": Bound(0, 1, high_open=True),
-    "impact_margin": COUNT,
-    "max_vocabulary": COUNT,
-    "max_test_messages": COUNT,
-}
 
 
 @dg.multi_asset(
@@ -160,7 +149,6 @@ def spam_model(
 ):
     """Split the dataset, count words per class, leave out harmful reporters, and train the model
     with its threshold calibrated out of fold."""
-    check_config(config, SPAM_MODEL_BOUNDS)
     with warehouse.get_connection() as conn:
         scored_share = _split(conn, config)
         context.log.info("split the dataset; counting words of the training messages")

@@ -1,0 +1,20 @@
+"""The base of the launchpad's config classes.
+
+Each field's docstring is its description in the launchpad, and its range is a pydantic
+constraint, checked when a step starts, before it does any work: the step then fails naming every
+field out of range. NaN and infinities are refused too. Without the ranges, a negative budget
+surfaced as a DuckDB binder error, a zero false-positive cost as "math domain error", and a NaN
+margin flagged every honest reporter.
+"""
+
+import dagster as dg
+from pydantic import ConfigDict
+
+# Seeds go into SQL as 32-bit integers.
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
+class Tunables(dg.Config):
+    """Config whose field docstrings show in the launchpad and whose numbers are finite."""
+
+    model_config = ConfigDict(use_attribute_docstrings=True, allow_inf_nan=False)
