@@ -16,6 +16,9 @@ setup(
         "dagster-webserver>=1.13,<1.14",
         "dagster-duckdb>=0.29,<0.30",
         "dagster-duckdb-pandas>=0.29,<0.30",
+        # Config field ranges and descriptions (Dagster's Config is a pydantic model); 2.7 added
+        # attribute docstrings as descriptions.
+        "pydantic>=2.7,<3",
         # 2.0 is the version the locking and SQL here were checked against.
         "duckdb>=2.0,<3",
         "pandas>=2.2,<3",
