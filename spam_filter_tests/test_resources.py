@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dagster as dg
 import pytest
 
 from spam_filter.definitions import build_resources
@@ -44,7 +45,16 @@ def test_saved_weights_get_unique_names_and_the_three_keys(tmp_path):
     assert sorted(p.name for p in folder.iterdir()) == names[1:]
 
 
-def test_a_run_waits_for_the_run_holding_the_warehouse(resources, app_db):
+def _error_text(event: dg.DagsterEvent) -> str:
+    """A failure event's error message and its causes' messages, outermost first."""
+    messages, error = [], event.event_specific_data.error
+    while error is not None:
+        messages.append(error.message)
+        error = error.cause
+    return "".join(messages)
+
+
+def test_a_run_waits_for_the_run_holding_the_warehouse(resources, app_db, capfd):
     add_sample_messages(app_db)
     warehouse = resources["warehouse"]
     lock_path = warehouse.database + ".run-lock"
@@ -67,6 +77,15 @@ def test_a_run_waits_for_the_run_holding_the_warehouse(resources, app_db):
         blocked = materialize_all(impatient)
         assert not blocked.success
         assert not blocked.get_asset_materialization_events()
+        # It failed for the lock, not for any other reason.
+        errors = [
+            _error_text(event)
+            for event in blocked.all_events
+            if event.is_failure and event.event_specific_data is not None
+        ]
+        assert any(f"another run has held {lock_path}" in error for error in errors), errors
+        # Said in the run's log (Dagster's console logger).
+        assert f"waiting for another run to release {lock_path}" in capfd.readouterr().err
     finally:
         holder.stdin.close()
         holder.wait(timeout=10)

@@ -156,7 +156,6 @@ FRAMING_ERRORS = [
     b"POST /api/find_spam HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
     b"POST /api/find_spam HTTP/1.1\r\nContent-Length: ten\r\n\r\n",
     b"POST /api/find_spam HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-    b"POST /api/find_spam HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
     b"POST /api/find_spam HTTP/1.1\r\nHost: a\x00b\r\n\r\n",
 ]
 
@@ -229,8 +228,8 @@ def test_hostile_sample_keeps_the_contract_and_memory(server: Server) -> None:
     for status, kind, body in short_half_closed:
         assert (status, kind) == (400, "application/json")
         assert b"shorter than its Content-Length" in body
-    for (status, _, body), data in zip(framing, FRAMING_ERRORS, strict=True):
-        assert status == 400, (data, body)
+    for (status, kind, body), data in zip(framing, FRAMING_ERRORS, strict=True):
+        assert (status, kind) == (400, "text/html"), (data, body)
     for (status, kind, body), data in zip(broken_chunks, BROKEN_CHUNKS, strict=True):
         assert (status, kind) == (400, "application/json"), (data, body)
         assert b"chunk" in body

@@ -15,7 +15,10 @@ def _reporters(storage: DuckDBStorage, count: int) -> list[int]:
     return [storage.add_reporter(f"reporter {i}", key_hash(f"key {i}")) for i in range(count)]
 
 
-def _user_messages(resources: dict, share: float = 0.2) -> tuple[dg.ExecuteInProcessResult, list]:
+def _user_messages(
+    resources: dict, share: float = 0.2, seed: int = 0
+) -> tuple[dg.ExecuteInProcessResult, list]:
+    config = {"max_reporter_share": share, "sample_seed": seed}
     result = dg.materialize(
         [
             ingestion.user_reports,
@@ -25,7 +28,7 @@ def _user_messages(resources: dict, share: float = 0.2) -> tuple[dg.ExecuteInPro
             checks.check_user_messages_flagged_reporters,
         ],
         resources=resources,
-        run_config={"ops": {"user_messages": {"config": {"max_reporter_share": share}}}},
+        run_config={"ops": {"user_messages": {"config": config}}},
     )
     with duckdb.connect(resources["warehouse"].database, read_only=True) as conn:
         rows = conn.execute(
@@ -108,6 +111,8 @@ def test_the_cap_is_seeded_and_stable(resources, app_db):
     storage.record_reports(other, [Report(f"other {spelled(i)}", False) for i in range(40)])
     first = _user_messages(resources, share=0.3)[1]
     assert _user_messages(resources, share=0.3)[1] == first
+    # Another seed keeps another selection of the loud reporter's messages.
+    assert _user_messages(resources, share=0.3, seed=1)[1] != first
 
 
 def test_revoked_reporters_votes_are_not_used(resources, app_db):
