@@ -18,6 +18,7 @@ from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.factory import open_storage
 from spam_filter.storage.postgres_storage import release_run_lock, take_run_lock
 from spam_filter.storage.records import StorageUnavailable
+from spam_filter.tunables import DESCRIBED_BY_DOCSTRINGS
 from spam_filter.warehouse_memory import memory_capped, release_memory
 
 # Where the dagster CLI keeps its instance when DAGSTER_HOME is unset: a folder of this name in the
@@ -43,9 +44,12 @@ def temporary_instance_warning(instance: dg.DagsterInstance | None) -> str | Non
 class ApplicationDatabase(dg.ConfigurableResource):
     """The application database (`messages`, `models`), shared with the API and the scripts."""
 
+    model_config = DESCRIBED_BY_DOCSTRINGS
+
     path: str
     """A DuckDB file, or a postgresql:// URL (see `storage.factory.open_storage`)."""
     lock_timeout_seconds: float = 120.0
+    """How long to wait for another process's hold on a DuckDB file before failing."""
 
     def storage(self, on_wait: Callable[[str], None] | None = None) -> ApplicationStorage:
         """The database behind its storage interface; each call opens short connections only.
@@ -58,8 +62,12 @@ class ApplicationDatabase(dg.ConfigurableResource):
 class ModelStorage(dg.ConfigurableResource):
     """The folder of JSON weight files that the API loads (see `spam_filter.weights`)."""
 
+    model_config = DESCRIBED_BY_DOCSTRINGS
+
     weights_dir: str
+    """The folder of weights files, which the API reads too."""
     lock_timeout_seconds: float = 600.0
+    """How long to wait for another promotion's hold on the folder before failing."""
 
     def exclusive(self, on_wait: Callable[[str], None] | None = None) -> AbstractContextManager:
         """Hold the folder's lock from writing a file until its `models` row is committed."""
@@ -110,7 +118,10 @@ class Warehouse(DuckDBResource):
     DuckDB's cache stays warm from one step to the next.
     """
 
+    model_config = DESCRIBED_BY_DOCSTRINGS
+
     run_lock_timeout_seconds: float = 3600.0
+    """How long a run waits for the run holding the warehouse before failing."""
     run_lock_database_url: str = ""
     """A PostgreSQL URL: take the run lock there, as an advisory lock, so that runs on different
     machines take turns too; empty for the lock file beside the warehouse."""

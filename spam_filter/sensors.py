@@ -8,10 +8,13 @@ import dagster as dg
 from spam_filter import settings
 from spam_filter.jobs import create_spam_model_job
 from spam_filter.resources import ApplicationDatabase
+from spam_filter.tunables import DESCRIBED_BY_DOCSTRINGS
 
 
 class RetrainPolicy(dg.ConfigurableResource):
     """When new reports justify a retrain."""
+
+    model_config = DESCRIBED_BY_DOCSTRINGS
 
     reports: int = 500
     """Accepted or changed votes since the last requested run that start a new one."""

@@ -88,6 +88,28 @@ def test_every_asset_and_check_has_a_description_of_its_own():
         assert graph.get_check_spec(key).description, key
 
 
+def test_every_config_field_is_described_in_the_ui():
+    """The launchpad and the resources page show each field's docstring."""
+    fields = {
+        f"{key.to_user_string()}.{name}": field.description
+        for key in defs.resolve_asset_graph().get_all_asset_keys()
+        for schema in [defs.resolve_assets_def(key).op.config_schema]
+        if schema is not None and hasattr(schema.config_type, "fields")
+        for name, field in schema.config_type.fields.items()
+    }
+    fields |= {
+        f"{name}.{field_name}": field.description
+        for name, resource in defs.resources.items()
+        if isinstance(resource, dg.ConfigurableResource)
+        for field_name, field in type(resource)
+        .to_config_schema()
+        .as_field()
+        .config_type.fields.items()
+    }
+    assert "spam_model.alpha" in fields and "warehouse.run_lock_timeout_seconds" in fields
+    assert [name for name, description in fields.items() if not description] == []
+
+
 def test_the_api_does_not_load_dagster():
     probe = "import api, sys; assert 'dagster' not in sys.modules, 'api imported dagster'"
     subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, check=True)
