@@ -123,6 +123,17 @@ def test_without_a_valid_key_answers_401_with_a_challenge(client, storage, autho
     assert _stored(storage) == []
 
 
+@pytest.mark.parametrize("padding", ["\u00a0", "\u0085", "\x1c"], ids=["nbsp", "nel", "fs"])
+def test_a_key_with_characters_beyond_http_whitespace_is_not_that_key(client, key, padding):
+    headers = {"Authorization": f"Bearer {key}{padding}"}
+    response = client.post(URL, json={"text": "x", "is_spam": True}, headers=headers)
+    assert response.status_code == 401
+    # Spaces and tabs around it are HTTP's own padding.
+    assert _post(client, key, {"text": "x", "is_spam": True}).status_code == 202
+    headers = {"Authorization": f"Bearer \t{key} "}
+    assert client.post(URL, json={"text": "y", "is_spam": True}, headers=headers).status_code == 202
+
+
 BAD_REPORTS = {
     "is_spam a string": ({"text": "x", "is_spam": "true"}, '"is_spam"'),
     "is_spam a number": ({"text": "x", "is_spam": 1}, '"is_spam"'),

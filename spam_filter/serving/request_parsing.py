@@ -122,13 +122,15 @@ _REPORT_FIELDS = {"text", "is_spam", "message_id"}
 def presented_key_hash(request: Request) -> str:
     """The hash of the Bearer key the request carries; a 401 when it carries none."""
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    # HTTP's optional whitespace is spaces and tabs; str.strip() would take other characters too.
+    key = key.strip(" \t")
+    if scheme.lower() != "bearer" or not key:
         raise InvalidRequest(
             "send a reporter key as `Authorization: Bearer <key>`",
             401,
             {"WWW-Authenticate": 'Bearer realm="spam-filter"'},
         )
-    return key_hash(key.strip())
+    return key_hash(key)
 
 
 def reports_to_record(
