@@ -219,6 +219,10 @@ def test_two_hosts_one_postgres_one_retrain_and_a_killed_server(
     )
     for host_answers in answers:
         assert not any(a.failed for a in host_answers), summary(host_answers)
+        # Every worker of each host swapped, not only the one that answered the health check.
+        late = [a for a in host_answers if a.started > committed_at + SWAP_BOUND_SECONDS]
+        assert len(late) > 100, summary(host_answers)
+        assert all(a.body["model"] == new_model for a in late), summary(late)
     # Every acknowledged vote is stored, once; a refused one may be stored (answered 503 after
     # its commit when the server died in between), and is then stored once too.
     assert len(stored) == len(set(stored))
