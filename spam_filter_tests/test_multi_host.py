@@ -3,8 +3,9 @@ its own with no file shared (two "hosts"), one PostgreSQL, reporters sending to 
 retrain run from a third folder (the pipeline's host).
 
 Every worker of both hosts serves the new model within 5 s of its commit; every report
-acknowledged with a 202 is stored; and PostgreSQL killed mid-load and restarted loses nothing acknowledged and
-fails no `find_spam` request, while health says degraded and reports get a 503 with Retry-After.
+acknowledged with a 202 is stored; and PostgreSQL killed mid-load and restarted loses nothing
+acknowledged and fails no `find_spam` request, while health says degraded and reports get a 503
+with Retry-After.
 """
 
 import http.client
