@@ -4,12 +4,15 @@ import json
 import os
 import re
 import signal
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client.mmap_dict import MmapedDict
 
 from spam_filter.serving.database_watcher import EXTENSION_KEY
 from spam_filter_tests.helpers import OtherProcess, wait_for
@@ -120,9 +123,24 @@ def test_metrics_add_up_over_the_workers_of_a_real_gunicorn(
         # Each worker loads the model as it starts and writes its own files.
         gauges = {f"gauge_livemax_{pid}.db" for pid in workers}
         assert wait_for(lambda: gauges <= set(os.listdir(folder)), 30), os.listdir(folder)
-        sent = 40
-        for _ in range(sent):  # one connection each, so both workers answer some
-            assert request(server.port, "POST", URL, json.dumps({"text": SPAM}))[0] == 200
+        # The scrapes below add up more than one worker's counts only if both answered some:
+        # requests go 8 at a time (one connection each) until both have.
+        sent, deadline = 0, time.monotonic() + 30
+        with ThreadPoolExecutor(8) as pool:
+            while True:
+                statuses = list(
+                    pool.map(
+                        lambda _: request(server.port, "POST", URL, json.dumps({"text": SPAM}))[0],
+                        range(40),
+                    )
+                )
+                assert statuses == [200] * 40
+                sent += 40
+                answered = {pid: _answered_by(folder, pid) for pid in workers}
+                if all(answered.values()) or time.monotonic() > deadline:
+                    break
+        assert all(answered.values()), answered
+        assert sum(answered.values()) == sent
         # Whichever worker answers a scrape, it adds up every worker's counts.
         name = Path(trained_state["model_path"]).name
         for _ in range(6):
@@ -132,7 +150,7 @@ def test_metrics_add_up_over_the_workers_of_a_real_gunicorn(
             assert _value(samples, "spam_filter_model_served", model=name) == 1
 
         # A killed worker's counts stay; its gauges go with it.
-        victim = workers[0]
+        victim = max(workers, key=answered.get)
         os.kill(victim, signal.SIGKILL)
         assert wait_for(lambda: f"gauge_livemax_{victim}.db" not in os.listdir(folder), 30)
         server.wait_workers()
@@ -142,6 +160,17 @@ def test_metrics_add_up_over_the_workers_of_a_real_gunicorn(
         # No control socket: two servers on one machine would share its default path.
         assert "Control socket" not in server.log.read_text()
     assert not folder.exists()
+
+
+def _answered_by(folder: Path, pid: int) -> float:
+    """The find_spam requests worker `pid` counted, from its own file in the metrics folder."""
+    values = MmapedDict.read_all_values_from_file(str(folder / f"counter_{pid}.db"))
+    return sum(
+        value
+        for key, value, *_ in values
+        if json.loads(key)[1] == "spam_filter_requests_total"
+        and json.loads(key)[2].get("endpoint") == URL
+    )
 
 
 def test_a_failing_inbox_checkpoint_degrades_health_and_is_counted(client: FlaskClient) -> None:
