@@ -167,7 +167,9 @@ def test_sample_data_beside_a_retrain_both_finish_with_all_or_none_of_the_rows(
         assert copied in {INITIAL_MESSAGES, TRAINED_MESSAGES}
 
 
-def test_two_retrains_from_the_cli_at_once_take_turns(env: dict[str, str], app_db: str) -> None:
+def test_two_retrains_from_the_cli_at_once_take_turns(
+    env: dict[str, str], app_db: str, watched: Callable[[subprocess.Popen], _Output]
+) -> None:
     # As `make run` does: Dagster's own storage exists before any two runs can start together
     # (two processes creating it at once race on its tables, a Dagster limitation).
     subprocess.run(
@@ -177,7 +179,7 @@ def test_two_retrains_from_the_cli_at_once_take_turns(env: dict[str, str], app_d
         check=True,
         capture_output=True,
     )
-    runs = [_Output(start_job(env)) for _ in range(2)]
+    runs = [watched(start_job(env)) for _ in range(2)]
     codes = [run.finish() for run in runs]
     assert codes == [0, 0], "\n".join(run.text[-3000:] for run in runs)
     assert any("waiting for another run to release" in run.text for run in runs)

@@ -7,6 +7,7 @@ model is active and loads, and the next run succeeds and removes what the crash 
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from spam_filter import faults
+from spam_filter.processes import stop_process_group
 from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter_tests.helpers import (
     PROJECT_ROOT,
@@ -51,6 +53,10 @@ for line in sys.stdin:
 """
 
 
+# Far above a run here (seconds), far below the run lock's own hour.
+RUN_TIMEOUT_SECONDS = 300
+
+
 class JobRunner:
     """Runs `create_spam_model_job`, each time in a fresh child process, optionally crashing it."""
 
@@ -63,12 +69,20 @@ class JobRunner:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
+            start_new_session=True,
         )
 
     def run(self, crash_at: str = "") -> dict:
         started = time.monotonic()
         self._process.stdin.write(crash_at + "\n")
         self._process.stdin.flush()
+        # A run that never ends (a lock a killed run kept) fails the test instead of hanging it.
+        ready, _, _ = select.select([self._process.stdout], [], [], RUN_TIMEOUT_SECONDS)
+        if not ready:
+            stop_process_group(self._process)
+            pytest.fail(
+                f"the run (crash_at={crash_at or '-'}) did not end in {RUN_TIMEOUT_SECONDS} s"
+            )
         outcome = json.loads(self._process.stdout.readline())
         print(f"run crash_at={crash_at or '-'}: {outcome} in {time.monotonic() - started:.2f} s")
         return outcome
