@@ -58,13 +58,20 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6, help="turns of each app (6)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="spam_filter_bench_metrics_"))
+    try:
+        return _measure(args, folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _measure(args: argparse.Namespace, folder: Path) -> int:
     # prometheus-client picks its storage when first imported, so the folder comes first.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder / "metrics")
     (folder / "metrics").mkdir()
     import api
     from spam_filter import settings, weights
     from spam_filter.datasets import read_sms_spam_collection
-    from spam_filter.serving import model_watcher
+    from spam_filter.serving import database_watcher
     from spam_filter.spam import train_model
     from spam_filter.storage.duckdb_storage import DuckDBStorage
     from spam_filter.storage.records import ModelRecord
@@ -93,8 +100,7 @@ def main() -> int:
                 costs[on].append((time.process_time() - started) / args.requests * 1e6)
     finally:
         for app in apps.values():
-            app.extensions[model_watcher.EXTENSION_KEY].stop()
-        shutil.rmtree(folder, ignore_errors=True)
+            app.extensions[database_watcher.EXTENSION_KEY].stop()
     with_metrics, without = statistics.median(costs[True]), statistics.median(costs[False])
     for on, label in ((True, "metrics on"), (False, "metrics off")):
         print(f"{label:<12} {' '.join(f'{c:6.1f}' for c in costs[on])}  µs of CPU per request")
