@@ -45,6 +45,7 @@ import psycopg  # noqa: E402
 
 import sample_data  # noqa: E402
 from bench.bench_api import WRK_SCRIPT, run_wrk  # noqa: E402
+from bench.environment import bench_environment  # noqa: E402
 from spam_filter import weights  # noqa: E402
 from spam_filter.processes import (  # noqa: E402
     RETRAIN_JOB_ARGUMENTS,
@@ -111,8 +112,7 @@ def _wrk(port: int, script: Path, seconds: float) -> tuple[float, int]:
 
 
 def _envs(folder: Path, url: str) -> dict[str, dict[str, str]]:
-    base = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
-    base.pop("SPAM_FILTER_DATABASE_URL", None)
+    base = bench_environment(PYTHONPATH=str(PROJECT_ROOT))
     envs = {}
     for mode in ("duckdb", "postgres"):
         root = folder / mode

@@ -37,6 +37,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 import sample_data  # noqa: E402
+from bench.environment import bench_environment  # noqa: E402
 from spam_filter.processes import RETRAIN_JOB_ARGUMENTS  # noqa: E402
 from spam_filter.storage.factory import open_storage  # noqa: E402
 from spam_filter.tokenizer_sql import TOKEN_TEXT_MACRO, TOKENIZE_MACRO  # noqa: E402
@@ -230,15 +231,14 @@ def base_env(folder: Path) -> dict[str, str]:
     home = folder / "dagster_home"
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text("")
-    return {
-        **os.environ,
-        "PYTHONPATH": str(PROJECT_ROOT),
-        "DAGSTER_HOME": str(home),
-        "SPAM_FILTER_DATABASE": str(folder / "app.duckdb"),
-        "SPAM_FILTER_WAREHOUSE": str(folder / "warehouse.duckdb"),
-        "SPAM_FILTER_WEIGHTS_DIR": str(folder / "weights"),
-        "SPAM_FILTER_STORAGE_DIR": str(folder / "storage"),
-    }
+    return bench_environment(
+        PYTHONPATH=str(PROJECT_ROOT),
+        DAGSTER_HOME=str(home),
+        SPAM_FILTER_DATABASE=str(folder / "app.duckdb"),
+        SPAM_FILTER_WAREHOUSE=str(folder / "warehouse.duckdb"),
+        SPAM_FILTER_WEIGHTS_DIR=str(folder / "weights"),
+        SPAM_FILTER_STORAGE_DIR=str(folder / "storage"),
+    )
 
 
 def measure_size(size: int, seed: int, timeout: float, verbose: bool) -> Row:
