@@ -5,16 +5,19 @@ spam.csv through the real CLI, and the API served by gunicorn. Then:
 
   honest     half of a labelled set of recent messages (never seen in training) is reported
              through POST /api/report from many honest keys; the job retrains through the CLI; the
-             other half is scored through POST /api/find_spam. Printed beside scikit-learn's
-             MultinomialNB trained on the same data (the collection's training split and the half).
+             other half is scored through POST /api/find_spam. Messages with the same tokens stay
+             in one half. Printed beside scikit-learn's MultinomialNB trained on the same rows as
+             the run (the collection's training split and the reports the job trained on).
   campaign   as honest, plus one key reporting 5,000 variants of its own spam campaign as not spam;
              then three honest keys report 60 of those variants as spam, and held-out variants are
              scored.
   dictionary as honest, plus one key reporting 5,000 messages of common legitimate words as spam.
-  flips      as honest, plus one key reporting 5,000 real messages with their labels flipped.
+  flips      as honest, plus one key reporting 5,000 real messages with their labels flipped: the
+             reported half first (which honest keys report too), then the collection's.
 
 For each: the gold rates (the SMS collection's held-out split) of the model the run trained, the
-rates on the held-out half, whether the attacker was flagged, and the goals' verdicts. Run:
+rates on the held-out half, whether the attacker was flagged, and the goals' verdicts, which judge
+what the API serves after the run. Run:
 
     python bench/bench_learning.py [--messages bench/data/recent_sms_holdout.csv] [--seed 0]
 
@@ -48,7 +51,7 @@ from spam_filter import settings  # noqa: E402
 from spam_filter.datasets import read_sms_spam_collection  # noqa: E402
 from spam_filter.processes import RETRAIN_JOB_ARGUMENTS, gunicorn_command  # noqa: E402
 from spam_filter.reporter_keys import key_hash, new_key  # noqa: E402
-from spam_filter.spam import TrainedModel  # noqa: E402
+from spam_filter.spam import TrainedModel, tokenize  # noqa: E402
 from spam_filter.storage.duckdb_storage import DuckDBStorage  # noqa: E402
 from spam_filter_tests.servers import free_port, service  # noqa: E402
 
@@ -58,8 +61,10 @@ HOSTILE_REPORTS = 5_000
 GOLD_TESTS = """
     SELECT spam, body FROM public.spam_testing_dataframe WHERE metric_group = 'gold'
 """
-TRAINING_COLLECTION = """
-    SELECT spam, body FROM public.spam_training_dataframe WHERE source = 'sms_spam_collection'
+# What the run trained on: the collection's training split and the reports it kept (the job
+# holds some of the reports out for its own test split).
+TRAINING_ROWS = """
+    SELECT spam, body FROM public.spam_training_dataframe WHERE NOT capped
 """
 # Messages a new user tried first: one-time codes and payment notices are legitimate.
 PROBES = [
@@ -232,6 +237,9 @@ def _scenario(name, reported, held_out, hostile, args) -> dict:
         _retrain(env, folder)
         trained = _trained(env)
         result["gold"] = _gold(env, trained)
+        # The first model on the same gold messages: "today's" rates, which the served model's
+        # must stay near.
+        result["first_gold"] = _gold(env, first_model)
         active = storage.active_model()
         result["promoted"] = active.path != first
         result["decision"] = active.reason if result["promoted"] else _last_reason(storage)
@@ -255,7 +263,7 @@ def _scenario(name, reported, held_out, hostile, args) -> dict:
         result["left_out"] = len(trained.left_out_reporters)
         result["threshold"] = trained.threshold_reason
         with duckdb.connect(env["SPAM_FILTER_WAREHOUSE"], read_only=True) as conn:
-            result["collection_training"] = conn.execute(TRAINING_COLLECTION).fetchall()
+            result["training_rows"] = conn.execute(TRAINING_ROWS).fetchall()
         return result
     finally:
         api.stop()
@@ -263,13 +271,28 @@ def _scenario(name, reported, held_out, hostile, args) -> dict:
             shutil.rmtree(folder, ignore_errors=True)
 
 
+def _halves(labelled: list[tuple[str, bool]], seed: int) -> tuple[list, list]:
+    """The messages to report and the ones held out, about half each; messages with the same
+    tokens go to the same half, so none held out was seen in training."""
+    groups: dict[tuple[str, ...], list[tuple[str, bool]]] = {}
+    for text, spam in labelled:
+        groups.setdefault(tuple(tokenize(text)), []).append((text, spam))
+    ordered = list(groups.values())
+    random.Random(seed).shuffle(ordered)
+    reported: list[tuple[str, bool]] = []
+    held_out: list[tuple[str, bool]] = []
+    for group in ordered:
+        (reported if len(reported) < len(labelled) // 2 else held_out).extend(group)
+    return reported, held_out
+
+
 def _last_reason(storage: DuckDBStorage) -> str:
     return storage.model_history()[0].reason
 
 
-def _sklearn(training: list[tuple[bool, str]], reported, held_out) -> Rates:
-    texts = [body for _, body in training] + [text for text, _ in reported]
-    labels = [spam for spam, _ in training] + [spam for _, spam in reported]
+def _sklearn(training: list[tuple[bool, str]], held_out) -> Rates:
+    texts = [body for _, body in training]
+    labels = [spam for spam, _ in training]
     vectorizer = CountVectorizer()
     classifier = MultinomialNB().fit(vectorizer.fit_transform(texts), labels)
     predicted = classifier.predict(vectorizer.transform([text for text, _ in held_out]))
@@ -289,10 +312,12 @@ def main() -> int:
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
     args = parser.parse_args()
+    scenarios = args.scenarios.split(",")
+    if "honest" not in scenarios:
+        parser.error("--scenarios must include honest: the others are judged against it")
     with open(args.messages, encoding="utf-8") as handle:
         labelled = [(row["text"], row["label"] == "spam") for row in csv.DictReader(handle)]
-    random.Random(args.seed).shuffle(labelled)
-    reported, held_out = labelled[: len(labelled) // 2], labelled[len(labelled) // 2 :]
+    reported, held_out = _halves(labelled, args.seed)
     sms = read_sms_spam_collection(str(settings.spam_csv_path()))
     ham_words = sorted(
         {w for text in sms[~sms["spam"]]["body"] for w in text.lower().split() if w.isalpha()}
@@ -307,17 +332,17 @@ def main() -> int:
         ],
         "flips": [
             (text, not spam)
-            for text, spam in (list(zip(sms["body"], sms["spam"], strict=True)) + reported)[
+            for text, spam in (reported + list(zip(sms["body"], sms["spam"], strict=True)))[
                 :HOSTILE_REPORTS
             ]
         ],
     }
     results = []
-    for name in args.scenarios.split(","):
+    for name in scenarios:
         print(f"scenario {name} ...", flush=True)
         results.append(_scenario(name, reported, held_out, hostile[name], args))
-    baseline = next((r for r in results if r["name"] == "honest"), results[0])
-    sklearn = _sklearn(baseline["collection_training"], reported, held_out)
+    baseline = next(r for r in results if r["name"] == "honest")
+    sklearn = _sklearn(baseline["training_rows"], held_out)
     print(
         f"\n{len(reported)} messages reported by {HONEST_KEYS} honest keys, {len(held_out)} held "
         f"out, from {args.messages}\n"
@@ -347,12 +372,25 @@ def main() -> int:
             f"  {text[:60]:<60} {'spam' if first_spam else 'not spam':>8} ({first_p:.3f}) -> "
             f"{'spam' if spam else 'not spam'} ({p:.3f})"
         )
-    honest = baseline["held_out"]
-    print("\ngoals:")
+    # What the API serves after the honest run, and its gold rates beside the first model's.
+    honest = baseline["served"]
+    served_gold = baseline["gold"] if baseline["promoted"] else baseline["first_gold"]
+    first_gold = baseline["first_gold"]
+    print(f"\ngold: first model {first_gold}, served after the honest run {served_gold}")
+    print("goals (on what the API serves after the honest run):")
     checks = [
+        ("honest: the learned model is promoted", baseline["promoted"]),
         ("held-out TPR >= 0.93", honest.true_positive_rate >= 0.93),
         ("held-out FPR <= 1.0%", honest.false_positive_rate <= 0.01),
         ("held-out FPR < scikit-learn's", honest.false_positive_rate < sklearn.false_positive_rate),
+        (
+            "gold TPR within 0.5 point of the first model's",
+            abs(served_gold.true_positive_rate - first_gold.true_positive_rate) <= 0.005,
+        ),
+        (
+            "gold FPR within 0.5 point of the first model's",
+            abs(served_gold.false_positive_rate - first_gold.false_positive_rate) <= 0.005,
+        ),
     ]
     for r in results:
         if r["name"] == "honest":

@@ -53,6 +53,9 @@ from spam_filter_tests.servers import free_port, service  # noqa: E402
 
 BIN = Path(sys.executable).parent
 GOAL_REPORTS_PER_SECOND = 1_000
+# Phase 1 sends a little over the goal: a client's sleep granularity loses a percent or so, and
+# the goal is judged on what was accepted, not on what was sent.
+PACED_REPORTS_PER_SECOND = 1_050
 GOAL_P99_RATIO = 1.5
 FIND_SPAM_BODY = json.dumps({"text": "WINNER! claim your £900 prize, call 09061701461 now"})
 
@@ -114,10 +117,13 @@ def _paced_find_spam(port: int, rate: float, stop, slices: Slices, latencies: di
     while not stop.is_set():
         side = slices.side()
         started = time.perf_counter()
-        status, _ = _send(port, "/api/find_spam", FIND_SPAM_BODY, {})
+        try:
+            status, _ = _send(port, "/api/find_spam", FIND_SPAM_BODY, {})
+        except OSError:  # a timeout too: its wait counts among the latencies, and as an error
+            status = None
         elapsed_ms = (time.perf_counter() - started) * 1000
         if status != 200:
-            raise RuntimeError(f"find_spam answered {status}")
+            latencies["errors"].append(status)
         if side is not None and slices.side() is side:
             latencies[side].append(elapsed_ms)
         next_at += 1 / rate
@@ -125,8 +131,9 @@ def _paced_find_spam(port: int, rate: float, stop, slices: Slices, latencies: di
 
 
 def _find_spam_clients(port: int, rate: float, stop, slices: Slices, results) -> None:
-    """Two paced find_spam clients, in the forked process; their latencies go to `results`."""
-    latencies: dict[bool, list[float]] = {True: [], False: []}
+    """Two paced find_spam clients, in the forked process; their latencies (and the statuses of
+    requests that failed, under "errors") go to `results`."""
+    latencies: dict = {True: [], False: [], "errors": []}
     clients = [
         threading.Thread(target=_paced_find_spam, args=(port, rate / 2, stop, slices, latencies))
         for _ in range(2)
@@ -233,18 +240,23 @@ def _phase(port, args, keys, env, folder, report_rate: float, slices: Slices | N
         for client in range(first_client, first_client + args.report_clients)
     ]
     started = time.monotonic()
-    for thread in threads:
-        thread.start()
-    time.sleep(args.seconds * (2 if slices is not None else 1))
-    stop.set()
+    try:
+        for thread in threads:
+            thread.start()
+        time.sleep(args.seconds * (2 if slices is not None else 1))
+    finally:
+        # However the phase ends (Ctrl-C included), its clients and retrains stop.
+        stop.set()
+        if finder is not None:
+            finder_stop.set()
     # Requests in flight when the phase ends are answered after it: count the window they had.
     seconds = time.monotonic() - started
     if finder is not None:
-        finder_stop.set()
         latencies = finder_results.get()
         finder.join()
     for thread in threads:
-        thread.join()
+        if thread.ident is not None:  # started
+            thread.join()
     return {
         "seconds": slices.on_seconds if slices is not None else seconds,
         "latencies": latencies,
@@ -282,60 +294,62 @@ def main() -> int:
     )
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="spam_filter_bench_reports_"))
-    env = bench_environment(
-        PYTHONPATH=str(PROJECT_ROOT),
-        SPAM_FILTER_DATABASE=str(folder / "app.duckdb"),
-        SPAM_FILTER_WAREHOUSE=str(folder / "warehouse.duckdb"),
-        SPAM_FILTER_WEIGHTS_DIR=str(folder / "weights"),
-        SPAM_FILTER_STORAGE_DIR=str(folder / "storage"),
-        DAGSTER_HOME=str(folder / "dagster_home"),
-        # The capacity is the server's, not the per-key limit's.
-        SPAM_FILTER_REPORT_RATE="1000000",
-    )
-    Path(env["DAGSTER_HOME"]).mkdir()
-    (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    storage = DuckDBStorage(env["SPAM_FILTER_DATABASE"])
-    storage.create_schema()
-    keys = [new_key() for _ in range(args.reporters)]
-    for index, key in enumerate(keys):
-        storage.add_reporter(f"bench reporter {index}", key_hash(key))
-    print("training a first model through the CLI ...", flush=True)
-    subprocess.run(
-        [BIN / "dagster", *RETRAIN_JOB_ARGUMENTS],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=(folder / "first_job.log").open("w"),
-        stderr=subprocess.STDOUT,
-        check=True,
-    )
-    port = free_port()
-    serving = service(
-        _serve_command(f"127.0.0.1:{port}", args.threads),
-        env,
-        lambda: _send(port, "/api/find_spam", FIND_SPAM_BODY, {}),
-        "gunicorn",
-        60,
-    )
-    with serving:
-        print(
-            f"phase 1: find_spam at {args.find_spam_rate:g}/s beside retrains for "
-            f"{2 * args.seconds:g} s, with {GOAL_REPORTS_PER_SECOND:,} reports/s from "
-            f"{args.report_clients} clients (batches of {args.batch}) in every other "
-            f"{args.slice:g} s slice ...",
-            flush=True,
+    try:
+        env = bench_environment(
+            PYTHONPATH=str(PROJECT_ROOT),
+            SPAM_FILTER_DATABASE=str(folder / "app.duckdb"),
+            SPAM_FILTER_WAREHOUSE=str(folder / "warehouse.duckdb"),
+            SPAM_FILTER_WEIGHTS_DIR=str(folder / "weights"),
+            SPAM_FILTER_STORAGE_DIR=str(folder / "storage"),
+            DAGSTER_HOME=str(folder / "dagster_home"),
+            # The capacity is the server's, not the per-key limit's.
+            SPAM_FILTER_REPORT_RATE="1000000",
         )
-        rounds = [
-            _phase(port, args, keys, env, folder, GOAL_REPORTS_PER_SECOND, Slices(args.slice))
-            for _ in range(args.rounds)
-        ]
-        print("phase 2: reports as fast as they are answered, beside retrains ...", flush=True)
-        capacity = _phase(port, args, keys, env, folder, 0, None)
-    storage.drain_reports()
-    with storage.connection(read_only=True) as conn:
-        stored = conn.execute("SELECT count(*) FROM reports WHERE body LIKE 'bench %'").fetchone()[
-            0
-        ]
-    shutil.rmtree(folder, ignore_errors=True)
+        Path(env["DAGSTER_HOME"]).mkdir()
+        (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+        storage = DuckDBStorage(env["SPAM_FILTER_DATABASE"])
+        storage.create_schema()
+        keys = [new_key() for _ in range(args.reporters)]
+        for index, key in enumerate(keys):
+            storage.add_reporter(f"bench reporter {index}", key_hash(key))
+        print("training a first model through the CLI ...", flush=True)
+        subprocess.run(
+            [BIN / "dagster", *RETRAIN_JOB_ARGUMENTS],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=(folder / "first_job.log").open("w"),
+            stderr=subprocess.STDOUT,
+            check=True,
+        )
+        port = free_port()
+        serving = service(
+            _serve_command(f"127.0.0.1:{port}", args.threads),
+            env,
+            lambda: _send(port, "/api/find_spam", FIND_SPAM_BODY, {}),
+            "gunicorn",
+            60,
+        )
+        with serving:
+            print(
+                f"phase 1: find_spam at {args.find_spam_rate:g}/s beside retrains for "
+                f"{2 * args.seconds:g} s, with {PACED_REPORTS_PER_SECOND:,} reports/s from "
+                f"{args.report_clients} clients (batches of {args.batch}) in every other "
+                f"{args.slice:g} s slice ...",
+                flush=True,
+            )
+            rounds = [
+                _phase(port, args, keys, env, folder, PACED_REPORTS_PER_SECOND, Slices(args.slice))
+                for _ in range(args.rounds)
+            ]
+            print("phase 2: reports as fast as they are answered, beside retrains ...", flush=True)
+            capacity = _phase(port, args, keys, env, folder, 0, None)
+        storage.drain_reports()
+        with storage.connection(read_only=True) as conn:
+            stored = conn.execute(
+                "SELECT count(*) FROM reports WHERE body LIKE 'bench %'"
+            ).fetchone()[0]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
     phases = [*rounds, capacity]
     acknowledged = sum(len(phase["acknowledged"]) for phase in phases)
@@ -345,6 +359,7 @@ def main() -> int:
     most = len(capacity["acknowledged"]) / capacity["seconds"]
     lost = acknowledged - stored
     runs = [run for phase in phases for run in phase["runs"]]
+    find_spam_errors = [error for phase in rounds for error in phase["latencies"]["errors"]]
     print()
     ratios = []
     for number, phase in enumerate(rounds, 1):
@@ -377,10 +392,10 @@ def main() -> int:
         (
             f"reports/s beside a retrain = {rate:,.0f}",
             f">= {GOAL_REPORTS_PER_SECOND:,}",
-            # Paced at the goal: a client's sleep granularity loses a percent or so.
-            rate >= 0.98 * GOAL_REPORTS_PER_SECOND,
+            rate >= GOAL_REPORTS_PER_SECOND,
         ),
         (f"acknowledged but not stored = {lost}", "= 0", lost == 0),
+        (f"failed find_spam requests = {len(find_spam_errors)}", "= 0", not find_spam_errors),
         (f"failed report requests = {len(failed)}", "= 0", not failed),
         (
             f"find_spam p99 with/without reports = {ratio:.2f}",  # the median round

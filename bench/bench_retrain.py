@@ -24,6 +24,7 @@ runs on it; the load average and the CPU others used meanwhile are printed besid
 import argparse
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -62,10 +63,11 @@ rows = conn.execute(
 ).fetchall()
 print(f"{time.perf_counter() - start:.4f} {len(rows)}")
 """
-DEFAULT_SIZES = "10k,15k,1M,10M"
+DEFAULT_SIZES = "0,10k,1M,10M"
 # The project's goals for a retrain: default data within a margin of the Dagster floor; large
 # sizes within a multiple of the bare count and under a memory peak, whatever the size.
-DEFAULT_DATA_SIZE = 10_000
+# What `make run` trains on: spam.csv alone, with no sample messages.
+DEFAULT_DATA_SIZE = 0
 DEFAULT_DATA_MARGIN_SECONDS = 1.5
 LARGE_SIZES = (10_000_000, 30_000_000)
 LARGE_RATIO = 3.0
@@ -127,6 +129,15 @@ class Row:
     @property
     def peak_mb(self) -> float:
         return max(self.job.tree_peak_mb, self.retrain.tree_peak_mb)
+
+    @property
+    def highest_peak_mb(self) -> float:
+        """The peak over every repeat: a goal on memory holds for each run, not for a median."""
+        return max(row.peak_mb for row in self.repeats or [self])
+
+    def median_seconds(self, run: str) -> float:
+        """The median over the repeats of the `job` (first) or `retrain` (second) run's time."""
+        return statistics.median(getattr(row, run).seconds for row in self.repeats or [self])
 
 
 def parse_size(text: str) -> int:
@@ -254,7 +265,8 @@ def measure_size(size: int, seed: int, timeout: float, verbose: bool) -> Row:
             rows, distinct = conn.execute(DISTINCT_TEXTS).fetchone()
         print(
             f"[{format_size(size)}] inserted {size:,} messages in "
-            f"{time.perf_counter() - started:.1f}s (not timed), {distinct / rows:.2%} distinct",
+            f"{time.perf_counter() - started:.1f}s (not timed), "
+            f"{distinct / rows if rows else 1:.2%} distinct",
             flush=True,
         )
         job = run_measured(JOB_COMMAND, env, PROJECT_ROOT, timeout)
@@ -291,7 +303,7 @@ def measure_size(size: int, seed: int, timeout: float, verbose: bool) -> Row:
             bare,
             float(query_seconds),
             int(vocabulary),
-            distinct / rows,
+            distinct / rows if rows else 1.0,
             step_seconds(log),
             step_seconds(retrain.stdout + retrain.stderr),
         )
@@ -391,10 +403,12 @@ def goal_lines(rows: list[Row], floor: Measurement | None) -> list[str]:
     if DEFAULT_DATA_SIZE in by_size and floor is not None:
         row = by_size[DEFAULT_DATA_SIZE]
         limit = floor.seconds + DEFAULT_DATA_MARGIN_SECONDS
-        for label, run in (("first run, new DAGSTER_HOME", row.job), ("second run", row.retrain)):
+        repeats = len(row.repeats or [row])
+        for label, run in (("first run, new DAGSTER_HOME", "job"), ("second run", "retrain")):
+            seconds = row.median_seconds(run)
             lines.append(
-                f"{verdict(run.seconds <= limit)}: default data (spam.csv + 10k messages), "
-                f"{label}: {run.seconds:.2f}s <= the Dagster floor + "
+                f"{verdict(seconds <= limit)}: default data (spam.csv alone, as `make run` "
+                f"trains), {label}, median of {repeats}: {seconds:.2f}s <= the Dagster floor + "
                 f"{DEFAULT_DATA_MARGIN_SECONDS:g}s ({limit:.2f}s)"
             )
     for size in LARGE_SIZES:
@@ -407,8 +421,8 @@ def goal_lines(rows: list[Row], floor: Measurement | None) -> list[str]:
             )
     for row in rows:
         lines.append(
-            f"{verdict(row.peak_mb <= PEAK_MB)}: {format_size(row.size)} peak "
-            f"{row.peak_mb:.0f} MB <= {PEAK_MB:.0f} MB"
+            f"{verdict(row.highest_peak_mb <= PEAK_MB)}: {format_size(row.size)} peak "
+            f"{row.highest_peak_mb:.0f} MB (the highest of its runs) <= {PEAK_MB:.0f} MB"
         )
     return lines
 
