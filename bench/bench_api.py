@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -338,15 +339,18 @@ def main() -> int:
             f"{r.p99_ms:>8.2f} {r.cpu_ms:>10.3f} {r.requests:>9} {r.bad:>5} {r.errors:>6} "
             f"{r.rss_mb:>7.0f}"
         )
-    checks = _checks(results)
+    checks = _checks(results, rounds)
     print()
     for figure, goal, met in checks:
         print(f"{figure:<32} goal {goal:<10} {'met' if met else 'MISSED'}")
     return 0 if all(met for *_, met in checks) else 1
 
 
-def _checks(results: dict[str, Result]) -> list[tuple[str, str, bool]]:
-    """(figure, goal, met) for every goal whose servers were measured."""
+def _checks(
+    results: dict[str, Result], rounds: dict[str, list[Result]]
+) -> list[tuple[str, str, bool]]:
+    """(figure, goal, met) for every goal whose servers were measured: rates from each server's
+    round of median req/s; (a)'s p99 the median of its rounds' p99s, its failures all rounds'."""
     checks = []
     a, a0, b, c = (results.get(key) for key in ("a", "a0", "b", "c"))
     if a and a0:
@@ -382,10 +386,16 @@ def _checks(results: dict[str, Result]) -> list[tuple[str, str, bool]]:
         )
         print(f"CPU per request (c)/(a) = {c.cpu_ms / a.cpu_ms:.0f}")
     if a:
+        p99 = statistics.median(run.p99_ms for run in rounds["a"])
+        failed = sum(run.bad + run.errors for run in rounds["a"])
         checks.append(
-            (f"(a) p99 = {a.p99_ms:.2f} ms", f"<= {GOAL_P99_MS:g} ms", a.p99_ms <= GOAL_P99_MS)
+            (
+                f"(a) p99, median of rounds = {p99:.2f} ms",
+                f"<= {GOAL_P99_MS:g} ms",
+                p99 <= GOAL_P99_MS,
+            )
         )
-        checks.append((f"(a) failed answers = {a.bad + a.errors}", "= 0", a.bad + a.errors == 0))
+        checks.append((f"(a) failed answers, all rounds = {failed}", "= 0", failed == 0))
     print("(CPU time per request is the server's; unlike req/s, other load barely moves it)")
     return checks
 
