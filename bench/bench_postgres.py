@@ -27,7 +27,6 @@ import argparse
 import http.client
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +44,7 @@ import psycopg  # noqa: E402
 
 import sample_data  # noqa: E402
 from bench.bench_api import WRK_SCRIPT, run_wrk  # noqa: E402
+from bench.bench_retrain import step_seconds  # noqa: E402
 from bench.environment import bench_environment  # noqa: E402
 from spam_filter import weights  # noqa: E402
 from spam_filter.processes import (  # noqa: E402
@@ -72,7 +72,6 @@ BARE_COPY = "COPY (SELECT spam, body, synthetic FROM messages) TO STDOUT"
 VACUUM_MESSAGES = "VACUUM (ANALYZE) messages"
 SELECT_SAMPLE_MESSAGES = "SELECT spam, body, created_at, synthetic FROM messages"
 COUNT_BENCH_REPORTS = "SELECT count(*) FROM reports WHERE body LIKE 'bench %'"
-_STEP_RE = re.compile(r'Finished execution of step "([^"]+)" in ([0-9.]+)(ms|s)\b')
 
 
 def _post(port: int, path: str, body: str, headers: dict | None = None) -> tuple[int, bytes]:
@@ -301,10 +300,7 @@ def retrain_reads(envs, folder: Path, messages: int) -> dict:
         (folder / f"job_{mode}.log").write_text(done.stdout + done.stderr)
         if done.returncode != 0:
             raise SystemExit(f"the job failed on {mode}; see {folder / f'job_{mode}.log'}")
-        steps = {
-            name: float(value) / (1000 if unit == "ms" else 1)
-            for name, value, unit in _STEP_RE.findall(done.stdout + done.stderr)
-        }
+        steps = step_seconds(done.stdout + done.stderr)
         results[mode] = {"job": wall, "step": steps["user_messages"], "steps": steps}
         print(
             f"  job on {mode:<8}: {wall:6.1f} s; steps: "
