@@ -383,13 +383,14 @@ def main() -> int:
         ("held-out TPR >= 0.93", honest.true_positive_rate >= 0.93),
         ("held-out FPR <= 1.0%", honest.false_positive_rate <= 0.01),
         ("held-out FPR < scikit-learn's", honest.false_positive_rate < sklearn.false_positive_rate),
+        # Learning must not lose the collection's results; doing better on them is no miss.
         (
-            "gold TPR within 0.5 point of the first model's",
-            abs(served_gold.true_positive_rate - first_gold.true_positive_rate) <= 0.005,
+            "gold TPR at most 0.5 point below the first model's",
+            served_gold.true_positive_rate >= first_gold.true_positive_rate - 0.005,
         ),
         (
-            "gold FPR within 0.5 point of the first model's",
-            abs(served_gold.false_positive_rate - first_gold.false_positive_rate) <= 0.005,
+            "gold FPR at most 0.5 point above the first model's",
+            served_gold.false_positive_rate <= first_gold.false_positive_rate + 0.005,
         ),
     ]
     for r in results:
