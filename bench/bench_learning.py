@@ -62,9 +62,13 @@ GOLD_TESTS = """
     SELECT spam, body FROM public.spam_testing_dataframe WHERE metric_group = 'gold'
 """
 # What the run trained on: the collection's training split and the reports it kept (the job
-# holds some of the reports out for its own test split).
+# holds some of the reports out for its own test split, and leaves out capped messages and the
+# reporters it left out).
 TRAINING_ROWS = """
-    SELECT spam, body FROM public.spam_training_dataframe WHERE NOT capped
+    SELECT spam, body
+    FROM public.spam_training_dataframe
+    WHERE NOT capped
+        AND (reporter_id IS NULL OR NOT list_contains($left_out::INTEGER[], reporter_id))
 """
 # Messages a new user tried first: one-time codes and payment notices are legitimate.
 PROBES = [
@@ -263,7 +267,9 @@ def _scenario(name, reported, held_out, hostile, args) -> dict:
         result["left_out"] = len(trained.left_out_reporters)
         result["threshold"] = trained.threshold_reason
         with duckdb.connect(env["SPAM_FILTER_WAREHOUSE"], read_only=True) as conn:
-            result["training_rows"] = conn.execute(TRAINING_ROWS).fetchall()
+            result["training_rows"] = conn.execute(
+                TRAINING_ROWS, {"left_out": list(trained.left_out_reporters)}
+            ).fetchall()
         return result
     finally:
         api.stop()

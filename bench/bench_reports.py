@@ -6,7 +6,7 @@ Prepares its own state in a temporary folder (schema, reporter keys, one run of
 and measures, while `create_spam_model_job` runs again and again through the CLI:
 
   (1) `find_spam` at a steady pace (not saturating the server), for its p50 and p99, while report
-      clients send new reports at a steady 1,000 a second in every other slice of a few seconds
+      clients send new reports at a steady 1,050 a second in every other slice of a few seconds
       (`--slice`): each latency counts towards "with reports" or "without" by the slice it was sent
       in, so both sides see the same mix of retrain steps (a retrain's CPU use swings from idle to
       both cores within seconds; two separate windows would compare different steps);
@@ -119,7 +119,8 @@ def _paced_find_spam(port: int, rate: float, stop, slices: Slices, latencies: di
         started = time.perf_counter()
         try:
             status, _ = _send(port, "/api/find_spam", FIND_SPAM_BODY, {})
-        except OSError:  # a timeout too: its wait counts among the latencies, and as an error
+        # A timeout or a broken answer too: its wait counts among the latencies, and as an error.
+        except (OSError, http.client.HTTPException):
             status = None
         elapsed_ms = (time.perf_counter() - started) * 1000
         if status != 200:
@@ -168,7 +169,7 @@ def _reporter(port, keys, client, batch, rate, stop, acknowledged, failures, sli
         sent += 1
         try:
             status, data = _send(port, "/api/report", body, {"Authorization": f"Bearer {key}"})
-        except OSError as error:
+        except (OSError, http.client.HTTPException) as error:
             failures.append(repr(error))
             continue
         if status == 202 and json.loads(data)["accepted"] == batch:
@@ -244,19 +245,19 @@ def _phase(port, args, keys, env, folder, report_rate: float, slices: Slices | N
         for thread in threads:
             thread.start()
         time.sleep(args.seconds * (2 if slices is not None else 1))
+        # Requests in flight when the phase ends are answered after it: count the window they had.
+        seconds = time.monotonic() - started
     finally:
-        # However the phase ends (Ctrl-C included), its clients and retrains stop.
+        # However the phase ends (Ctrl-C included), its clients and retrains stop, and are gone
+        # before the caller removes the folder they work in.
         stop.set()
         if finder is not None:
             finder_stop.set()
-    # Requests in flight when the phase ends are answered after it: count the window they had.
-    seconds = time.monotonic() - started
-    if finder is not None:
-        latencies = finder_results.get()
-        finder.join()
-    for thread in threads:
-        if thread.ident is not None:  # started
-            thread.join()
+            latencies = finder_results.get()
+            finder.join()
+        for thread in threads:
+            if thread.ident is not None:  # started
+                thread.join()
     return {
         "seconds": slices.on_seconds if slices is not None else seconds,
         "latencies": latencies,

@@ -3,9 +3,9 @@ its own with no file shared (two "hosts"), one PostgreSQL, reporters sending to 
 retrain run from a third folder (the pipeline's host).
 
 Every worker of both hosts serves the new model within 5 s of its commit; every report
-acknowledged with a 202 is stored; and PostgreSQL killed mid-load and restarted loses nothing
-acknowledged and fails no `find_spam` request, while health says degraded and reports get a 503
-with Retry-After.
+acknowledged with a 202 is stored exactly once; and PostgreSQL killed mid-load and restarted
+loses nothing acknowledged and fails no `find_spam` request, while health says degraded and
+reports get a 503 with Retry-After.
 """
 
 import http.client
@@ -98,7 +98,7 @@ class _Traffic:
 
 
 def _stored_votes(url: str, keys: list[str]) -> list[tuple[str, str]]:
-    """Every stored (key, text) vote of the load."""
+    """Every stored (key, text) vote of the load, as many times as it is stored."""
     storage = PostgresStorage(url)
     by_hash = storage.reporter_keys()
     key_by_id = {by_hash[key_hash(key)].reporter_id: key for key in keys}
@@ -224,9 +224,10 @@ def test_two_hosts_one_postgres_one_retrain_and_a_killed_server(
         late = [a for a in host_answers if a.started > committed_at + SWAP_BOUND_SECONDS]
         assert len(late) > 100, summary(host_answers)
         assert all(a.body["model"] == new_model for a in late), summary(late)
-    # Every acknowledged vote is stored; a refused one may be stored (answered 503 after its
-    # commit when the server died in between). (A vote cannot be stored twice: (reporter,
-    # message) is the key.)
+    # Every acknowledged vote is stored, once (the key the project derives from each text must
+    # agree wherever a vote is written); a refused one may be stored (answered 503 after its
+    # commit when the server died in between).
+    assert len(stored) == len(set(stored))
     assert set(reports.acknowledged) <= set(stored)
     assert all(status in {None, 503} for status, _ in reports.failures), reports.failures[:3]
     assert reports.failures, "no report was refused while PostgreSQL was down"

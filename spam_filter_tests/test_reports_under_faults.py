@@ -1,5 +1,5 @@
 """Reports under load, beside a retrain, through killed workers and a killed server: every report
-acknowledged with a 202 is stored."""
+acknowledged with a 202 is stored, exactly once."""
 
 import os
 import signal
@@ -142,7 +142,10 @@ def test_killed_workers_and_a_killed_server_lose_no_acknowledged_report(server, 
         f"{len(load.acknowledged)} acknowledged, {len(load.failures)} failed, {len(stored)} stored"
     )
     # A failed request may have been stored (killed after its commit, before its answer); an
-    # acknowledged one must be. (A vote cannot be stored twice: (reporter, message) is the key.)
+    # acknowledged one must be, and no vote is stored twice: the primary key is (reporter, the
+    # message's key), which the project derives from the text; this catches a derivation that
+    # differs between the inbox and the table.
+    assert len(stored) == len(set(stored))
     assert set(load.acknowledged) <= set(stored)
     assert all(status is None or status < 500 for status, _ in load.failures), load.failures[:3]
     assert len(load.acknowledged) > 500
