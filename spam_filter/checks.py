@@ -57,8 +57,8 @@ def check_spam_dataset_has_both_classes(warehouse: Warehouse) -> dg.AssetCheckRe
 
 @dg.asset_check(asset=spam_dataset)
 def check_spam_dataset_text_present(warehouse: Warehouse) -> dg.AssetCheckResult:
-    """No source message is null or blank; any such are left out of the dataset, so a few bad
-    rows warn rather than stop the monthly retrain."""
+    """No source message is null or blank."""
+    # Such messages are left out of the dataset: a few bad rows warn rather than stop a retrain.
     with warehouse.get_streaming_connection() as conn:
         (blank,) = conn.execute(COUNT_BLANK_SOURCE_MESSAGES).fetchone()
     return dg.AssetCheckResult(
@@ -70,8 +70,9 @@ def check_spam_dataset_text_present(warehouse: Warehouse) -> dg.AssetCheckResult
 
 @dg.asset_check(asset=spam_dataset, blocking=True)
 def check_spam_dataset_labels_boolean(warehouse: Warehouse) -> dg.AssetCheckResult:
-    """Labels are booleans (an error otherwise); a missing label only warns, since unlabelled
-    messages are left out of the dataset."""
+    """Labels are booleans, and every source message has one."""
+    # A label of another type is an error; a missing one only warns, as such messages are left
+    # out of the dataset.
     with warehouse.get_streaming_connection() as conn:
         (label_type,) = conn.execute(LABEL_TYPE).fetchone()
         (missing,) = conn.execute(COUNT_UNLABELLED_SOURCE_MESSAGES).fetchone()

@@ -106,17 +106,15 @@ class ModelStorage(dg.ConfigurableResource):
 
 
 class Warehouse(DuckDBResource):
-    """The pipeline's DuckDB file of intermediate tables, held by one run at a time.
+    """The pipeline's DuckDB file of intermediate tables, held by one run at a time."""
 
-    The steps of one run take turns on DuckDB's own lock, but two runs started together (two
-    `dagster job execute`, which bypass the run queue) would interleave, and one could score its
-    model on the other's test split. A lock file beside the warehouse, taken when the run's
-    resources start and released when they stop, makes the second run wait for the first.
-
-    The run also keeps one connection open from start to end: each step's connection then joins
-    that open database instead of starting DuckDB again (tens of milliseconds of CPU each), and
-    DuckDB's cache stays warm from one step to the next.
-    """
+    # The steps of one run take turns on DuckDB's own lock, but two runs started together (two
+    # `dagster job execute`, which bypass the run queue) would interleave, and one could score
+    # its model on the other's test split. A lock file beside the warehouse, taken when the
+    # run's resources start and released when they stop, makes the second run wait for the
+    # first. The run also keeps one connection open from start to end: each step's connection
+    # then joins that open database instead of starting DuckDB again (tens of milliseconds of
+    # CPU each), and DuckDB's cache stays warm from one step to the next.
 
     model_config = DESCRIBED_BY_DOCSTRINGS
 

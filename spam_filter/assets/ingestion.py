@@ -400,8 +400,7 @@ def _outvoted_reporters(
     kinds={"duckdb"},
 )
 def spam_dataset(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.MaterializeResult:
-    """Every labelled message to learn from or judge by: the SMS collection, the gold set and the
-    product's messages."""
+    """Every labelled message: the SMS collection, the gold set and the product's messages."""
     with warehouse.get_streaming_connection() as conn:
         # A view, not a copy: the sources are tables this run's upstream steps wrote.
         tables.make_room_for(conn, "spam_dataset")

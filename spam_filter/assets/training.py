@@ -147,8 +147,7 @@ def spam_model(
     warehouse: Warehouse,
     database: ApplicationDatabase,
 ):
-    """Split the dataset, count words per class, leave out harmful reporters, and train the model
-    with its threshold calibrated out of fold."""
+    """Split the dataset, leave out harmful reporters, and train the model and its threshold."""
     with warehouse.get_connection() as conn:
         scored_share = _split(conn, config)
         context.log.info("split the dataset; counting words of the training messages")
