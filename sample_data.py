@@ -479,8 +479,10 @@ def _append_to_postgres(
     spam_share: float,
     progress: bool,
 ) -> int:
-    first = storage.message_count()
-    with tempfile.TemporaryDirectory(prefix="spam_filter_sample_") as scratch:
+    with (
+        storage.appending_alone() as first,
+        tempfile.TemporaryDirectory(prefix="spam_filter_sample_") as scratch,
+    ):
         local = DuckDBStorage(Path(scratch) / "sample.duckdb")
         local.create_schema()
         with local.transaction() as conn:

@@ -96,6 +96,7 @@ SELECT_SCHEMA_VERSION = "SELECT max(version) FROM spam_filter_schema"
 RUN_LOCK_KEY = 5_370_616_001
 PROMOTION_LOCK_KEY = 5_370_616_002
 SCHEMA_LOCK_KEY = 5_370_616_003
+APPEND_LOCK_KEY = 5_370_616_004
 TRY_ADVISORY_LOCK = "SELECT pg_try_advisory_lock($1)"
 ADVISORY_UNLOCK = "SELECT pg_advisory_unlock($1)"
 ADVISORY_TRANSACTION_LOCK = "SELECT pg_advisory_xact_lock($1)"
@@ -323,6 +324,19 @@ class PostgresStorage(ApplicationStorage):
             # A psycopg connection has no executemany; its cursor pipelines the rows.
             conn.cursor().executemany(queries.INSERT_MESSAGE, rows)
         return len(rows)
+
+    @contextmanager
+    def appending_alone(self) -> Iterator[int]:
+        """Hold the bulk-append lock for the block; yields the rows `messages` holds, which no
+        other holder of the lock changes until the block ends.
+
+        For appends numbered after the rows already there: two such appends at once would
+        otherwise both count the same rows, and number (and generate) the same messages.
+        """
+        with self.transaction() as conn:
+            conn.execute(ADVISORY_TRANSACTION_LOCK, [APPEND_LOCK_KEY])
+            (count,) = conn.execute(queries.COUNT_MESSAGES).fetchone()
+            yield count
 
     def append_messages(self, batches) -> int:
         """Append labelled messages in bulk, in one transaction; returns how many.
