@@ -166,3 +166,22 @@ def test_two_runs_at_once_on_postgresql_add_different_messages(postgres_url):
         ).fetchone()
     # The second continued after the first's rows: the same seed, other row numbers.
     assert rows == 600 and distinct > 590
+
+
+def test_a_bulk_append_the_server_refuses_ends_in_one_line_and_adds_nothing(postgres_url, capsys):
+    storage = PostgresStorage(postgres_url)
+    storage.create_schema()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION refuse_messages() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'no new messages today'; END $$"
+        )
+        conn.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON messages "
+            "FOR EACH STATEMENT EXECUTE FUNCTION refuse_messages()"
+        )
+    assert sample_data.main(["--database", postgres_url, "--count", "50"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1, error
+    assert "no new messages today" in error and "Traceback" not in error
+    assert storage.message_count() == 0

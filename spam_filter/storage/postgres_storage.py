@@ -345,12 +345,19 @@ class PostgresStorage(ApplicationStorage):
             batches: Arrow record batches (a `pyarrow.RecordBatchReader`, such as DuckDB's
                 `to_arrow_reader()`) with the columns spam, body, created_at and synthetic.
         """
+        import adbc_driver_manager
         import adbc_driver_postgresql.dbapi as adbc
 
-        with adbc.connect(self.url) as conn, conn.cursor() as cursor:
-            # A binary COPY into the table; the driver's connection commits only when told.
-            rows = cursor.adbc_ingest("messages", batches, mode="append")
-            conn.commit()
+        try:
+            with adbc.connect(self.url) as conn, conn.cursor() as cursor:
+                # A binary COPY into the table; the driver's connection commits only when told.
+                rows = cursor.adbc_ingest("messages", batches, mode="append")
+                conn.commit()
+        except adbc_driver_manager.Error as error:
+            # Nothing was committed: the command lines say so in one line, as for psycopg's.
+            raise StorageUnavailable(
+                f"{redacted(self.url)} did not take the bulk append: {_first_line(error)}"
+            ) from error
         return rows
 
     def _serialize_promotions(self, conn: psycopg.Connection) -> None:
