@@ -107,7 +107,9 @@ def list_models(storage: ApplicationStorage, args: argparse.Namespace) -> int:
 
 def _has_weights(storage: ApplicationStorage, record: ModelRecord, kept_in_rows: set[str]) -> bool:
     """Whether the model's weights are still there to roll back to: in its row (`kept_in_rows`
-    lists those) or in its file."""
+    lists those) or in its file. A rejected model never had any."""
+    if not record.path:
+        return False
     if storage.keeps_weights:
         return record.path in kept_in_rows
     return (settings.weights_dir() / Path(record.path).name).exists()

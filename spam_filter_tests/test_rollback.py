@@ -86,8 +86,13 @@ def test_only_the_last_retired_weights_are_kept(app_db, project_env):
 
 
 def test_the_command_line_lists_and_rolls_back(app_db, project_env, three_models):
+    # A rejected model, as a retrain on unchanged data records one: a row without a file.
+    DuckDBStorage(app_db).record_rejected_model(
+        ModelRecord(None, "rejected", 0.9, 0.001, reason="better nowhere than the active model")
+    )
     listing = _cli(project_env, "models")
-    assert listing.returncode == 0
+    assert listing.returncode == 0, listing.stderr
+    assert "rejected" in listing.stdout and "(no file: not promoted)" in listing.stdout
     names = [Path(p).name for p in three_models]
     lines = listing.stdout.splitlines()
     assert "active" in next(line for line in lines if names[2] in line)
