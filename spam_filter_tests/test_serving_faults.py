@@ -17,7 +17,15 @@ from hypothesis import given, settings
 from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter_tests import hostile
 from spam_filter_tests.helpers import promote_weak_model, wait_for
-from spam_filter_tests.servers import Answer, Server, load, running_server, send, summary
+from spam_filter_tests.servers import (
+    Answer,
+    Server,
+    load,
+    request,
+    running_server,
+    send,
+    summary,
+)
 
 MIB = 1024 * 1024
 # Combined RSS growth of both workers allowed over a hostile sample. A worker reads at most 64 KiB
@@ -332,3 +340,25 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def test_a_body_that_stops_arriving_gets_a_json_408_and_frees_its_worker(
+    tmp_path: Path, trained_state: dict[str, str]
+) -> None:
+    with running_server(tmp_path, trained_state, SPAM_FILTER_BODY_READ_SECONDS="1") as server:
+        workers = server.wait_workers()
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            # 14 of the 1,000 bytes announced, and the connection left open: a stalled client.
+            sock.sendall(
+                b"POST /api/find_spam HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 1000\r\n\r\n{"text": "hi"}'
+            )
+            status, kind, body = _read_response(sock)
+        waited = time.monotonic() - started
+        assert (status, kind) == (408, "application/json"), body
+        assert b"did not arrive within 1 s" in body
+        # Answered by the app, long before gunicorn would have killed the worker (30 s).
+        assert waited < 5
+        assert sorted(server.worker_pids()) == sorted(workers)
+        assert request(server.port, "POST", "/api/find_spam", '{"text": "hi"}')[0] == 200

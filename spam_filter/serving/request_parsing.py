@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Request
 from gunicorn.http.errors import NoMoreData, ParseException
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
 from spam_filter.reporter_keys import key_hash
@@ -39,15 +39,21 @@ def _object_without_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any
     return obj
 
 
-def read_body(request: Request, max_bytes: int) -> bytes:
-    """The whole request body: a 413 past `max_bytes`, a 400 if it ends before its Content-Length.
+def read_body(request: Request, max_bytes: int, read_seconds: float | None = None) -> bytes:
+    """The whole request body: a 413 past `max_bytes`, a 400 if it ends before its Content-Length,
+    a 408 if under gunicorn it has not all arrived within `read_seconds`.
 
     werkzeug stops reading a streamed (chunked) body at its limit without saying the body went on,
     so the limit given to it is one byte more: a body that fills it is too long. gunicorn ends the
     body early, without an error, when the client closes before sending all it announced; half a
-    body must not be answered as if it were the whole.
+    body must not be answered as if it were the whole. A client that stops sending but keeps the
+    connection open would hold a sync worker until gunicorn kills it.
     """
     too_large = InvalidRequest(f"request body exceeds {max_bytes} bytes", 413)
+    sock = request.environ.get("gunicorn.socket") if read_seconds else None
+    previous = sock.gettimeout() if sock is not None else None
+    if sock is not None:
+        sock.settimeout(read_seconds)
     try:
         data = get_input_stream(request.environ, max_content_length=max_bytes + 1).read()
     except RequestEntityTooLarge:  # a Content-Length past the limit: refused before reading
@@ -57,6 +63,15 @@ def read_body(request: Request, max_bytes: int) -> bytes:
         raise InvalidRequest("request body is not valid chunked encoding") from None
     except NoMoreData:
         raise InvalidRequest("request body ended before its last chunk") from None
+    except ClientDisconnected as disconnected:
+        # werkzeug turns the socket's timeout into this, raised while handling it.
+        if isinstance(disconnected.__context__, TimeoutError):
+            late = f"request body did not arrive within {read_seconds:g} s"
+            raise InvalidRequest(late, 408) from None
+        raise InvalidRequest("request body ended before its Content-Length") from None
+    finally:
+        if sock is not None:
+            sock.settimeout(previous)
     if len(data) > max_bytes:
         raise too_large
     if request.content_length is not None and len(data) < request.content_length:
@@ -76,11 +91,13 @@ def _deeper_than(value: Any, limit: int) -> bool:
     return False
 
 
-def json_object(request: Request, max_bytes: int) -> dict[str, Any]:
+def json_object(
+    request: Request, max_bytes: int, read_seconds: float | None = None
+) -> dict[str, Any]:
     """The body as a JSON object, refused unless it is one, sent as JSON, and within limits."""
     if not request.is_json:
         raise InvalidRequest("Content-Type must be application/json")
-    body = read_body(request, max_bytes)
+    body = read_body(request, max_bytes, read_seconds)
     try:
         payload = json.loads(body, object_pairs_hook=_object_without_repeated_keys)
     except (ValueError, RecursionError):

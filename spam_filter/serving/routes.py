@@ -38,7 +38,9 @@ def error_answer(message: str, status: int) -> ResponseReturnValue:
 @blueprint.post("/find_spam", provide_automatic_options=False)
 def find_spam() -> ResponseReturnValue:
     """Tell whether each sent message is spam, using the active model."""
-    payload = json_object(request, current_app.config["MAX_CONTENT_LENGTH"])
+    payload = json_object(
+        request, current_app.config["MAX_CONTENT_LENGTH"], current_app.config["BODY_READ_SECONDS"]
+    )
     texts, batch = texts_to_check(payload, current_app.config["MAX_BATCH_TEXTS"])
     explain = explain_requested(payload)
     watcher = current_watcher()
@@ -63,7 +65,7 @@ def report() -> ResponseReturnValue:
     """Record users' reports of spam and not-spam; 202 once they are on disk."""
     reporter = _authenticated_reporter()
     config = current_app.config
-    payload = json_object(request, config["MAX_REPORT_BODY_BYTES"])
+    payload = json_object(request, config["MAX_REPORT_BODY_BYTES"], config["BODY_READ_SECONDS"])
     reports = reports_to_record(
         payload, config["MAX_REPORTS_PER_REQUEST"], config["MAX_REPORT_TEXT_CHARACTERS"]
     )
@@ -78,8 +80,8 @@ def report() -> ResponseReturnValue:
     if wait:
         metrics.count_reports("refused", len(reports))
         raise InvalidRequest(
-            f"reporter {reporter.name!r} is over its rate limit of {buckets.rate:g} reports a "
-            "second; retry later",
+            f"reporter {reporter.name!r} is over its rate limit of {buckets.rate:g} "
+            f"report{'' if buckets.rate == 1 else 's'} a second; retry later",
             429,
             {"Retry-After": retry_after_header(wait)},
         )
