@@ -1,16 +1,19 @@
 """Insert labelled synthetic messages into the application database, for load tests and benchmarks.
 
-The rows are marked `synthetic`: they never count in the model's gold metrics.
+The rows are marked `synthetic`: they never count in the model's gold metrics. Their words come
+from spam.csv's training split alone (the pipeline's default seed and test share), so that a model
+trained beside them meets none of the held-out messages' words through them: the held-out part is
+the gold set that decides promotion.
 
 The messages have the statistics of real SMS, so that a benchmark pays what real traffic costs
 (almost every message distinct, a vocabulary that keeps growing). They are built inside DuckDB
 from spam.csv, class by class:
 
-* Words come from the class's own text. Each class's messages are flattened into one list of
-  whitespace tokens (case and punctuation stay on the words), and a message is a run of random
-  three-word spans ("phrases") of that list, opening like a real message. Every position is
-  equally likely to start a span, so word frequencies follow the corpus (Zipfian, as real text)
-  and neighbouring words read like SMS.
+* Words come from the class's own text in the training split. Each class's messages are
+  flattened into one list of whitespace tokens (case and punctuation stay on the words), and a
+  message is a run of random three-word spans ("phrases") of that list, opening like a real
+  message. Every position is equally likely to start a span, so word frequencies follow the
+  corpus (Zipfian, as real text) and neighbouring words read like SMS.
 * Lengths follow the class's own distribution of token counts.
 * About 5% of tokens are rare ones: pseudo-word names and slang whose rank follows a power law,
   and numbers, times, prices and codes; some messages have a typo. The power law makes the
@@ -54,7 +57,7 @@ import duckdb
 import pandas as pd
 from tqdm import tqdm
 
-from spam_filter import settings
+from spam_filter import constants, settings
 from spam_filter.command_line import error_line, say_waiting
 from spam_filter.datasets import read_sms_spam_collection
 from spam_filter.faults import crash_point
@@ -416,14 +419,30 @@ def clean_text(text: str) -> str:
     return text
 
 
+# The pipeline's training split of the SMS collection with its default seed and test share: the
+# same condition as the split's view (`spam_filter.assets.training`).
+TRAINING_SPLIT_OF_COLLECTION = """
+    SELECT spam, body
+    FROM collection
+    WHERE hash(body, $seed::INTEGER) % 1000000 >= $test_size::DOUBLE * 1000000
+"""
+
+
 @lru_cache(maxsize=4)
 def build_word_tables(spam_csv_path: str) -> WordTables:
-    """Flatten each class of spam.csv into its token list and its list of message lengths."""
+    """Flatten each class of spam.csv's training split into its token list and its list of
+    message lengths."""
     collection = read_sms_spam_collection(spam_csv_path)
+    with duckdb.connect() as conn:
+        conn.register("collection", collection)
+        training = conn.execute(
+            TRAINING_SPLIT_OF_COLLECTION,
+            {"seed": constants.SPLIT_SEED, "test_size": constants.TEST_SIZE},
+        ).fetchall()
     words: dict[bool, list[str]] = {False: [], True: []}
     lengths: dict[bool, list[int]] = {False: [], True: []}
     rng = random.Random(0)  # fills the placeholders, the same way on every run
-    for spam, body in zip(collection["spam"], collection["body"], strict=True):
+    for spam, body in training:
         filled = _PLACEHOLDER.sub(
             lambda match: _PLACEHOLDER_FILLERS[match.group(1)](rng), clean_text(body)
         )
