@@ -42,7 +42,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 import sample_data  # noqa: E402
-from bench.environment import bench_environment  # noqa: E402
+from bench.environment import folder_environment  # noqa: E402
 from spam_filter.processes import (  # noqa: E402
     RETRAIN_JOB_ARGUMENTS,
     gunicorn_command,
@@ -287,14 +287,7 @@ def main() -> int:
             file=sys.stderr,
         )
     folder = Path(tempfile.mkdtemp(prefix="spam_filter_bench_"))
-    env = bench_environment(
-        PYTHONPATH=str(PROJECT_ROOT),
-        SPAM_FILTER_DATABASE=str(folder / "app.duckdb"),
-        SPAM_FILTER_WAREHOUSE=str(folder / "warehouse.duckdb"),
-        SPAM_FILTER_WEIGHTS_DIR=str(folder / "weights"),
-        SPAM_FILTER_STORAGE_DIR=str(folder / "storage"),
-        DAGSTER_HOME=str(folder / "dagster_home"),
-    )
+    env = folder_environment(folder, PYTHONPATH=str(PROJECT_ROOT))
     Path(env["DAGSTER_HOME"]).mkdir()
     try:
         _prepare(folder, env, args.messages)

@@ -46,7 +46,7 @@ import duckdb  # noqa: E402
 from sklearn.feature_extraction.text import CountVectorizer  # noqa: E402
 from sklearn.naive_bayes import MultinomialNB  # noqa: E402
 
-from bench.environment import bench_environment  # noqa: E402
+from bench.environment import folder_environment  # noqa: E402
 from spam_filter import settings  # noqa: E402
 from spam_filter.datasets import read_sms_spam_collection  # noqa: E402
 from spam_filter.processes import RETRAIN_JOB_ARGUMENTS, gunicorn_command  # noqa: E402
@@ -175,15 +175,11 @@ class Api:
 
 
 def _environment(folder: Path) -> dict[str, str]:
-    env = bench_environment(
+    env = folder_environment(
+        folder,
         PYTHONPATH=str(PROJECT_ROOT),
-        SPAM_FILTER_DATABASE=str(folder / "app.duckdb"),
-        SPAM_FILTER_WAREHOUSE=str(folder / "warehouse.duckdb"),
-        SPAM_FILTER_WEIGHTS_DIR=str(folder / "weights"),
-        SPAM_FILTER_STORAGE_DIR=str(folder / "storage"),
         SPAM_FILTER_MODEL_REFRESH_SECONDS="0.5",
         SPAM_FILTER_REPORT_RATE="1000000",
-        DAGSTER_HOME=str(folder / "dagster_home"),
     )
     Path(env["DAGSTER_HOME"]).mkdir()
     (Path(env["DAGSTER_HOME"]) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")

@@ -40,7 +40,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from bench.environment import bench_environment  # noqa: E402
+from bench.environment import folder_environment  # noqa: E402
 from spam_filter.processes import (  # noqa: E402
     RETRAIN_JOB_ARGUMENTS,
     gunicorn_command,
@@ -296,13 +296,9 @@ def main() -> int:
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="spam_filter_bench_reports_"))
     try:
-        env = bench_environment(
+        env = folder_environment(
+            folder,
             PYTHONPATH=str(PROJECT_ROOT),
-            SPAM_FILTER_DATABASE=str(folder / "app.duckdb"),
-            SPAM_FILTER_WAREHOUSE=str(folder / "warehouse.duckdb"),
-            SPAM_FILTER_WEIGHTS_DIR=str(folder / "weights"),
-            SPAM_FILTER_STORAGE_DIR=str(folder / "storage"),
-            DAGSTER_HOME=str(folder / "dagster_home"),
             # The capacity is the server's, not the per-key limit's.
             SPAM_FILTER_REPORT_RATE="1000000",
         )

@@ -38,7 +38,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 import sample_data  # noqa: E402
-from bench.environment import bench_environment  # noqa: E402
+from bench.environment import folder_environment  # noqa: E402
 from spam_filter.processes import RETRAIN_JOB_ARGUMENTS  # noqa: E402
 from spam_filter.storage.factory import open_storage  # noqa: E402
 from spam_filter.tokenizer_sql import TOKEN_TEXT_MACRO, TOKENIZE_MACRO  # noqa: E402
@@ -242,14 +242,7 @@ def base_env(folder: Path) -> dict[str, str]:
     home = folder / "dagster_home"
     home.mkdir(exist_ok=True)
     (home / "dagster.yaml").write_text("")
-    return bench_environment(
-        PYTHONPATH=str(PROJECT_ROOT),
-        DAGSTER_HOME=str(home),
-        SPAM_FILTER_DATABASE=str(folder / "app.duckdb"),
-        SPAM_FILTER_WAREHOUSE=str(folder / "warehouse.duckdb"),
-        SPAM_FILTER_WEIGHTS_DIR=str(folder / "weights"),
-        SPAM_FILTER_STORAGE_DIR=str(folder / "storage"),
-    )
+    return folder_environment(folder, PYTHONPATH=str(PROJECT_ROOT))
 
 
 def measure_size(size: int, seed: int, timeout: float, verbose: bool) -> Row:
@@ -311,7 +304,7 @@ def measure_size(size: int, seed: int, timeout: float, verbose: bool) -> Row:
             f"[{format_size(size)}] job {job.seconds:.2f}s {job.tree_peak_mb:.0f} MB, "
             f"second run {retrain.seconds:.2f}s {retrain.tree_peak_mb:.0f} MB "
             f"({job.processes_seen} process(es)); bare query {row.bare_query_seconds:.2f}s "
-            f"{bare.tree_peak_mb:.0f} MB; ratio {row.ratio:.2f}x; load {retrain.load:.1f}; "
+            f"{bare.tree_peak_mb:.0f} MB; ratio {_ratio_text(row)}; load {retrain.load:.1f}; "
             "second run's steps "
             + ", ".join(f"{step} {seconds:.2f}s" for step, seconds in row.retrain_steps.items()),
             flush=True,

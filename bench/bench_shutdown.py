@@ -25,7 +25,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
-from bench.environment import bench_environment  # noqa: E402
+from bench.environment import folder_environment  # noqa: E402
 
 
 def _free_port() -> int:
@@ -134,12 +134,8 @@ def main() -> int:
     checkout = args.checkout.resolve()
     folder = Path(tempfile.mkdtemp(prefix="spam_filter_shutdown_"))
     api_port, ui_port = _free_port(), _free_port()
-    env = bench_environment(
-        SPAM_FILTER_DATABASE=str(folder / "app.duckdb"),
-        SPAM_FILTER_WAREHOUSE=str(folder / "warehouse.duckdb"),
-        SPAM_FILTER_WEIGHTS_DIR=str(folder / "weights"),
-        SPAM_FILTER_STORAGE_DIR=str(folder / "storage"),
-        DAGSTER_HOME=str(folder / "dagster_home"),
+    env = folder_environment(
+        folder,
         SPAM_FILTER_API_BIND=f"127.0.0.1:{api_port}",
         SPAM_FILTER_UI_PORT=str(ui_port),
     )

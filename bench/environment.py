@@ -10,6 +10,7 @@ through, for experiments, and are named on stderr beside the figures they change
 
 import os
 import sys
+from pathlib import Path
 
 NOT_INHERITED = (
     "SPAM_FILTER_DATABASE_URL",
@@ -30,3 +31,16 @@ def bench_environment(**settings: str) -> dict[str, str]:
         _named.update(passed)
         print(f"note: run with {', '.join(f'{n}={env[n]}' for n in passed)}", file=sys.stderr)
     return {**env, **settings}
+
+
+def folder_environment(folder: Path, **settings: str) -> dict[str, str]:
+    """`bench_environment` with the database, warehouse, weights, pipeline storage and Dagster
+    instance all in `folder` (nothing is created), and `settings` on top."""
+    return bench_environment(
+        SPAM_FILTER_DATABASE=str(folder / "app.duckdb"),
+        SPAM_FILTER_WAREHOUSE=str(folder / "warehouse.duckdb"),
+        SPAM_FILTER_WEIGHTS_DIR=str(folder / "weights"),
+        SPAM_FILTER_STORAGE_DIR=str(folder / "storage"),
+        DAGSTER_HOME=str(folder / "dagster_home"),
+        **settings,
+    )

@@ -21,4 +21,4 @@ DESCRIBED_BY_DOCSTRINGS = ConfigDict(use_attribute_docstrings=True)
 class Tunables(dg.Config):
     """Config whose field docstrings show in the launchpad and whose numbers are finite."""
 
-    model_config = ConfigDict(use_attribute_docstrings=True, allow_inf_nan=False)
+    model_config = ConfigDict(**DESCRIBED_BY_DOCSTRINGS, allow_inf_nan=False)
