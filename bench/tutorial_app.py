@@ -7,6 +7,7 @@ DataFrame, opens and parses the weights file, and scores `text.split()` with the
 """
 
 import json
+from pathlib import Path
 
 import duckdb
 from flask import Flask, jsonify, request
@@ -15,13 +16,13 @@ from spam_filter import settings
 from spam_filter.spam import compare_text_to_bow
 
 
-def is_spam(text: str, database_path: str) -> bool:
+def is_spam(text: str, database_path: str, weights_dir: Path) -> bool:
     """Score `text` the tutorial's way: database, weights file and model loaded anew each call."""
     with duckdb.connect(database_path) as conn:
         df = conn.execute("SELECT * FROM models WHERE status = 'active'").fetchdf()
         path_value = df.loc[0, "path"]
-        # The tutorial stored names relative to ./weights; this project stores absolute paths.
-        with open(path_value) as f:
+        # The tutorial stored paths under ./weights; this project, names in its weights folder.
+        with open(weights_dir / path_value) as f:
             data = json.load(f)
             spam_bow = data.get("spam_bow")
             non_spam_bow = data.get("non_spam_bow")
@@ -33,11 +34,12 @@ def create_app() -> Flask:
     """Build the tutorial-style app on the configured database."""
     app = Flask(__name__)
     database_path = str(settings.database_path())
+    weights_dir = settings.weights_dir()
 
     @app.post("/api/find_spam")
     def find_spam():
         """Answer with the tutorial's per-request is_spam."""
         text = request.json["text"]
-        return jsonify(success=True, is_spam=is_spam(text, database_path))
+        return jsonify(success=True, is_spam=is_spam(text, database_path, weights_dir))
 
     return app

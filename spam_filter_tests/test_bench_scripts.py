@@ -1,4 +1,5 @@
-"""The benchmark scripts start: each answers --help, and the quickest runs in a tiny mode.
+"""The benchmark scripts start: each answers --help, the quickest runs in a tiny mode, and the
+tutorial baseline that bench_api serves answers.
 
 The benchmarks themselves are not tests (they take minutes of both cores); this only keeps a
 rename elsewhere in the project from breaking one unnoticed.
@@ -41,3 +42,13 @@ def test_the_metrics_benchmark_runs_and_leaves_no_folder(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "the metrics cost" in result.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_tutorial_baseline_scores_with_the_active_model(trained_db: str) -> None:
+    """bench_api's baseline app finds the active model's file as the API does."""
+    from bench.tutorial_app import create_app
+
+    client = create_app().test_client()
+    answer = client.post("/api/find_spam", json={"text": "WINNER! claim your prize, call now"})
+    assert answer.status_code == 200, answer.get_data(as_text=True)[:300]
+    assert answer.get_json() == {"success": True, "is_spam": True}
