@@ -14,10 +14,10 @@ and measures, while `create_spam_model_job` runs again and again through the CLI
 
 Then every acknowledged report is looked up in the database. Run:
 
-    python bench/bench_reports.py [--seconds 20] [--rounds 1] [--slice 2] [--batch 10] [--threads 1]
+    python bench/bench_reports.py [--seconds 20] [--rounds 1] [--slice 2] [--batch 10] [--threads 2]
 
-The API is served as `make run` serves it (gunicorn with the API's settings, 2 sync workers);
-`--threads N` gives each worker N threads instead.
+The API is served as `make run` serves it (gunicorn with the API's settings: 2 workers of 2
+threads); `--threads N` gives each worker N threads instead (1: sync workers).
 
 It prints reports/s, lost reports, both p99s and their ratio (with `--rounds N`, phase 1 runs N
 times and the goal is judged on the median ratio), and exits 1 when a goal is missed.
@@ -178,11 +178,12 @@ def _reporter(port, keys, client, batch, rate, stop, acknowledged, failures, sli
             failures.append(f"{status} {data[:100]!r}")
 
 
-def _serve_command(bind: str, threads: int) -> list[str]:
-    """`make run`'s gunicorn command with 2 workers, each given `threads` threads when over 1."""
+def _serve_command(bind: str, threads: int | None) -> list[str]:
+    """`make run`'s gunicorn command with 2 workers; `threads` replaces the API's threads per
+    worker (1: sync workers)."""
     command = gunicorn_command(bind, 2)
-    if threads > 1:
-        command[-1:-1] = ["--threads", str(threads)]
+    if threads is not None:
+        command[-1:-1] = ["--threads", str(threads), "--worker-connections", str(threads)]
     return command
 
 
@@ -287,7 +288,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=10, help="reports per request (10)")
     parser.add_argument("--report-clients", type=int, default=4, help="report clients (4)")
     parser.add_argument(
-        "--threads", type=int, default=1, help="threads per gunicorn worker (1: sync, as make run)"
+        "--threads",
+        type=int,
+        help="threads per gunicorn worker (the API's settings: 2, as make run; 1: sync workers)",
     )
     parser.add_argument("--reporters", type=int, default=20, help="reporter keys (20)")
     parser.add_argument(

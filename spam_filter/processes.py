@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable
 ORPHAN_GRACE_SECONDS = 1.0
 # gunicorn's settings for the API (see the module).
 GUNICORN_CONFIG = "python:spam_filter.serving.gunicorn_config"
+# Requests each API worker answers at once, each in a thread of its own (see the settings).
+THREADS_PER_WORKER = 2
 
 
 def gunicorn_command(bind: str, workers: int | str, app: str = "api:create_app()") -> list[str]:

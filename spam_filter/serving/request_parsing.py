@@ -47,7 +47,7 @@ def read_body(request: Request, max_bytes: int, read_seconds: float | None = Non
     so the limit given to it is one byte more: a body that fills it is too long. gunicorn ends the
     body early, without an error, when the client closes before sending all it announced; half a
     body must not be answered as if it were the whole. A client that stops sending but keeps the
-    connection open would hold a sync worker until gunicorn kills it.
+    connection open would hold a worker's thread for as long as it stayed.
     """
     too_large = InvalidRequest(f"request body exceeds {max_bytes} bytes", 413)
     sock = request.environ.get("gunicorn.socket") if read_seconds else None

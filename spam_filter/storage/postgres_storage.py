@@ -151,8 +151,8 @@ _COPY_TABLES = {
     "reports": CREATE_USER_REPORTS,
 }
 
-# Connections kept open per process for reuse (the API's workers): enough for a request thread
-# and the watcher.
+# Connections kept open per process for reuse (the API's workers): enough for its request
+# threads and the watcher.
 _IDLE_CONNECTIONS = 4
 # A deadlock between two requests' upserts, or a serialization failure, is retried this often.
 _REPORT_ATTEMPTS = 3
