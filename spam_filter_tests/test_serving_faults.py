@@ -370,6 +370,32 @@ def test_a_body_that_stops_arriving_gets_a_json_408_and_frees_its_worker(
         assert request(server.port, "POST", "/api/find_spam", '{"text": "hi"}')[0] == 200
 
 
+def test_a_request_whose_headers_stop_arriving_frees_its_thread(
+    tmp_path: Path, trained_state: dict[str, str]
+) -> None:
+    """One worker, both its threads given half a request line: both are free again once the
+    read time passes, and the next request is answered."""
+    env = server_env(tmp_path, trained_state, SPAM_FILTER_BODY_READ_SECONDS="1")
+    server = Server(free_port(), env, tmp_path / "gunicorn.log", workers=1)
+    stalled = []
+    try:
+        server.start()
+        for _ in range(THREADS_PER_WORKER):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+            sock.sendall(b"POST /api/find_spam HTTP/1.1\r\nHost: te")
+            stalled.append(sock)
+        started = time.monotonic()
+        # The server gives up on each and closes it (an empty read), well before 10 s.
+        for sock in stalled:
+            assert sock.recv(100) == b""
+        assert time.monotonic() - started < 5
+        assert request(server.port, "POST", "/api/find_spam", '{"text": "hi"}')[0] == 200
+    finally:
+        for sock in stalled:
+            sock.close()
+        server.stop()
+
+
 def test_a_report_waiting_for_the_inbox_does_not_hold_up_find_spam_in_its_worker(
     tmp_path: Path, trained_state: dict[str, str]
 ) -> None:

@@ -9,12 +9,15 @@ is first imported, so nothing here imports it before the folder is set.
 import atexit
 import os
 import shutil
+import socket
+import struct
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from spam_filter.processes import THREADS_PER_WORKER
+from spam_filter.settings import api_config
 
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 # The app's module that keeps the model fresh; the master has it only when it preloaded the app.
@@ -83,6 +86,23 @@ def on_starting(server: Any) -> None:
     """Prepare the folder that gunicorn's own settings (`-e`) named, if they changed it after this
     file was read, before the first worker starts."""
     server.log.info("metrics of the workers in %s", _prepare_metrics_folder())
+
+
+def when_ready(server: Any) -> None:
+    """Bound how long a worker's thread waits for each read of a request that stops arriving.
+
+    A gthread worker keeps telling the master it is alive while one of its threads waits for a
+    client, so gunicorn's own timeout never frees that thread; a client that sent part of its
+    headers and then nothing would hold it for as long as it kept the connection open. The
+    kernel's receive timeout on the listening sockets is inherited by every connection they
+    accept; the body's own deadline is the app's (`request_parsing.read_body`). gunicorn closes
+    the connection and logs a socket error.
+    """
+    seconds = api_config()["BODY_READ_SECONDS"]
+    whole = int(seconds)
+    timeout = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+    for listener in server.LISTENERS:
+        listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeout)
 
 
 def on_exit(server: Any) -> None:
