@@ -110,8 +110,8 @@ def api_config() -> dict[str, Any]:
         "MODEL_REFRESH_SECONDS": _number("SPAM_FILTER_MODEL_REFRESH_SECONDS", 2),
         "MODEL_FULL_CHECK_SECONDS": _number("SPAM_FILTER_MODEL_FULL_CHECK_SECONDS", 30),
         "MAX_CONTENT_LENGTH": _whole("SPAM_FILTER_MAX_BODY_BYTES", 64 * 1024),
-        # How long any read of a request may wait under gunicorn: the app's reads of the body
-        # (then a 408) and gunicorn's of the headers (see the gunicorn settings' `when_ready`).
+        # Under gunicorn: how long a body may take to arrive (then a 408), and each of gunicorn's
+        # reads of the headers may wait (see the gunicorn settings' `when_ready`).
         "BODY_READ_SECONDS": _number("SPAM_FILTER_BODY_READ_SECONDS", 10),
         "MAX_BATCH_TEXTS": _whole("SPAM_FILTER_MAX_BATCH_TEXTS", 1000),
         # A report body fits 1,000 SMS-length reports.

@@ -370,6 +370,26 @@ def test_a_body_that_stops_arriving_gets_a_json_408_and_frees_its_worker(
         assert request(server.port, "POST", "/api/find_spam", '{"text": "hi"}')[0] == 200
 
 
+def test_a_body_sent_a_byte_at_a_time_gets_a_json_408_by_its_deadline(
+    tmp_path: Path, trained_state: dict[str, str]
+) -> None:
+    """Each byte arrives well within the read time; the whole body does not."""
+    with running_server(tmp_path, trained_state, SPAM_FILTER_BODY_READ_SECONDS="1") as server:
+        started = time.monotonic()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+            sock.sendall(
+                b"POST /api/find_spam HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100\r\n\r\n"
+            )
+            # A byte every 0.2 s until the answer (or 15 s; the whole body would take 20 s).
+            while not select.select([sock], [], [], 0.2)[0] and time.monotonic() < started + 15:
+                sock.sendall(b" ")
+            status, kind, body = _read_response(sock)
+        assert (status, kind) == (408, "application/json"), body
+        assert time.monotonic() - started < 5
+        assert request(server.port, "POST", "/api/find_spam", '{"text": "hi"}')[0] == 200
+
+
 def test_a_request_whose_headers_stop_arriving_frees_its_thread(
     tmp_path: Path, trained_state: dict[str, str]
 ) -> None:

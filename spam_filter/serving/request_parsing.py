@@ -10,11 +10,18 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 from werkzeug.wsgi import get_input_stream
 
 from spam_filter.reporter_keys import key_hash
+from spam_filter.serving import read_deadlines
 from spam_filter.storage.records import Report
 
 # A request nests two levels. Far deeper documents are refused at one depth on every Python
 # version, rather than wherever the version's JSON parser runs out of recursion.
 MAX_JSON_DEPTH = 64
+# What each way a body can break off says.
+_BROKEN_BODY = {
+    ParseException: "request body is not valid chunked encoding",
+    NoMoreData: "request body ended before its last chunk",
+    ClientDisconnected: "request body ended before its Content-Length",
+}
 
 
 class InvalidRequest(Exception):
@@ -46,8 +53,9 @@ def read_body(request: Request, max_bytes: int, read_seconds: float | None = Non
     werkzeug stops reading a streamed (chunked) body at its limit without saying the body went on,
     so the limit given to it is one byte more: a body that fills it is too long. gunicorn ends the
     body early, without an error, when the client closes before sending all it announced; half a
-    body must not be answered as if it were the whole. A client that stops sending but keeps the
-    connection open would hold a worker's thread for as long as it stayed.
+    body must not be answered as if it were the whole. A client that stops sending, or sends a
+    byte now and then, but keeps the connection open would hold a worker's thread for as long as
+    it liked: a socket timeout bounds each read, and a deadline (`read_deadlines`) the whole body.
     """
     too_large = InvalidRequest(f"request body exceeds {max_bytes} bytes", 413)
     sock = request.environ.get("gunicorn.socket") if read_seconds else None
@@ -55,28 +63,32 @@ def read_body(request: Request, max_bytes: int, read_seconds: float | None = Non
     if sock is not None:
         sock.settimeout(read_seconds)
     try:
-        data = get_input_stream(request.environ, max_content_length=max_bytes + 1).read()
+        with read_deadlines.bounded(sock, read_seconds or 0.0) as deadline:
+            data = get_input_stream(request.environ, max_content_length=max_bytes + 1).read()
     except RequestEntityTooLarge:  # a Content-Length past the limit: refused before reading
         raise too_large from None
-    # gunicorn parses a chunked body as the app reads it, so its framing errors come from here.
-    except ParseException:
-        raise InvalidRequest("request body is not valid chunked encoding") from None
-    except NoMoreData:
-        raise InvalidRequest("request body ended before its last chunk") from None
-    except ClientDisconnected as disconnected:
-        # werkzeug turns the socket's timeout into this, raised while handling it.
-        if isinstance(disconnected.__context__, TimeoutError):
-            late = f"request body did not arrive within {read_seconds:g} s"
-            raise InvalidRequest(late, 408) from None
-        raise InvalidRequest("request body ended before its Content-Length") from None
+    # gunicorn parses a chunked body as the app reads it, so its framing errors come from here;
+    # werkzeug turns a read's timeout into ClientDisconnected, raised while handling it.
+    except (ParseException, NoMoreData, ClientDisconnected) as error:
+        if deadline.expired or isinstance(error.__context__, TimeoutError):
+            raise _late(read_seconds) from None
+        raise InvalidRequest(
+            next(say for kind, say in _BROKEN_BODY.items() if isinstance(error, kind))
+        ) from None
     finally:
         if sock is not None:
             sock.settimeout(previous)
+    if deadline.expired:
+        raise _late(read_seconds)
     if len(data) > max_bytes:
         raise too_large
     if request.content_length is not None and len(data) < request.content_length:
         raise InvalidRequest("request body is shorter than its Content-Length")
     return data
+
+
+def _late(read_seconds: float) -> InvalidRequest:
+    return InvalidRequest(f"request body did not arrive within {read_seconds:g} s", 408)
 
 
 def _deeper_than(value: Any, limit: int) -> bool:
