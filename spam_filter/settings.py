@@ -111,7 +111,7 @@ def api_config() -> dict[str, Any]:
         "MODEL_FULL_CHECK_SECONDS": _number("SPAM_FILTER_MODEL_FULL_CHECK_SECONDS", 30),
         "MAX_CONTENT_LENGTH": _whole("SPAM_FILTER_MAX_BODY_BYTES", 64 * 1024),
         # Under gunicorn: how long a body may take to arrive (then a 408), and each of gunicorn's
-        # reads of the headers may wait (see the gunicorn settings' `when_ready`).
+        # reads of the headers may wait (see the gunicorn settings' `post_fork`).
         "BODY_READ_SECONDS": _number("SPAM_FILTER_BODY_READ_SECONDS", 10),
         "MAX_BATCH_TEXTS": _whole("SPAM_FILTER_MAX_BATCH_TEXTS", 1000),
         # A report body fits 1,000 SMS-length reports.

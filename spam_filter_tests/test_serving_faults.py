@@ -390,12 +390,18 @@ def test_a_body_sent_a_byte_at_a_time_gets_a_json_408_by_its_deadline(
         assert request(server.port, "POST", "/api/find_spam", '{"text": "hi"}')[0] == 200
 
 
+@pytest.mark.parametrize("gunicorn_arguments", ["", "--reuse-port"])
 def test_a_request_whose_headers_stop_arriving_frees_its_thread(
-    tmp_path: Path, trained_state: dict[str, str]
+    tmp_path: Path, trained_state: dict[str, str], gunicorn_arguments: str
 ) -> None:
     """One worker, both its threads given half a request line: both are free again once the
-    read time passes, and the next request is answered."""
-    env = server_env(tmp_path, trained_state, SPAM_FILTER_BODY_READ_SECONDS="1")
+    read time passes, and the next request is answered (with its own sockets too)."""
+    env = server_env(
+        tmp_path,
+        trained_state,
+        SPAM_FILTER_BODY_READ_SECONDS="1",
+        GUNICORN_CMD_ARGS=gunicorn_arguments,
+    )
     server = Server(free_port(), env, tmp_path / "gunicorn.log", workers=1)
     stalled = []
     try:

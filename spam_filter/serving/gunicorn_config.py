@@ -7,6 +7,7 @@ is first imported, so nothing here imports it before the folder is set.
 """
 
 import atexit
+import math
 import os
 import shutil
 import socket
@@ -88,20 +89,22 @@ def on_starting(server: Any) -> None:
     server.log.info("metrics of the workers in %s", _prepare_metrics_folder())
 
 
-def when_ready(server: Any) -> None:
-    """Bound how long a worker's thread waits for each read of a request that stops arriving.
+def post_fork(server: Any, worker: Any) -> None:
+    """Bound how long the worker's threads wait for each read of a request that stops arriving.
 
     A gthread worker keeps telling the master it is alive while one of its threads waits for a
     client, so gunicorn's own timeout never frees that thread; a client that sent part of its
     headers and then nothing would hold it for as long as it kept the connection open. The
-    kernel's receive timeout on the listening sockets is inherited by every connection they
-    accept; the body's own deadline is the app's (`request_parsing.read_body`). gunicorn closes
-    the connection and logs a socket error.
+    kernel's receive timeout on the worker's listening sockets (the master's, or its own with
+    `--reuse-port`) is inherited by every connection they accept; gunicorn closes such a
+    connection and logs a socket error. The body's deadline is the app's (`read_deadlines`).
     """
     seconds = api_config()["BODY_READ_SECONDS"]
     whole = int(seconds)
-    timeout = struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
-    for listener in server.LISTENERS:
+    # Rounded up: a positive time must not become the zero that means no timeout.
+    micro = math.ceil((seconds - whole) * 1_000_000)
+    timeout = struct.pack("ll", whole, micro)
+    for listener in worker.sockets:
         listener.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeout)
 
 

@@ -65,15 +65,17 @@ class ReadDeadlines:
                 if not deadline.expired and deadline.at <= now:
                     deadline.expired = True
                     try:
-                        deadline.sock.shutdown(socket.SHUT_RD)
+                        # The plain socket's: a TLS socket's own would drop its encryption
+                        # before the 408 is written.
+                        socket.socket.shutdown(deadline.sock, socket.SHUT_RD)
                     except OSError:  # the client has gone already
                         pass
 
     def _ensure_watching(self) -> None:
         # The caller holds `_lock`.
         if self._watching_pid != os.getpid():
-            self._watching_pid = os.getpid()
             threading.Thread(target=self._watch, name="read-deadlines", daemon=True).start()
+            self._watching_pid = os.getpid()
 
     def _watch(self) -> None:
         while True:
