@@ -31,8 +31,8 @@ control_socket_disable = True
 # Threads in each worker (gunicorn's gthread workers): a report request spends much of its time
 # in the inbox's commit, outside Python's lock, and a sync worker's next `find_spam` waited behind
 # it. With 1,000 reports a second beside a retrain, two threads took `find_spam`'s p99 from about
-# 2.4 to about 1.85 times its p99 without reports, and the report capacity from about 5,200 to
-# 4,400 a second (bench/bench_reports.py, README). A worker accepts no more connections than it
+# 2.4 to about 1.9 times its p99 without reports, and the report capacity from about 5,200 to
+# 4,000 a second (bench/bench_reports.py, README). A worker accepts no more connections than it
 # has threads, and closes each after its answer, as a sync worker does: one with every thread
 # busy leaves new connections to the others, and one killed loses only what it was answering.
 threads = THREADS_PER_WORKER
