@@ -104,15 +104,36 @@ def test_the_share_check_judges_by_the_share_the_run_allowed(resources, app_db):
     assert reporter_share.passed
 
 
-def test_the_cap_is_seeded_and_stable(resources, app_db):
+def test_two_reporters_over_their_share_both_end_within_it(resources, app_db):
+    loud = _one_loud_and_ten_honest_reporters(app_db)
     storage = DuckDBStorage(app_db)
-    loud, other = _reporters(storage, 2)
-    storage.record_reports(loud, [Report(f"flood {spelled(i)}", True) for i in range(40)])
-    storage.record_reports(other, [Report(f"other {spelled(i)}", False) for i in range(40)])
-    first = _user_messages(resources, share=0.3)[1]
-    assert _user_messages(resources, share=0.3)[1] == first
+    louder = storage.add_reporter("louder", key_hash("louder key"))
+    storage.record_reports(louder, [Report(f"spam wave {spelled(i)}", True) for i in range(100)])
+    result, rows = _user_messages(resources, share=0.2)
+    trained_on = [row for row in rows if not row[5]]
+    # Each keeps k with k <= 0.2 * (50 + 2k), so 16: each share counts against the total after
+    # both are capped, not after its own excess alone is taken out (which left 37 each, 30%).
+    assert [len([row for row in trained_on if row[3] == r]) for r in (loud, louder)] == [16, 16]
+    assert len(trained_on) == 82
+    by_name = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    assert by_name["check_user_messages_reporter_share"].passed
+
+
+def test_reporters_alone_in_the_reports_keep_nothing_over_their_share():
+    # Two reporters and nothing else: each is half of whatever is kept of them.
+    assert ingestion.reporter_allowances({1: (40, 0), 2: (40, 0)}, 0, 0.3) == {1: 0, 2: 0}
+    # Corroborated messages count toward the share, and toward the total as unowned ones:
+    # 9 + 5 of 60 + 9 + 3 is 19%, and a tenth would be 20.5%.
+    assert ingestion.reporter_allowances({1: (40, 5), 2: (3, 5)}, 60, 0.2) == {1: 9, 2: 3}
+    assert ingestion.reporter_allowances({1: (40, 5)}, 0, 1.0) == {1: 40}
+
+
+def test_the_cap_is_seeded_and_stable(resources, app_db):
+    _one_loud_and_ten_honest_reporters(app_db)
+    first = _user_messages(resources, share=0.2)[1]
+    assert _user_messages(resources, share=0.2)[1] == first
     # Another seed keeps another selection of the loud reporter's messages.
-    assert _user_messages(resources, share=0.3, seed=1)[1] != first
+    assert _user_messages(resources, share=0.2, seed=1)[1] != first
 
 
 def test_revoked_reporters_votes_are_not_used(resources, app_db):

@@ -1,7 +1,8 @@
 """Ingestion: the public SMS collection, the curated gold set, and the product's own messages and
 reports, into the one dataset the model learns and is judged on."""
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import dagster as dg
@@ -65,56 +66,88 @@ WRITE_REPORTER_SHARE = """
 """
 
 # A message's label is the majority of its distinct reporters; ties are left out. A message with
-# a single supporter belongs to that reporter, and no reporter may stand behind more than
-# $max_share of the user messages: past it, a seeded sample of what it alone supports is kept and
-# the rest is marked capped (kept out of training and scoring, but weighed by the impact check).
+# a single supporter belongs to that reporter.
+LABEL_REPORTED_MESSAGES = """
+    CREATE OR REPLACE TEMP TABLE labelled_reports AS
+    SELECT
+        report_votes.text_key, report_votes.spam, min(report_votes.body) AS body,
+        greatest(spam_votes, ham_votes) AS supporters,
+        CASE WHEN greatest(spam_votes, ham_votes) = 1 THEN min(report_votes.reporter_id) END
+            AS reporter_id
+    FROM report_tallies
+    JOIN report_votes
+        ON report_votes.text_key = report_tallies.text_key
+        AND report_votes.spam = (spam_votes > ham_votes)
+    WHERE spam_votes <> ham_votes
+    GROUP BY report_votes.text_key, report_votes.spam, spam_votes, ham_votes
+"""
+
+# Per reporter, the labelled messages it alone supports and those others support with it; and the
+# user messages no single reporter supports (the product's own, and the corroborated reports).
+COUNT_REPORTER_SHARES = """
+    SELECT
+        report_votes.reporter_id,
+        count(*) FILTER (WHERE labelled_reports.supporters = 1) AS alone,
+        count(*) FILTER (WHERE labelled_reports.supporters > 1) AS corroborated
+    FROM report_votes
+    JOIN labelled_reports
+        ON labelled_reports.text_key = report_votes.text_key
+        AND labelled_reports.spam = report_votes.spam
+    GROUP BY report_votes.reporter_id
+    ORDER BY report_votes.reporter_id
+"""
+COUNT_UNOWNED_MESSAGES = """
+    SELECT
+        (SELECT count(*) FROM labelled_reports WHERE reporter_id IS NULL)
+        + (SELECT count(*) FROM public.user_messages)
+"""
+
+# Each reporter keeps a seeded sample of $kept[i] of the messages it alone supports; the rest
+# are marked capped (kept out of training and scoring, but weighed by the impact check).
 INSERT_REPORTED_MESSAGES = """
     INSERT INTO public.user_messages
         (spam, body, source, synthetic, reporter_id, supporters, capped)
-    WITH labelled AS (
-        SELECT
-            report_votes.text_key, report_votes.spam, min(report_votes.body) AS body,
-            greatest(spam_votes, ham_votes) AS supporters,
-            CASE WHEN greatest(spam_votes, ham_votes) = 1 THEN min(report_votes.reporter_id) END
-                AS reporter_id
-        FROM report_tallies
-        JOIN report_votes
-            ON report_votes.text_key = report_tallies.text_key
-            AND report_votes.spam = (spam_votes > ham_votes)
-        WHERE spam_votes <> ham_votes
-        GROUP BY report_votes.text_key, report_votes.spam, spam_votes, ham_votes
-    ),
-    shares AS (
-        SELECT
-            report_votes.reporter_id,
-            count(*) FILTER (WHERE labelled.supporters = 1) AS alone,
-            count(*) FILTER (WHERE labelled.supporters > 1) AS corroborated
-        FROM report_votes
-        JOIN labelled
-            ON labelled.text_key = report_votes.text_key AND labelled.spam = report_votes.spam
-        GROUP BY report_votes.reporter_id
-    ),
-    allowances AS (
-        SELECT
-            reporter_id,
-            CASE WHEN $max_share >= 1 THEN alone ELSE greatest(0, least(alone, floor(
-                ($max_share * (total.messages - alone) - corroborated) / (1 - $max_share)
-            ))) END AS kept
-        FROM shares,
-            (SELECT (SELECT count(*) FROM labelled) + (SELECT count(*) FROM public.user_messages)
-                AS messages) AS total
+    WITH allowances AS (
+        SELECT unnest($reporters::INTEGER[]) AS reporter_id, unnest($kept::BIGINT[]) AS kept
     )
     SELECT
         spam, body, 'reports', false, reporter_id, supporters,
         reporter_id IS NOT NULL AND rank > kept
     FROM (
         SELECT
-            labelled.*,
+            labelled_reports.*,
             row_number() OVER (PARTITION BY reporter_id ORDER BY hash(text_key, $seed)) AS rank
-        FROM labelled
+        FROM labelled_reports
     )
     LEFT JOIN allowances USING (reporter_id)
 """
+
+
+def reporter_allowances(
+    shares: Mapping[int, tuple[int, int]], unowned: int, max_share: float
+) -> dict[int, int]:
+    """How many of the messages each reporter alone supports it keeps, given `shares` (reporter:
+    (alone, corroborated)) and the `unowned` user messages no single reporter supports.
+
+    A reporter's share counts against the total the run trains on, which shrinks as others are
+    capped too, so each allowance is worked out against the total the allowances themselves
+    leave: starting from every message, the total is recomputed until it no longer moves. The
+    totals only fall, so this ends, and at the end every capped reporter's kept and corroborated
+    messages are at most `max_share` of that total.
+    """
+    if max_share >= 1:
+        return {reporter: alone for reporter, (alone, _) in shares.items()}
+    total = unowned + sum(alone for alone, _ in shares.values())
+    while True:
+        kept = {
+            reporter: max(0, min(alone, math.floor(max_share * total - corroborated)))
+            for reporter, (alone, corroborated) in shares.items()
+        }
+        kept_total = unowned + sum(kept.values())
+        if kept_total == total:
+            return kept
+        total = kept_total
+
 
 # How often each reporter's votes contradict what they can be checked against: the SMS
 # collection's label for the same message, else the majority of the message's other reporters
@@ -355,9 +388,16 @@ def _add_reported_messages(conn: duckdb.DuckDBPyConnection, config: UserMessages
         {"reporters": list(left_out), "reasons": list(left_out.values())},
     )
     conn.execute(COUNT_REPORT_VOTES)
+    conn.execute(LABEL_REPORTED_MESSAGES)
+    shares = {
+        reporter: (alone, corroborated)
+        for reporter, alone, corroborated in conn.execute(COUNT_REPORTER_SHARES).fetchall()
+    }
+    (unowned,) = conn.execute(COUNT_UNOWNED_MESSAGES).fetchone()
+    kept = reporter_allowances(shares, unowned, config.max_reporter_share)
     conn.execute(
         INSERT_REPORTED_MESSAGES,
-        {"max_share": config.max_reporter_share, "seed": config.sample_seed},
+        {"reporters": list(kept), "kept": list(kept.values()), "seed": config.sample_seed},
     )
     conn.execute(WRITE_REPORTER_SHARE, {"max_share": config.max_reporter_share})
 
