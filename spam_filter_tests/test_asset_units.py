@@ -80,6 +80,28 @@ def test_training_counts_and_smooths_the_training_split(tiny_warehouse):
     assert sum(outputs["spam_bag_of_words"].values()) == pytest.approx(1.0)
 
 
+def test_the_training_tables_row_count_includes_the_rows_the_model_leaves_out(tmp_path):
+    warehouse = _warehouse_with(tmp_path / "warehouse.duckdb", TINY_DATASET)
+    with duckdb.connect(warehouse.database) as conn:
+        # A reporter's messages, half of them over its share.
+        conn.execute(
+            "INSERT INTO public.spam_dataset SELECT i % 2 = 0, 'report number ' || i, 'reports', "
+            "false, 7, i % 4 < 2 FROM range(40) AS r(i)"
+        )
+    outputs = _outputs(warehouse, SpamModelConfig(test_size=0.3, seed=1))
+    training_metadata = outputs["spam_training_dataframe"]
+    with duckdb.connect(warehouse.database, read_only=True) as conn:
+        (view_rows,) = conn.execute(
+            "SELECT count(*) FROM public.spam_training_dataframe"
+        ).fetchone()
+        (trained_on,) = conn.execute(
+            "SELECT count(*) FROM public.spam_training_dataframe WHERE NOT capped"
+        ).fetchone()
+    assert training_metadata[ROW_COUNT] == view_rows
+    assert training_metadata["messages_trained_on"] == trained_on < view_rows
+    assert outputs["spam_model"].training_messages == trained_on
+
+
 def test_the_false_positive_cost_raises_the_threshold_not_the_share(tiny_warehouse):
     # Too few messages for a budget: the cost alone sets the threshold.
     cheap = _outputs(tiny_warehouse, SpamModelConfig(false_positive_cost=1.0))["spam_model"]

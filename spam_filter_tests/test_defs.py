@@ -78,6 +78,18 @@ def test_assets_are_grouped_by_stage():
     }
 
 
+def test_the_lineage_shows_what_each_step_reads():
+    graph = defs.resolve_asset_graph()
+    parents = {
+        key.to_user_string(): sorted(
+            parent.to_user_string() for parent in graph.get(key).parent_keys
+        )
+        for key in graph.get_all_asset_keys()
+    }
+    assert parents["model_score"] == ["spam_model", "spam_testing_dataframe"]
+    assert parents["user_messages"] == ["sms_spam_examples", "user_reports"]
+
+
 def test_every_asset_and_check_has_one_line_of_description_of_its_own():
     graph = defs.resolve_asset_graph()
     descriptions = [graph.get(key).description for key in graph.get_all_asset_keys()]

@@ -8,6 +8,7 @@ from spam_filter.assets import ingestion
 from spam_filter.reporter_keys import key_hash
 from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter.storage.records import Report
+from spam_filter.tables import ROW_COUNT
 from spam_filter_tests.helpers import spelled
 
 
@@ -85,6 +86,8 @@ def test_no_reporter_stands_behind_more_than_its_share(resources, app_db):
     assert len(from_loud) == 12
     assert len([row for row in rows if row[5]]) == 88
     assert len([row for row in rows if not row[5]]) == 62
+    (materialization,) = result.asset_materializations_for_node("user_messages")
+    assert materialization.metadata[ROW_COUNT].value == len(rows) == 150
     share = result.get_asset_check_evaluations()
     by_name = {check.check_name: check for check in share}
     reporter_share = by_name["check_user_messages_reporter_share"]

@@ -1,4 +1,4 @@
-"""Deployment: score the new model against the active one, and promote it if it is as good."""
+"""Deployment: score the new model against the active one, and promote it if it beats it."""
 
 from collections.abc import Callable
 from dataclasses import replace
@@ -34,7 +34,7 @@ class ModelScoreConfig(Tunables):
     """A model catching less gold spam than this is never promoted, the first one included."""
 
 
-@dg.asset(group_name=GROUP, io_manager_key=PICKLE_IO_MANAGER)
+@dg.asset(group_name=GROUP, io_manager_key=PICKLE_IO_MANAGER, deps=["spam_testing_dataframe"])
 def model_score(
     context: dg.AssetExecutionContext,
     config: ModelScoreConfig,

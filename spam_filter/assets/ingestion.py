@@ -364,13 +364,13 @@ def user_messages(
     )
     return dg.MaterializeResult(
         metadata={
-            tables.ROW_COUNT: from_messages + from_reports,
+            tables.ROW_COUNT: from_messages + from_reports + capped,
             "from_messages": from_messages,
             "from_reports": from_reports,
             "over_reporter_share": capped,
             "synthetic": synthetic,
             "spam_count": spam,
-            "capped": config.max_messages > 0,
+            "messages_limited": config.max_messages > 0,
             "preview": dg.MetadataValue.md(preview),
         }
     )

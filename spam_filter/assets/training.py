@@ -164,6 +164,8 @@ def spam_model(
         left_out = sorted({i.reporter_id for i in impacts if i.left_out} | set(disagreeing))
         trained = _train(context, conn, config, left_out)
         test_spam, test_total = conn.execute(COUNT_TESTING_MESSAGES).fetchone()
+        # The view's rows, with those the model left out (over a share, or a reporter's).
+        _, _, training_spam, training_total = learning.message_totals(conn, [], with_capped=True)
         previews = {
             name: tables.preview(conn, name)
             for name in ("spam_training_dataframe", "spam_testing_dataframe")
@@ -181,7 +183,12 @@ def spam_model(
     yield dg.Output(trained.model.spam_bow, "spam_bag_of_words", metadata=bag_metadata)
     yield dg.Output(trained.model.non_spam_bow, "non_spam_bag_of_words", metadata=bag_metadata)
     for name, spam_rows, rows, extra in (
-        ("spam_training_dataframe", trained.training_spam, trained.training_messages, {}),
+        (
+            "spam_training_dataframe",
+            training_spam,
+            training_total,
+            {"messages_trained_on": trained.training_messages},
+        ),
         (
             "spam_testing_dataframe",
             test_spam,
