@@ -4,7 +4,6 @@ Pure functions, shared by the API, the storage backends and the command line.
 """
 
 import hashlib
-import hmac
 import secrets
 import unicodedata
 
@@ -21,11 +20,6 @@ def new_key() -> str:
 def key_hash(key: str) -> str:
     """The stored form of a key. Keys are random, so a fast hash does not weaken them."""
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def same_hash(presented: str, stored: str) -> bool:
-    """Compare two key hashes in constant time."""
-    return hmac.compare_digest(presented.encode(), stored.encode())
 
 
 def normalised_text(text: str) -> str:

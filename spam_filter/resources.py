@@ -13,7 +13,7 @@ from pydantic import PrivateAttr
 
 from spam_filter import weights
 from spam_filter.file_locks import LockTimeout, lock_exclusively
-from spam_filter.spam import SpamModel, load_model
+from spam_filter.spam import SpamModel
 from spam_filter.storage.base import ApplicationStorage
 from spam_filter.storage.factory import open_storage
 from spam_filter.storage.postgres_storage import release_run_lock, take_run_lock
@@ -90,11 +90,6 @@ class ModelStorage(dg.ConfigurableResource):
         """Delete a file that `save` wrote and no row will name."""
         weights.resolve(name, self.weights_dir).unlink()
         self.settle(name)
-
-    def load(self, path: str) -> SpamModel:
-        """Read a recorded weights file; raises OSError or ValueError when it is missing, malformed
-        or outside the weights folder."""
-        return load_model(weights.resolve(path, self.weights_dir))
 
     def remove_orphans(self, recorded_paths: list[str]) -> list[str]:
         """Delete what crashed runs left (see `weights.orphans`); call it holding `exclusive`."""

@@ -171,7 +171,7 @@ def spam_model(
             for name in ("spam_training_dataframe", "spam_testing_dataframe")
         }
         learning.drop_learning_tables(conn)
-    database.storage().record_reporter_impacts(_flags(impacts, disagreeing))
+    database.storage(on_wait=context.log.info).record_reporter_impacts(_flags(impacts, disagreeing))
     yield dg.Output(
         trained,
         "spam_model",

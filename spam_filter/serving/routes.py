@@ -107,6 +107,8 @@ def _authenticated_reporter() -> ReporterKey:
     watcher = current_watcher()
     # The keys (and the inbox's checkpoints) are kept by the watcher's thread.
     watcher.ensure_running()
+    # Looked up by the SHA-256 of what was presented, never by the key itself: how long the
+    # lookup takes depends on that hash alone, which tells a guesser nothing about a real key.
     reporter = watcher.reporter_keys.get(presented)
     if reporter is None:
         raise InvalidRequest(

@@ -76,8 +76,6 @@ CHANGES_AFTER = """
     LIMIT ?
 """
 
-COUNT_VOTES_BY_REPORTER = "SELECT reporter_id, count(*) FROM votes GROUP BY reporter_id"
-
 # Copies what it can without waiting for readers or writers.
 CHECKPOINT_PASSIVELY = "PRAGMA wal_checkpoint(PASSIVE)"
 # Waits for the write lock (and for readers of the old log) to copy the rest, so that the next
@@ -184,10 +182,6 @@ class ReportInbox:
         """Votes whose last change is numbered after `change`, in order, at most `limit`."""
         with self._lock:
             return self._connection().execute(CHANGES_AFTER, (change, limit)).fetchall()
-
-    def votes_by_reporter(self) -> dict[int, int]:
-        with self._lock:
-            return dict(self._connection().execute(COUNT_VOTES_BY_REPORTER).fetchall())
 
     def checkpoint(self) -> None:
         """Copy the write-ahead log into the file, and let the next commit start the log afresh.
