@@ -6,11 +6,13 @@ with gunicorn (see README). Dagster is never imported here: the API needs only t
 
 import logging
 import os
+import sys
 from typing import Any
 
 from flask import Flask
 
 from spam_filter import settings
+from spam_filter.command_line import error_line
 from spam_filter.serving import database_watcher, metrics, rate_limits, routes
 
 
@@ -30,11 +32,21 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     return app
 
 
-def main() -> None:
+def main() -> int:
     host = os.environ.get("SPAM_FILTER_API_HOST", "127.0.0.1")
-    port = int(os.environ.get("SPAM_FILTER_API_PORT", "5000"))
-    create_app().run(host=host, port=port)
+    port = os.environ.get("SPAM_FILTER_API_PORT", "5000")
+    try:
+        if not (port.isdigit() and int(port) <= 65535):
+            raise settings.SettingError(
+                f"SPAM_FILTER_API_PORT must be a port number (0 to 65535), not {port!r}"
+            )
+        app = create_app()
+    except settings.SettingError as error:
+        print(error_line(error), file=sys.stderr)
+        return 2
+    app.run(host=host, port=int(port))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -58,7 +58,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from spam_filter import constants, settings
-from spam_filter.command_line import error_line, say_waiting
+from spam_filter.command_line import error_line, run_command_line, say_waiting
 from spam_filter.datasets import read_sms_spam_collection
 from spam_filter.faults import crash_point
 from spam_filter.storage import queries
@@ -70,6 +70,9 @@ from spam_filter.storage.postgres_storage import PostgresStorage
 # Rows per INSERT statement: a multiple of DuckDB's row group (122,880 rows), the unit of parallel
 # scans, so that both cores get equal work; small enough to bound one statement's memory.
 _CHUNK_ROWS = 4 * 122_880
+MAX_COUNT = 10**9
+"""The most messages one call adds: far past any benchmark, with `created_at` times a millisecond
+apart still in DuckDB's range (a count of 10^23 overflowed it)."""
 # The columns PostgreSQL's messages table takes in bulk (its ids are its own).
 _BULK_COPIED_MESSAGES = "SELECT spam, body, created_at, synthetic FROM messages"
 
@@ -559,8 +562,12 @@ def main(argv: list[str] | None = None) -> int:
         "else SPAM_FILTER_DATABASE)",
     )
     args = parser.parse_args(argv)
-    if args.count < 0 or not 0 <= args.spam_share <= 1:
-        parser.error("--count must be 0 or more, and --spam-share between 0 and 1")
+    if not 0 <= args.count <= MAX_COUNT or not 0 <= args.spam_share <= 1:
+        parser.error(f"--count must be 0 to {MAX_COUNT:,}, and --spam-share between 0 and 1")
+    return run_command_line(lambda: _insert(args))
+
+
+def _insert(args: argparse.Namespace) -> int:
     try:
         storage = open_storage(args.database, on_wait=say_waiting)
         storage.create_schema()
@@ -569,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"messages already holds {existing:,} rows; nothing inserted")
             return 0
         added = insert_sample_messages(storage, args.count, args.seed, args.spam_share)
+    except BrokenPipeError:
+        raise
     except STORAGE_ERRORS as error:
         print(error_line(error), file=sys.stderr)
         return 1

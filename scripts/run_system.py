@@ -7,13 +7,14 @@ database, the messages and the active model that exist. `make retrain` runs it a
 """
 
 import argparse
+import errno
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +22,12 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from spam_filter import settings  # noqa: E402
-from spam_filter.command_line import error_line  # noqa: E402
+from spam_filter.command_line import error_line, run_command_line  # noqa: E402
 from spam_filter.processes import (  # noqa: E402
     RETRAIN_JOB_ARGUMENTS,
     group_alive,
     gunicorn_command,
+    signal_ignored,
     stop_process_groups,
     stop_with_parent,
 )
@@ -62,6 +64,8 @@ DEFAULT_UI_HOST = "127.0.0.1"
 DEFAULT_UI_PORT = "3000"
 # How long the services get to stop after SIGTERM before they are killed.
 STOP_TIMEOUT_SECONDS = 20.0
+# How long a job stopped by Ctrl-C gets to record its run as stopped, before a SIGINT, then a kill.
+JOB_STOP_SECONDS = 15.0
 
 
 def dagster_yaml(database_url: str | None) -> str:
@@ -120,11 +124,34 @@ def _bootstrap() -> None:
     # The first model learns from real data only: the SMS collection and what users reported.
     if problem := active_model_problem(storage, weights_dir):
         print(f"{problem}: running create_spam_model_job once", flush=True)
-        subprocess.run(
-            [BIN / "dagster", *RETRAIN_JOB_ARGUMENTS],
-            cwd=PROJECT_ROOT,
-            check=True,
-        )
+        command = [BIN / "dagster", *RETRAIN_JOB_ARGUMENTS]
+        if returncode := _run_job(command):
+            raise subprocess.CalledProcessError(returncode, command)
+
+
+def _run_job(command: list) -> int:
+    """Run the job's command to its end. Stopped early, it gets time to record its run as
+    stopped: killed at once, the run would stay "started" in the UI's history for good."""
+    job = subprocess.Popen(command, cwd=PROJECT_ROOT)
+    try:
+        return job.wait()
+    except BaseException as error:
+        # A Ctrl-C in the terminal reached the job too; a SIGTERM or a SIGINT sent to this
+        # process alone is passed on.
+        waits = [None, signal.SIGINT] if isinstance(error, KeyboardInterrupt) else [signal.SIGINT]
+        with signal_ignored(signal.SIGINT):
+            for signal_number in waits:
+                if signal_number is not None:
+                    job.send_signal(signal_number)
+                try:
+                    job.wait(timeout=JOB_STOP_SECONDS)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+            else:
+                job.kill()
+                job.wait()
+        raise
 
 
 def api_bind(environ: Mapping[str, str] = os.environ) -> str:
@@ -150,6 +177,8 @@ class Service:
     address: str
     variable: str
     command: tuple[str, ...]
+    host_variable: str = ""
+    """The variable that moves it to another host, when not `variable` itself."""
 
     @property
     def host_and_port(self) -> tuple[str, int] | None:
@@ -191,6 +220,7 @@ def services(environ: Mapping[str, str] = os.environ) -> list[Service]:
             f"[{host}]:{ui_port}" if ":" in host else f"{host}:{ui_port}",
             "SPAM_FILTER_UI_PORT",
             (str(BIN / "dagster"), "dev", "--host", host, "--port", ui_port),
+            host_variable="SPAM_FILTER_UI_HOST",
         ),
     ]
 
@@ -220,10 +250,14 @@ def port_problems(to_start: list[Service]) -> list[str]:
             except OverflowError:
                 problems.append(f"{service.name}: port {port} of {service.variable} is not 0-65535")
             except OSError as error:
+                # A port in use, or a host this machine does not have (or cannot resolve).
+                in_use = error.errno in (errno.EADDRINUSE, errno.EACCES)
+                variable = service.variable if in_use else service.host_variable or service.variable
+                advice = "Stop what holds it, or set" if in_use else "Set"
+                what = "address" if variable.endswith("BIND") else "port" if in_use else "host"
                 problems.append(
                     f"{service.name} cannot listen on {service.address}: "
-                    f"{error.strerror or error}. Stop what holds it, or set {service.variable} "
-                    f"to another {'address' if service.variable.endswith('BIND') else 'port'}."
+                    f"{error.strerror or error}. {advice} {variable} to another {what}."
                 )
     return problems
 
@@ -260,12 +294,18 @@ def _stop(running: dict[Service, subprocess.Popen]) -> None:
     print(f"stopped {names}: no process of either is left ({elapsed:.1f} s)", flush=True)
 
 
-def serve() -> int:
-    """Bootstrap, then serve until Ctrl-C, SIGTERM or a service stopping on its own."""
-    # Read now what the workers and the code location read later, after a possibly long bootstrap.
+def _check_settings() -> None:
+    """Read now what the workers and the code location read later (after a possibly long
+    bootstrap), so that a bad value is one line before anything starts."""
     settings.api_config()
     settings.retrain_after_reports()
     settings.retrain_min_interval_seconds()
+    settings.warehouse_memory_limit()
+
+
+def serve() -> int:
+    """Bootstrap, then serve until Ctrl-C, SIGTERM or a service stopping on its own."""
+    _check_settings()
     to_start = services()
     # Before the bootstrap, which may train for a while: a taken port is known at once.
     problems = port_problems(to_start)
@@ -308,14 +348,17 @@ def serve() -> int:
         print("\nstopping the API and the Dagster UI", flush=True)
         return 0
     finally:
-        _stop(running)
+        # A second Ctrl-C would leave the stop half done.
+        with signal_ignored(signal.SIGINT):
+            _stop(running)
 
 
 def retrain() -> int:
     """Run `create_spam_model_job` once, recorded in the Dagster instance the UI shows."""
+    _check_settings()
     home = _dagster_home()
     print(f"retraining; the run is recorded in DAGSTER_HOME={home}, as the UI shows", flush=True)
-    return subprocess.run([BIN / "dagster", *RETRAIN_JOB_ARGUMENTS], cwd=PROJECT_ROOT).returncode
+    return _run_job([BIN / "dagster", *RETRAIN_JOB_ARGUMENTS])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -333,17 +376,24 @@ def main(argv: list[str] | None = None) -> int:
     # caught signals but keeps ignored ones, and `dagster dev` would otherwise never stop.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    return run_command_line(lambda: _run(retrain if args.command == "retrain" else serve))
+
+
+def _run(command: Callable[[], int]) -> int:
+    """`command`, with its errors as one line each."""
     try:
-        return retrain() if args.command == "retrain" else serve()
+        return command()
+    except BrokenPipeError:
+        raise
     except (*STORAGE_ERRORS, settings.SettingError) as error:
         print(error_line(error), file=sys.stderr)
         return 1
     except subprocess.CalledProcessError as error:
-        command = " ".join(
+        shown = " ".join(
             Path(str(part)).name if i == 0 else str(part) for i, part in enumerate(error.cmd)
         )
         print(
-            f"error: `{command}` failed (exit code {error.returncode}); its output is above",
+            f"error: `{shown}` failed (exit code {error.returncode}); its output is above",
             file=sys.stderr,
         )
         return 1

@@ -1,7 +1,12 @@
 """What the project's command lines share: how they report an error a user can act on, and why
 they are waiting."""
 
+import os
 import sys
+from collections.abc import Callable
+
+INTERRUPTED = 130
+"""The exit status of a command ended by Ctrl-C, as shells report it (128 + SIGINT)."""
 
 
 def error_line(error: BaseException) -> str:
@@ -12,3 +17,20 @@ def error_line(error: BaseException) -> str:
 def say_waiting(message: str) -> None:
     """Tell the user why a command is not done yet (another process holds the database)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def run_command_line(work: Callable[[], int]) -> int:
+    """`work()`'s exit status, with Ctrl-C ending it in one line rather than a traceback, and a
+    reader that stopped reading (`| head`) ending it quietly.
+
+    `work` lets `BrokenPipeError` through: it is an OSError, which the commands otherwise report.
+    """
+    try:
+        return work()
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr, flush=True)
+        return INTERRUPTED
+    except BrokenPipeError:
+        # Python would report the closed pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1

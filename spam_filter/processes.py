@@ -7,7 +7,8 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 # How long what is left of a group may go on stopping by itself once its leader has exited.
 ORPHAN_GRACE_SECONDS = 1.0
@@ -155,3 +156,14 @@ RETRAIN_JOB_ARGUMENTS = (
     "-j",
     "create_spam_model_job",
 )
+
+
+@contextmanager
+def signal_ignored(signal_number: int) -> Iterator[None]:
+    """Ignore `signal_number` for the block (in the main thread): a second Ctrl-C must not cut
+    short the cleanup that the first one started."""
+    previous = signal.signal(signal_number, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal_number, previous)

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import duckdb
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATABASE_URL_VARIABLE = "SPAM_FILTER_DATABASE_URL"
 
@@ -43,7 +45,16 @@ def warehouse_path() -> Path:
 def warehouse_memory_limit() -> str:
     """DuckDB's memory cap for a retrain, in DuckDB's units (`256MB`, `1GB`): past it, large
     aggregates and joins spill to disk next to the warehouse instead of growing."""
-    return os.environ.get("SPAM_FILTER_WAREHOUSE_MEMORY") or "256MB"
+    limit = os.environ.get("SPAM_FILTER_WAREHOUSE_MEMORY") or "256MB"
+    try:
+        # DuckDB is the judge of its own units: a scratch in-memory database with the cap.
+        duckdb.connect(config={"memory_limit": limit}).close()
+    except duckdb.Error as error:
+        raise SettingError(
+            f"SPAM_FILTER_WAREHOUSE_MEMORY must be a size DuckDB reads, such as 256MB or 1GB, "
+            f"not {limit!r} ({error})"
+        ) from None
+    return limit
 
 
 def weights_dir() -> Path:

@@ -109,3 +109,25 @@ def test_run_system_serves_on_loopback_unless_told_otherwise() -> None:
     assert command[command.index("--bind") + 1] == bind
     assert ipaddress.ip_address(run_system.ui_host({})).is_loopback
     assert run_system.ui_host({"SPAM_FILTER_UI_HOST": ""}) == run_system.ui_host({})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SPAM_FILTER_API_PORT", "abc", "SPAM_FILTER_API_PORT must be a port number"),
+        ("SPAM_FILTER_MAX_BODY_BYTES", "abc", "SPAM_FILTER_MAX_BODY_BYTES must be a whole number"),
+    ],
+)
+def test_the_dev_server_names_a_bad_setting_in_one_line(
+    app_db: str, variable: str, value: str, message: str
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "api.py"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, variable: value},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: {message}") and result.stderr.count("\n") == 1

@@ -1,5 +1,6 @@
 """`python database.py`: the command line that bootstraps the application database."""
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter.storage.factory import open_storage
 from spam_filter.storage.postgres_storage import PostgresStorage
 from spam_filter.storage.records import Report
-from spam_filter_tests.helpers import PROJECT_ROOT
+from spam_filter_tests.helpers import PROJECT_ROOT, wait_for
 
 
 def test_database_script_creates_and_prints_the_tables(project_env):
@@ -130,3 +131,44 @@ def test_revoke_takes_a_stored_name_exactly_as_listed(project_env):
 def test_a_postgresql_url_naming_several_hosts_is_taken():
     storage = open_storage("postgresql://desk@db1:5432,db2:5432/spam")
     assert isinstance(storage, PostgresStorage)
+
+
+def test_ctrl_c_while_waiting_for_the_database_is_one_line(project_env, other_process, tmp_path):
+    database = project_env["SPAM_FILTER_DATABASE"]
+    DuckDBStorage(database).create_schema()
+    other_process.hold_lock(database, 8)
+    err = tmp_path / "err.log"
+    try:
+        with err.open("w") as err_file:
+            waiting = subprocess.Popen(
+                [sys.executable, "database.py", "reporters"],
+                cwd=PROJECT_ROOT,
+                env=project_env,
+                stdout=subprocess.DEVNULL,
+                stderr=err_file,
+            )
+        assert wait_for(lambda: "waiting" in err.read_text(), 30, 0.1), err.read_text()
+        waiting.send_signal(signal.SIGINT)
+        assert waiting.wait(timeout=30) == 130
+    finally:
+        other_process.wait_released()
+    assert err.read_text().endswith("\ninterrupted\n") and "Traceback" not in err.read_text()
+
+
+def test_a_reader_that_stops_reading_ends_a_command_quietly():
+    # Enough output to fill the pipe, so that the write meets the closed end.
+    script = (
+        "import sys\n"
+        "from spam_filter.command_line import run_command_line\n"
+        "sys.exit(run_command_line(lambda: [print('x' * 1000) for _ in range(1000)] and 0))\n"
+    )
+    command = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    command.stdout.read(10)
+    command.stdout.close()
+    assert command.wait(timeout=30) == 1
+    assert command.stderr.read() == b""

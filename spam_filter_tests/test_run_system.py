@@ -47,6 +47,19 @@ def _run_system(env: dict[str, str]) -> subprocess.CompletedProcess:
     )
 
 
+def _start_run_system(env: dict[str, str], stdout: object, stderr: object) -> subprocess.Popen:
+    """The run command in a session of its own, as a terminal would start it."""
+    return subprocess.Popen(
+        [sys.executable, str(RUN_SYSTEM)],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+        restore_signals=True,
+    )
+
+
 def _environment(tmp_path: Path, api_port: int, ui_port: int) -> dict[str, str]:
     return {
         **os.environ,
@@ -112,6 +125,12 @@ def test_a_taken_port_is_named_before_anything_starts(
             "SPAM_FILTER_API_WORKERS must be a whole number of at least 1, not '0'",
         ),
         ("SPAM_FILTER_UI_PORT", "70000", "SPAM_FILTER_UI_PORT must be a port number"),
+        (
+            "SPAM_FILTER_WAREHOUSE_MEMORY",
+            "lots",
+            "SPAM_FILTER_WAREHOUSE_MEMORY must be a size DuckDB reads, such as 256MB or 1GB, "
+            "not 'lots'",
+        ),
     ],
 )
 def test_a_setting_no_server_could_run_with_is_named_before_anything_starts(
@@ -136,6 +155,51 @@ def test_a_port_held_on_every_interface_is_taken_for_loopback_too() -> None:
     assert "SPAM_FILTER_API_BIND" in problems[0] and "SPAM_FILTER_UI_PORT" in problems[1]
     free = {"SPAM_FILTER_API_BIND": "127.0.0.1:0", "SPAM_FILTER_UI_PORT": "0"}
     assert run_system.port_problems(run_system.services(free)) == []
+
+
+def test_a_host_the_machine_lacks_names_the_host_variable() -> None:
+    run_system = load_run_system()
+    # 192.0.2.1 is set aside for documentation: no machine has it.
+    api, ui = run_system.services(
+        {"SPAM_FILTER_API_BIND": "192.0.2.1:0", "SPAM_FILTER_UI_HOST": "192.0.2.1"}
+    )
+    problems = run_system.port_problems([api, ui])
+    assert problems[0].endswith("Set SPAM_FILTER_API_BIND to another address.")
+    assert problems[1].endswith("Set SPAM_FILTER_UI_HOST to another host.")
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_the_first_model_trains_stops_the_run_as_failed(tmp_path: Path) -> None:
+    env = _environment(tmp_path, free_port(), free_port())
+    err = tmp_path / "err.log"
+    with err.open("w") as err_file:
+        process = _start_run_system(env, subprocess.DEVNULL, err_file)
+    try:
+        assert wait_for(lambda: "STEP_START" in err.read_text(), 120, 0.2), err.read_text()
+        # As a terminal's Ctrl-C: to the whole foreground group, the job included.
+        os.killpg(process.pid, signal.SIGINT)
+        assert process.wait(timeout=60) == 130
+    finally:
+        stop_process_group(process)
+    text = err.read_text()
+    assert text.endswith("\ninterrupted\n")
+    assert "run_system.py" not in text  # no traceback of the run command's own
+    # The job had time to record its run as ended (killed at once, it stayed "started").
+    runs = subprocess.run(
+        [sys.executable, "-c", RUN_STATUSES],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert runs == ["FAILURE"]
+
+
+RUN_STATUSES = """
+import dagster as dg
+for run in dg.DagsterInstance.get().get_runs():
+    print(run.status.value)
+"""
 
 
 @pytest.mark.parametrize(
@@ -167,15 +231,7 @@ def _running(tmp_path: Path, trained_state: dict[str, str]) -> Iterator[tuple]:
     copy_trained_state(trained_state, env["SPAM_FILTER_DATABASE"], env["SPAM_FILTER_WEIGHTS_DIR"])
     log = tmp_path / "run.log"
     with log.open("w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, str(RUN_SYSTEM)],
-            cwd=PROJECT_ROOT,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            restore_signals=True,
-        )
+        process = _start_run_system(env, log_file, subprocess.STDOUT)
     try:
 
         def up() -> bool:
@@ -204,6 +260,9 @@ def test_ctrl_c_reports_the_stop_once_every_process_is_gone(
 ) -> None:
     with _running(tmp_path, trained_state) as (process, groups, log, _):
         assert all(group_alive(group) for group in groups)
+        process.send_signal(signal.SIGINT)
+        # A second Ctrl-C while the services stop does not cut the stop short.
+        time.sleep(0.3)
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=60) == 0
         # The moment it returns, nothing of either service is left.

@@ -214,3 +214,16 @@ def test_messages_carry_no_words_of_the_held_out_collection(app_db):
     # spam.csv, 1,125 did.
     assert len(held_out_only) > 1000
     assert len(generated & held_out_only) < 0.05 * len(held_out_only)
+
+
+def test_a_count_past_the_most_one_call_adds_is_refused_before_anything_is_written(app_db):
+    result = subprocess.run(
+        [sys.executable, "sample_data.py", "--count", str(10**23)],
+        cwd=settings.PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--count must be 0 to 1,000,000,000" in result.stderr
+    assert "Traceback" not in result.stderr
