@@ -61,6 +61,10 @@ def cost_per_message(score: Score, false_positive_cost: float) -> float:
     return (score.false_negatives + false_positive_cost * score.false_positives) / score.messages
 
 
+# Far under one message in any test split, far over a float's rounding of a rate.
+_ROUNDING = 1e-12
+
+
 def decide_promotion(
     challenger: SplitScores,
     active: SplitScores | None,
@@ -92,11 +96,15 @@ def decide_promotion(
     if active is None:
         return PromotionDecision(True, "no active model to compare with")
     summary = _summary(challenger, active)
-    if gold.true_positive_rate < active.gold.true_positive_rate - rule.gold_true_positive_tolerance:
+    # A rate exactly at the tolerance is within it, whatever the rounding of the two rates' sum.
+    if (
+        gold.true_positive_rate
+        < active.gold.true_positive_rate - rule.gold_true_positive_tolerance - _ROUNDING
+    ):
         return PromotionDecision(False, "catches too little gold spam: " + summary)
     if (
         gold.false_positive_rate
-        > active.gold.false_positive_rate + rule.gold_false_positive_tolerance
+        > active.gold.false_positive_rate + rule.gold_false_positive_tolerance + _ROUNDING
     ):
         return PromotionDecision(False, "flags too many gold legitimate messages: " + summary)
     better = [

@@ -245,8 +245,9 @@ class SpamModel:
             percent_spam = float(weights["percent_spam"])
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(f"malformed weights: {error!r}") from error
-        if any(p <= 0 for p in spam_bow.values()) or any(p <= 0 for p in non_spam_bow.values()):
-            raise ValueError("malformed weights: probabilities must be positive")
+        # Written so that NaN fails too (every comparison with it is false).
+        if not all(0 < p < math.inf for bag in (spam_bow, non_spam_bow) for p in bag.values()):
+            raise ValueError("malformed weights: probabilities must be positive and finite")
         return cls(spam_bow, non_spam_bow, percent_spam, dict(weights.get("info") or {}))
 
 

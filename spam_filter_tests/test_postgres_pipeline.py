@@ -9,7 +9,9 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
+from psycopg import sql
 
 import database
 from spam_filter import faults, weights
@@ -211,6 +213,31 @@ def test_an_unreachable_server_stores_nothing_and_says_so(postgres):
     assert postgres.password not in str(error.value)
     with pytest.raises(StorageUnavailable):
         unreachable.active_model()
+
+
+def test_a_read_only_server_stores_no_report_and_says_so(postgres_url, make_app):
+    storage = PostgresStorage(postgres_url)
+    storage.create_schema()
+    key = "sfr_read-only test key"
+    storage.add_reporter("desk", key_hash(key))
+    # As a standby that a failover left the URL pointing at: reads work, writes are refused.
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        database_name = conn.info.dbname
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
+                sql.Identifier(database_name)
+            )
+        )
+    with pytest.raises(StorageUnavailable):
+        PostgresStorage(postgres_url).record_reports(1, [Report("kept?", True)])
+    client = make_app(postgres_url).test_client()
+    response = client.post(
+        "/api/report",
+        json={"text": "kept?", "is_spam": True},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 503 and "Retry-After" in response.headers
+    assert response.json["success"] is False
 
 
 def test_a_rollback_on_postgres_is_served_within_seconds_and_cleared_weights_refused(

@@ -216,6 +216,9 @@ def test_weights_round_trip_through_json(tmp_path, model):
         '{"spam_bow": {"a": 0.5}, "non_spam_bow": {"a": 0.5}}',
         '{"spam_bow": {"a": 0.5}, "non_spam_bow": {"b": 0.5}, "percent_spam": 0.3}',
         '{"spam_bow": {"a": 0}, "non_spam_bow": {"a": 0.5}, "percent_spam": 0.3}',
+        # Python's json reads these; a NaN made every verdict NaN and the answer invalid JSON.
+        '{"spam_bow": {"a": NaN}, "non_spam_bow": {"a": 0.5}, "percent_spam": 0.3}',
+        '{"spam_bow": {"a": 0.5}, "non_spam_bow": {"a": Infinity}, "percent_spam": 0.3}',
         '{"spam_bow": {"a": 0.5}, "non_spam_bow": {"a": 0.5}, "percent_spam": 1.5}',
     ],
 )

@@ -254,8 +254,13 @@ class PostgresStorage(ApplicationStorage):
             # A deadlock or serialization failure: the caller may retry on a sound connection.
             self._give_back(conn)
             raise
-        except (psycopg.OperationalError, psycopg.InterfaceError) as error:
-            # The server went away, restarted, or cancelled a statement past its timeout.
+        except (
+            psycopg.OperationalError,
+            psycopg.InterfaceError,
+            psycopg.errors.ReadOnlySqlTransaction,
+        ) as error:
+            # The server went away, restarted, cancelled a statement past its timeout, or is a
+            # standby that a failover left the URL pointing at (it refuses every write).
             self._give_back(conn)
             raise StorageUnavailable(
                 f"{redacted(self.url)} did not complete the work: {_first_line(error)}"
