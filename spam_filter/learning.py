@@ -90,14 +90,17 @@ COUNT_TRAINING_MESSAGES = """
 VOCABULARY_SIZE = "SELECT count(DISTINCT word) FROM training_word_counts"
 
 # Keeps the counts of the `max_vocabulary` most frequent words, ties broken by the word, so that
-# the model, the threshold and the impact check all see one bounded vocabulary.
+# the model, the threshold and the impact check all see one bounded vocabulary. Frequency counts
+# only the messages the model may learn from: messages over a reporter's share would otherwise
+# choose its words (a capped flood of junk words pushed the real ones out).
 DROP_RAREST_WORDS = """
     DELETE FROM training_word_counts
     WHERE word IN (
         SELECT word
         FROM training_word_counts
         GROUP BY word
-        ORDER BY sum(spam_count) + sum(ham_count) DESC, word
+        ORDER BY coalesce(sum(spam_count + ham_count) FILTER (WHERE contributor >= 0), 0) DESC,
+            word
         OFFSET $max_vocabulary
     )
 """

@@ -243,6 +243,28 @@ def test_reports_weigh_as_configured_and_count_per_reporter():
     assert without.spam_words == {"win": 1.0, "cash": 1.0} and (spam_rows, rows) == (1, 2)
 
 
+def test_the_vocabulary_is_chosen_by_the_messages_the_model_learns_from():
+    conn = duckdb.connect()
+    install_tokenizer(conn)
+    conn.execute("CREATE SCHEMA public")
+    conn.execute(
+        "CREATE TABLE public.spam_training_dataframe (spam BOOLEAN, body VARCHAR, "
+        "source VARCHAR, synthetic BOOLEAN, reporter_id INTEGER, capped BOOLEAN)"
+    )
+    conn.executemany(
+        "INSERT INTO public.spam_training_dataframe VALUES (?, ?, ?, false, ?, ?)",
+        [
+            (True, "win cash", "sms_spam_collection", None, False),
+            (False, "lunch at noon", "sms_spam_collection", None, False),
+        ]
+        # A flood of junk over reporter 9's share, each junk word more frequent than any other.
+        + [(True, "junk1 junk2 junk3 junk4 junk5", "reports", 9, True)] * 50,
+    )
+    learning.count_training_words(conn, report_weight=1.0, max_vocabulary=5)
+    counts, _, _ = learning.class_counts(conn, left_out=[])
+    assert set(counts.spam_words) | set(counts.ham_words) == {"win", "cash", "lunch", "at", "noon"}
+
+
 @pytest.mark.parametrize("batch_rows", [scoring.SCORE_BATCH_ROWS, 7])
 def test_two_models_scored_in_one_pass_match_each_scored_alone(sms, batch_rows, monkeypatch):
     monkeypatch.setattr(scoring, "SCORE_BATCH_ROWS", batch_rows)
