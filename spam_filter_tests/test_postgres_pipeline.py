@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 
 import psycopg
 import pytest
-from psycopg import sql
 
 import database
 from spam_filter import faults, weights
@@ -215,6 +214,14 @@ def test_an_unreachable_server_stores_nothing_and_says_so(postgres):
         unreachable.active_model()
 
 
+MAKE_THIS_DATABASE_READ_ONLY = """
+    DO $$ BEGIN
+        EXECUTE 'ALTER DATABASE ' || quote_ident(current_database())
+            || ' SET default_transaction_read_only = on';
+    END $$
+"""
+
+
 def test_a_read_only_server_stores_no_report_and_says_so(postgres_url, make_app):
     storage = PostgresStorage(postgres_url)
     storage.create_schema()
@@ -222,12 +229,7 @@ def test_a_read_only_server_stores_no_report_and_says_so(postgres_url, make_app)
     storage.add_reporter("desk", key_hash(key))
     # As a standby that a failover left the URL pointing at: reads work, writes are refused.
     with psycopg.connect(postgres_url, autocommit=True) as conn:
-        database_name = conn.info.dbname
-        conn.execute(
-            sql.SQL("ALTER DATABASE {} SET default_transaction_read_only = on").format(
-                sql.Identifier(database_name)
-            )
-        )
+        conn.execute(MAKE_THIS_DATABASE_READ_ONLY)
     with pytest.raises(StorageUnavailable):
         PostgresStorage(postgres_url).record_reports(1, [Report("kept?", True)])
     client = make_app(postgres_url).test_client()

@@ -243,6 +243,30 @@ def test_reports_weigh_as_configured_and_count_per_reporter():
     assert without.spam_words == {"win": 1.0, "cash": 1.0} and (spam_rows, rows) == (1, 2)
 
 
+def test_no_copy_of_a_gold_text_is_trained_on():
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA public")
+    conn.execute(
+        "CREATE TABLE public.spam_dataset AS "
+        "SELECT i % 2 = 0 AS spam, 'verified message ' || i AS body, 'gold' AS source, "
+        "false AS synthetic, NULL::INTEGER AS reporter_id, false AS capped FROM range(40) AS r(i)"
+    )
+    # The same texts reported with the opposite label, and in the product's messages.
+    conn.execute(
+        "INSERT INTO public.spam_dataset "
+        "SELECT NOT spam, body, 'reports', false, 5, false FROM public.spam_dataset "
+        "UNION ALL SELECT spam, body, 'messages', false, NULL, false FROM public.spam_dataset "
+        "UNION ALL SELECT false, 'another message ' || i, 'messages', false, NULL, false "
+        "FROM range(100) AS r(i)"
+    )
+    training._split(conn, training.SpamModelConfig())
+    trained_on = [
+        body
+        for (body,) in conn.execute("SELECT body FROM public.spam_training_dataframe").fetchall()
+    ]
+    assert trained_on and not [body for body in trained_on if body.startswith("verified")]
+
+
 def test_the_vocabulary_is_chosen_by_the_messages_the_model_learns_from():
     conn = duckdb.connect()
     install_tokenizer(conn)

@@ -34,14 +34,23 @@ COUNT_USER_MESSAGES = """
     SELECT count(*) FROM public.spam_dataset WHERE source NOT IN ('sms_spam_collection', 'gold')
 """
 
+# The curated gold texts, which no copy of may be trained on (see below).
+WRITE_GOLD_BODIES = """
+    CREATE OR REPLACE TABLE public.spam_gold_bodies AS
+    SELECT DISTINCT body FROM public.spam_dataset WHERE source = 'gold'
+"""
+
 # A message goes to the test split when the hash of its text and the seed falls under test_size:
 # deterministic, needs no shuffle in memory, and keeps duplicate texts on one side. The gold set
-# only ever judges, so all of it is in the test split.
+# only ever judges, so all of it is in the test split, and a copy of a gold text elsewhere (in
+# the product's messages, in a report) is never trained on: gold would then judge a model on what
+# it learned, with whatever label a reporter gave it.
 CREATE_TRAINING_VIEW = """
     CREATE OR REPLACE VIEW public.spam_training_dataframe AS
     SELECT spam, body, source, synthetic, reporter_id, capped
     FROM public.spam_dataset, public.spam_split_settings AS split
     WHERE source <> 'gold' AND hash(body, split.seed) % 1000000 >= split.test_size * 1000000
+        AND body NOT IN (SELECT body FROM public.spam_gold_bodies)
 """
 
 # The test split stays a table: scoring numbers its messages by rowid, which a view lacks. Each
@@ -219,6 +228,7 @@ def _split(conn: duckdb.DuckDBPyConnection, config: SpamModelConfig) -> float:
         WRITE_SPLIT_SETTINGS,
         {"seed": config.seed, "test_size": config.test_size, "scored_share": scored_share},
     )
+    conn.execute(WRITE_GOLD_BODIES)
     tables.make_room_for(conn, "spam_training_dataframe")
     conn.execute(CREATE_TRAINING_VIEW)
     tables.make_room_for(conn, "spam_testing_dataframe")
