@@ -91,6 +91,64 @@ def test_moving_reports_again_changes_nothing(storage):
         ).fetchone() == (50, 26)
 
 
+def _remove_inbox(storage: DuckDBStorage) -> None:
+    storage.inbox.close()
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(storage.inbox.path) + suffix).unlink(missing_ok=True)
+
+
+def _stored_reports(storage: DuckDBStorage) -> list[tuple[int, str]]:
+    with storage.connection(read_only=True) as conn:
+        return conn.execute("SELECT reporter_id, body FROM reports ORDER BY body").fetchall()
+
+
+def test_a_new_inbox_is_moved_from_its_start(storage):
+    alice = storage.add_reporter("alice", key_hash("key-a"))
+    storage.record_reports(alice, [Report(f"first {spelled(i)}", True) for i in range(3)])
+    assert storage.drain_reports() == 3
+    # The inbox file is gone (deleted, or a project copied without it): a new one numbers its
+    # votes from 1 again, under the 3 already moved.
+    _remove_inbox(storage)
+    storage.record_reports(alice, [Report(f"second {spelled(i)}", True) for i in range(2)])
+    assert storage.drain_reports() == 2
+    assert len(_stored_reports(storage)) == 5
+
+
+def test_an_inbox_that_outlived_its_database_is_refused(storage):
+    alice = storage.add_reporter("alice", key_hash("key-a"))
+    storage.record_reports(alice, [Report("alice's vote", True)])
+    # The database file is replaced, the inbox beside it kept; reporter ids start again.
+    storage.path.unlink()
+    storage.create_schema()
+    carol = storage.add_reporter("carol", key_hash("key-c"))
+    assert carol == alice
+    with pytest.raises(StorageUnavailable, match="holds votes for another database"):
+        storage.drain_reports()
+    assert _stored_reports(storage) == []
+    # Moved aside, the next report starts a new inbox, which is moved.
+    _remove_inbox(storage)
+    storage.record_reports(carol, [Report("carol's vote", True)])
+    assert storage.drain_reports() == 1
+    assert _stored_reports(storage) == [(carol, "carol's vote")]
+
+
+def test_an_inbox_and_a_database_from_before_their_ids_keep_their_progress(storage):
+    alice = storage.add_reporter("alice", key_hash("key-a"))
+    storage.record_reports(alice, [Report(f"vote {spelled(i)}", True) for i in range(3)])
+    assert storage.drain_reports() == 3
+    # As the files were before either had an id.
+    storage.inbox.close()
+    with sqlite3.connect(storage.inbox.path) as inbox:
+        inbox.execute("DROP TABLE identity")
+    with storage.connection() as conn:
+        conn.execute("ALTER TABLE report_inbox_progress DROP COLUMN inbox_id")
+        conn.execute("ALTER TABLE report_inbox_progress DROP COLUMN database_id")
+    storage.create_schema()
+    storage.record_reports(alice, [Report("vote four", True)])
+    # Only the new vote is moved: the old progress counts in the same inbox.
+    assert storage.drain_reports() == 1
+
+
 def test_reports_are_accepted_while_another_process_holds_the_database(storage, other_process):
     alice = storage.add_reporter("alice", key_hash("key-a"))
     other_process.hold_lock(str(storage.path), 2.0)

@@ -16,7 +16,7 @@ import duckdb
 import pandas as pd
 
 from spam_filter.storage.base import ApplicationStorage
-from spam_filter.storage.records import Report, ReportOutcome
+from spam_filter.storage.records import Report, ReportOutcome, StorageUnavailable
 from spam_filter.storage.report_inbox import ReportInbox
 
 SCHEMA = (
@@ -70,16 +70,22 @@ SCHEMA = (
         PRIMARY KEY (reporter_id, message_key)
     )
     """,
-    # The number of the last inbox change moved into `reports` (see `report_inbox`).
+    # The number of the last inbox change moved into `reports`, the inbox it counts in, and this
+    # database's own id, which the inbox records (see `report_inbox`).
     "CREATE TABLE IF NOT EXISTS report_inbox_progress (last_change BIGINT NOT NULL)",
     """
-    INSERT INTO report_inbox_progress
+    INSERT INTO report_inbox_progress (last_change)
     SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM report_inbox_progress)
     """,
+    "ALTER TABLE report_inbox_progress ADD COLUMN IF NOT EXISTS inbox_id VARCHAR",
+    "ALTER TABLE report_inbox_progress ADD COLUMN IF NOT EXISTS database_id VARCHAR",
+    "UPDATE report_inbox_progress SET database_id = gen_random_uuid()::VARCHAR "
+    "WHERE database_id IS NULL",
 )
 
-DRAINED_UP_TO = "SELECT last_change FROM report_inbox_progress"
-SET_DRAINED_UP_TO = "UPDATE report_inbox_progress SET last_change = $1"
+DATABASE_ID = "SELECT database_id FROM report_inbox_progress"
+DRAIN_PROGRESS = "SELECT last_change, inbox_id, database_id FROM report_inbox_progress"
+SET_DRAINED_UP_TO = "UPDATE report_inbox_progress SET last_change = $1, inbox_id = $2"
 UPSERT_INBOX_BATCH = """
     INSERT INTO reports (reporter_id, message_key, text_key, message_id, body, spam, reported_at)
     SELECT reporter_id, message_key, text_key, message_id, body, spam, reported_at::TIMESTAMP
@@ -224,7 +230,9 @@ class DuckDBStorage(ApplicationStorage):
         with self.transaction() as conn:
             for statement in SCHEMA:
                 conn.execute(statement)
+            ((database_id,),) = conn.execute(DATABASE_ID).fetchall()
         self.inbox.create()
+        self.inbox.identity(database_id)  # an inbox made for this database is claimed at once
 
     def record_reports(self, reporter_id: int, reports: list[Report]) -> ReportOutcome:
         # Into the inbox, never the DuckDB file: another process may hold that for seconds.
@@ -249,7 +257,16 @@ class DuckDBStorage(ApplicationStorage):
         last_change = self.inbox.last_change()
         while True:
             with self.transaction() as conn:
-                ((drained,),) = conn.execute(DRAINED_UP_TO).fetchall()
+                ((drained, moved_inbox, database_id),) = conn.execute(DRAIN_PROGRESS).fetchall()
+                inbox_id, inbox_database = self.inbox.identity(database_id)
+                if inbox_database != database_id:
+                    raise StorageUnavailable(
+                        f"the report inbox {self.inbox.path} holds votes for another database "
+                        f"(one {self.path} replaced): its reporter ids are not this database's. "
+                        "Move it aside; a new one starts with the next report"
+                    )
+                if moved_inbox is not None and moved_inbox != inbox_id:
+                    drained = 0  # a new inbox: its numbers start again
                 batch = [
                     vote
                     for vote in self.inbox.changes_after(drained, _DRAIN_BATCH_VOTES)
@@ -275,7 +292,7 @@ class DuckDBStorage(ApplicationStorage):
                     conn.execute(UPSERT_INBOX_BATCH)
                 finally:
                     conn.unregister("inbox_batch")
-                conn.execute(SET_DRAINED_UP_TO, [int(frame["change_seq"].iloc[-1])])
+                conn.execute(SET_DRAINED_UP_TO, [int(frame["change_seq"].iloc[-1]), inbox_id])
             moved += len(batch)
 
     def change_marker(self) -> tuple:

@@ -22,6 +22,7 @@ the unlucky request waited several milliseconds for the copy, holding up its wor
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +47,16 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS votes_by_change ON votes (change_seq)",
     "CREATE TABLE IF NOT EXISTS sequence (last_change INTEGER NOT NULL)",
     "INSERT INTO sequence SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM sequence)",
+    # Which inbox this is, and which database its votes belong to (their reporter ids are that
+    # database's): the database keeps how far it moved this inbox, by its id, so that a new inbox
+    # (the file deleted, a project copied without it) is moved from its start, and an inbox
+    # that outlived its database is refused rather than credited to another database's reporters.
+    "CREATE TABLE IF NOT EXISTS identity (inbox_id TEXT NOT NULL, database_id TEXT)",
 )
+# Run with a fresh random id; a second process creating the file at once finds the row there.
+NAME_INBOX = "INSERT INTO identity (inbox_id) SELECT ? WHERE NOT EXISTS (SELECT 1 FROM identity)"
+IDENTITY = "SELECT inbox_id, database_id FROM identity"
+CLAIM_FOR_DATABASE = "UPDATE identity SET database_id = ? WHERE database_id IS NULL"
 
 LAST_CHANGE = "SELECT last_change FROM sequence"
 SET_LAST_CHANGE = "UPDATE sequence SET last_change = ?"
@@ -173,6 +183,14 @@ class ReportInbox:
             time.sleep(pause)
             pause = min(2 * pause, _LAST_RETRY_SECONDS)
 
+    def identity(self, database_id: str) -> tuple[str, str]:
+        """(this inbox's id, the id of the database its votes belong to); an inbox that belongs
+        to none yet becomes `database_id`'s."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute(CLAIM_FOR_DATABASE, (database_id,))
+            return conn.execute(IDENTITY).fetchone()
+
     def last_change(self) -> int:
         """How many votes were accepted or changed since the inbox was created."""
         with self._lock:
@@ -218,6 +236,7 @@ class ReportInbox:
         conn.execute("PRAGMA journal_mode = WAL")
         for statement in SCHEMA:
             conn.execute(statement)
+        conn.execute(NAME_INBOX, (uuid.uuid4().hex,))
         if not existed:
             _sync_folder(self.path.parent)
         return conn
