@@ -22,6 +22,7 @@ from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter_tests import hostile
 from spam_filter_tests.helpers import promote_weak_model, wait_for
 from spam_filter_tests.servers import (
+    PAYLOAD,
     Answer,
     Server,
     free_port,
@@ -305,6 +306,26 @@ def test_killed_workers_are_replaced_without_failing_requests(server: Server) ->
     assert len([a for a in answers if a.started > last_kill]) > 20
     assert not any(_alive(pid) for pid in replaced)
     assert "was sent SIGKILL" in server.log.read_text()
+
+
+def test_workers_replaced_while_another_process_holds_the_database_keep_serving(
+    server: Server, other_process
+) -> None:
+    served = request(server.port, "POST", "/api/find_spam", PAYLOAD)[1]["model"]
+    other_process.hold_lock(server.database, 10)
+    try:
+        workers = server.wait_workers()
+        for worker in workers:
+            os.kill(worker, signal.SIGKILL)
+        assert wait_for(lambda: not set(workers) & set(server.worker_pids()), 10)
+        server.wait_workers()
+        # The new workers could not read the database: they serve what this machine served.
+        answers = [request(server.port, "POST", "/api/find_spam", PAYLOAD) for _ in range(10)]
+        health = request(server.port, "GET", "/api/health")
+    finally:
+        other_process.wait_released()
+    assert [(status, body["model"]) for status, body in answers] == [(200, served)] * 10
+    assert health[1]["status"] == "degraded" and "cannot refresh the model" in health[1]["problem"]
 
 
 def test_whole_server_killed_and_restarted_serves_the_active_model(server: Server) -> None:

@@ -27,6 +27,8 @@ from spam_filter.storage.factory import open_storage
 from spam_filter.storage.records import ModelRecord, ReporterKey
 
 EXTENSION_KEY = "database_watcher"
+# In the weights folder: the name of the model an API process on this machine served last.
+LAST_SERVED_FILE = ".last-served"
 # The watcher's problem before the first promotion: nothing is wrong but the missing training.
 NO_ACTIVE_MODEL = "no active model recorded in the database yet"
 
@@ -107,6 +109,8 @@ class DatabaseWatcher:
             record = self.storage.active_model()
         except Exception as error:  # keep serving the last good model whatever went wrong
             self._report(f"cannot refresh the model: {_reason(error)}")
+            if self.loaded is None:
+                self._serve_last_served()
         else:
             self._refresh_reporter_keys()
             self._serve(record)
@@ -141,6 +145,38 @@ class DatabaseWatcher:
         metrics.model_served(previous, self.loaded.name, record.created_at)
         self.logger.info("serving model %s", record.path)
         self._report(None)
+        if not self.storage.keeps_weights:
+            self._record_last_served(record.path)
+
+    @property
+    def _last_served_file(self) -> Path:
+        return Path(self.weights_dir) / LAST_SERVED_FILE
+
+    def _record_last_served(self, path: str) -> None:
+        """Note the model served, for a process that starts while the database cannot be read."""
+        written = self._last_served_file.with_name(f"{LAST_SERVED_FILE}.{os.getpid()}")
+        try:
+            written.write_text(path)
+            os.replace(written, self._last_served_file)
+        except OSError as error:  # only a start during a lock needs it
+            self.logger.warning("cannot note the model served in %s: %s", written, error)
+
+    def _serve_last_served(self) -> None:
+        """A process that starts while another holds the database (a worker gunicorn replaces,
+        a restart): the model this machine served last, rather than none, until the database can
+        be read. The problem stays reported, so health says it is degraded."""
+        if self.storage.keeps_weights:
+            return
+        try:
+            path = self._last_served_file.read_text()
+            model = load_model(weights.resolve(path, self.weights_dir))
+        except (OSError, ValueError):  # never served here, or since pruned: nothing to fall on
+            return
+        self.loaded = LoadedModel(model, path, datetime.now(UTC))
+        metrics.model_served(None, self.loaded.name, None)
+        self.logger.warning(
+            "serving %s, the model last served here, until the database reads", path
+        )
 
     def _load_from_storage(self) -> tuple[ModelRecord, SpamModel]:
         """The active model from its row, for a storage that keeps weights there (PostgreSQL):
