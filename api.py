@@ -36,7 +36,7 @@ def main() -> int:
     host = os.environ.get("SPAM_FILTER_API_HOST", "127.0.0.1")
     port = os.environ.get("SPAM_FILTER_API_PORT", "5000")
     try:
-        if not (port.isdigit() and int(port) <= 65535):
+        if not (port.isascii() and port.isdigit() and int(port) <= 65535):
             raise settings.SettingError(
                 f"SPAM_FILTER_API_PORT must be a port number (0 to 65535), not {port!r}"
             )

@@ -132,25 +132,28 @@ def _bootstrap() -> None:
 def _run_job(command: list) -> int:
     """Run the job's command to its end. Stopped early, it gets time to record its run as
     stopped: killed at once, the run would stay "started" in the UI's history for good."""
-    job = subprocess.Popen(command, cwd=PROJECT_ROOT)
+    # Should this process die without a word (SIGKILL), the job is interrupted, not orphaned.
+    job = subprocess.Popen(command, cwd=PROJECT_ROOT, preexec_fn=stop_with_parent(signal.SIGINT))
     try:
         return job.wait()
     except BaseException as error:
-        # A Ctrl-C in the terminal reached the job too; a SIGTERM or a SIGINT sent to this
-        # process alone is passed on.
+        # A Ctrl-C in the terminal reached the job too; a SIGTERM, or a SIGINT sent to this
+        # process alone, is passed on after the first wait.
         waits = [None, signal.SIGINT] if isinstance(error, KeyboardInterrupt) else [signal.SIGINT]
-        with signal_ignored(signal.SIGINT):
-            for signal_number in waits:
-                if signal_number is not None:
-                    job.send_signal(signal_number)
-                try:
-                    job.wait(timeout=JOB_STOP_SECONDS)
-                    break
-                except subprocess.TimeoutExpired:
-                    pass
-            else:
-                job.kill()
-                job.wait()
+        with signal_ignored(signal.SIGINT), signal_ignored(signal.SIGTERM):
+            try:
+                for signal_number in waits:
+                    if signal_number is not None:
+                        job.send_signal(signal_number)
+                    try:
+                        job.wait(timeout=JOB_STOP_SECONDS)
+                        break
+                    except subprocess.TimeoutExpired:
+                        pass
+            finally:
+                if job.poll() is None:
+                    job.kill()
+                    job.wait()
         raise
 
 
@@ -294,10 +297,11 @@ def _stop(running: dict[Service, subprocess.Popen]) -> None:
     print(f"stopped {names}: no process of either is left ({elapsed:.1f} s)", flush=True)
 
 
-def _check_settings() -> None:
-    """Read now what the workers and the code location read later (after a possibly long
-    bootstrap), so that a bad value is one line before anything starts."""
-    settings.api_config()
+def _check_settings(serving: bool = True) -> None:
+    """Read now what the code location (and, `serving`, the workers) read later, after a
+    possibly long bootstrap, so that a bad value is one line before anything starts."""
+    if serving:
+        settings.api_config()
     settings.retrain_after_reports()
     settings.retrain_min_interval_seconds()
     settings.warehouse_memory_limit()
@@ -355,7 +359,7 @@ def serve() -> int:
 
 def retrain() -> int:
     """Run `create_spam_model_job` once, recorded in the Dagster instance the UI shows."""
-    _check_settings()
+    _check_settings(serving=False)
     home = _dagster_home()
     print(f"retraining; the run is recorded in DAGSTER_HOME={home}, as the UI shows", flush=True)
     return _run_job([BIN / "dagster", *RETRAIN_JOB_ARGUMENTS])

@@ -5,6 +5,8 @@ import os
 import sys
 from collections.abc import Callable
 
+import duckdb
+
 INTERRUPTED = 130
 """The exit status of a command ended by Ctrl-C, as shells report it (128 + SIGINT)."""
 
@@ -26,11 +28,23 @@ def run_command_line(work: Callable[[], int]) -> int:
     `work` lets `BrokenPipeError` through: it is an OSError, which the commands otherwise report.
     """
     try:
-        return work()
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr, flush=True)
-        return INTERRUPTED
+        status = work()
+        # Inside: what stays buffered would meet a closed pipe at exit, past this handler.
+        sys.stdout.flush()
+        return status
+    except (KeyboardInterrupt, duckdb.InterruptException):
+        return _interrupted()
+    except RuntimeError as error:
+        # DuckDB raises this when a Ctrl-C arrives during some of its statements.
+        if str(error) != "Query interrupted":
+            raise
+        return _interrupted()
     except BrokenPipeError:
         # Python would report the closed pipe again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+
+
+def _interrupted() -> int:
+    print("\ninterrupted", file=sys.stderr, flush=True)
+    return INTERRUPTED

@@ -1,5 +1,6 @@
 """`python database.py`: the command line that bootstraps the application database."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -156,19 +157,50 @@ def test_ctrl_c_while_waiting_for_the_database_is_one_line(project_env, other_pr
 
 
 def test_a_reader_that_stops_reading_ends_a_command_quietly():
-    # Enough output to fill the pipe, so that the write meets the closed end.
+    # The last of the output is still in Python's buffer when the reader has gone: it meets the
+    # closed pipe as the command ends.
     script = (
         "import sys\n"
         "from spam_filter.command_line import run_command_line\n"
-        "sys.exit(run_command_line(lambda: [print('x' * 1000) for _ in range(1000)] and 0))\n"
+        "def work():\n"
+        "    print('first line', flush=True)\n"
+        "    sys.stdin.read()\n"
+        "    print('x' * 100)\n"
+        "    return 0\n"
+        "sys.exit(run_command_line(work))\n"
     )
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     command = subprocess.Popen(
         [sys.executable, "-c", script],
         cwd=PROJECT_ROOT,
+        env=environment,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    command.stdout.read(10)
+    assert command.stdout.readline() == b"first line\n"
     command.stdout.close()
+    command.stdin.close()
     assert command.wait(timeout=30) == 1
     assert command.stderr.read() == b""
+
+
+def test_ctrl_c_during_a_long_insert_is_one_line(project_env, tmp_path):
+    err = tmp_path / "err.log"
+    with err.open("w") as err_file:
+        inserting = subprocess.Popen(
+            [sys.executable, "sample_data.py", "--count", "5000000"],
+            cwd=PROJECT_ROOT,
+            env=project_env,
+            stdout=subprocess.DEVNULL,
+            stderr=err_file,
+        )
+    try:
+        # Its progress shows once the inserts run: DuckDB is inside a statement.
+        assert wait_for(lambda: "msg" in err.read_text(), 60, 0.1), err.read_text()
+        inserting.send_signal(signal.SIGINT)
+        assert inserting.wait(timeout=60) == 130
+    finally:
+        if inserting.poll() is None:
+            inserting.kill()
+    assert err.read_text().endswith("\ninterrupted\n") and "Traceback" not in err.read_text()

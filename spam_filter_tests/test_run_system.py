@@ -195,6 +195,41 @@ def test_ctrl_c_while_the_first_model_trains_stops_the_run_as_failed(tmp_path: P
     assert runs == ["FAILURE"]
 
 
+# A job that ignores SIGINT, run by the run command's `_run_job` with its signal handling.
+STUBBORN_JOB_RUNNER = """
+import signal, sys
+from spam_filter_tests.helpers import load_run_system
+
+run_system = load_run_system()
+run_system.JOB_STOP_SECONDS = 1
+signal.signal(signal.SIGINT, signal.default_int_handler)
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+job = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN); time.sleep(60)"
+run_system._run_job([sys.executable, "-c", job])
+"""
+
+
+def test_a_sigterm_while_a_stopped_job_gets_its_time_still_ends_the_job() -> None:
+    runner = subprocess.Popen(
+        [sys.executable, "-c", STUBBORN_JOB_RUNNER],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert wait_for(lambda: psutil.Process(runner.pid).children(), 30, 0.05)
+        (job,) = psutil.Process(runner.pid).children()
+        runner.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        runner.send_signal(signal.SIGTERM)  # a stop asked for while the job gets its time
+        runner.wait(timeout=30)
+        # The job was killed once its time was up, not left running without its parent.
+        assert not job.is_running() or job.status() == psutil.STATUS_ZOMBIE
+    finally:
+        stop_process_group(runner)
+
+
 RUN_STATUSES = """
 import dagster as dg
 for run in dg.DagsterInstance.get().get_runs():

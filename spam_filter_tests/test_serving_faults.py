@@ -312,6 +312,8 @@ def test_workers_replaced_while_another_process_holds_the_database_keep_serving(
     server: Server, other_process
 ) -> None:
     served = request(server.port, "POST", "/api/find_spam", PAYLOAD)[1]["model"]
+    key = new_key()
+    DuckDBStorage(server.database).add_reporter("desk", key_hash(key))
     other_process.hold_lock(server.database, 10)
     try:
         workers = server.wait_workers()
@@ -322,10 +324,19 @@ def test_workers_replaced_while_another_process_holds_the_database_keep_serving(
         # The new workers could not read the database: they serve what this machine served.
         answers = [request(server.port, "POST", "/api/find_spam", PAYLOAD) for _ in range(10)]
         health = request(server.port, "GET", "/api/health")
+        report = send(
+            server.port,
+            "POST",
+            "/api/report",
+            json.dumps({"text": "a report", "is_spam": True}),
+            {"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
     finally:
         other_process.wait_released()
     assert [(status, body["model"]) for status, body in answers] == [(200, served)] * 10
     assert health[1]["status"] == "degraded" and "cannot refresh the model" in health[1]["problem"]
+    # The keys could not be read either: a valid key is asked to retry, not refused as unknown.
+    assert report[0] == 503
 
 
 def test_whole_server_killed_and_restarted_serves_the_active_model(server: Server) -> None:

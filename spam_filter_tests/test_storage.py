@@ -132,11 +132,11 @@ def test_an_inbox_that_outlived_its_database_is_refused(storage):
     assert _stored_reports(storage) == [(carol, "carol's vote")]
 
 
-def test_an_inbox_and_a_database_from_before_their_ids_keep_their_progress(storage):
+def _three_votes_moved_before_the_ids(storage: DuckDBStorage) -> int:
+    """Three votes moved, then both files as they were before either had an id; the reporter."""
     alice = storage.add_reporter("alice", key_hash("key-a"))
     storage.record_reports(alice, [Report(f"vote {spelled(i)}", True) for i in range(3)])
     assert storage.drain_reports() == 3
-    # As the files were before either had an id.
     storage.inbox.close()
     with sqlite3.connect(storage.inbox.path) as inbox:
         inbox.execute("DROP TABLE identity")
@@ -144,9 +144,22 @@ def test_an_inbox_and_a_database_from_before_their_ids_keep_their_progress(stora
         conn.execute("ALTER TABLE report_inbox_progress DROP COLUMN inbox_id")
         conn.execute("ALTER TABLE report_inbox_progress DROP COLUMN database_id")
     storage.create_schema()
+    return alice
+
+
+def test_an_inbox_and_a_database_from_before_their_ids_keep_their_progress(storage):
+    alice = _three_votes_moved_before_the_ids(storage)
     storage.record_reports(alice, [Report("vote four", True)])
     # Only the new vote is moved: the old progress counts in the same inbox.
     assert storage.drain_reports() == 1
+
+
+def test_a_new_inbox_after_an_upgrade_with_nothing_to_move_is_told_apart(storage):
+    alice = _three_votes_moved_before_the_ids(storage)
+    assert storage.drain_reports() == 0  # names the inbox the progress counts in
+    _remove_inbox(storage)
+    storage.record_reports(alice, [Report(f"new inbox {spelled(i)}", True) for i in range(2)])
+    assert storage.drain_reports() == 2
 
 
 def test_reports_are_accepted_while_another_process_holds_the_database(storage, other_process):

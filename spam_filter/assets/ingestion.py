@@ -133,14 +133,15 @@ def reporter_allowances(
     capped too, so each allowance is worked out against the total the allowances themselves
     leave: starting from every message, the total is recomputed until it no longer moves. The
     totals only fall, so this ends, and at the end every capped reporter's kept and corroborated
-    messages are at most `max_share` of that total.
+    messages are at most `max_share` of that total (to within float rounding, which the small
+    margin keeps from costing a message: 0.29 * 100 is 28.999999999999996).
     """
     if max_share >= 1:
         return {reporter: alone for reporter, (alone, _) in shares.items()}
     total = unowned + sum(alone for alone, _ in shares.values())
     while True:
         kept = {
-            reporter: max(0, min(alone, math.floor(max_share * total - corroborated)))
+            reporter: max(0, min(alone, math.floor(max_share * total - corroborated + 1e-9)))
             for reporter, (alone, corroborated) in shares.items()
         }
         kept_total = unowned + sum(kept.values())

@@ -80,6 +80,8 @@ class DatabaseWatcher:
         self.logger = logger
         self.loaded: LoadedModel | None = None
         self.reporter_keys: dict[str, ReporterKey] = {}
+        # Whether the keys were read once: before that, an unknown key may be a valid one.
+        self.keys_read = False
         self.problem: str | None = None
         self.keys_problem: str | None = None
         self.checkpoint_problem: str | None = None
@@ -191,6 +193,7 @@ class DatabaseWatcher:
         problem = None
         try:
             self.reporter_keys = self.storage.reporter_keys()
+            self.keys_read = True
         except Exception as error:  # keep the last keys until the next check
             problem = f"cannot refresh the reporters' keys: {_reason(error)}"
         self.keys_problem = self._log_change(

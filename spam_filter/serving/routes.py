@@ -110,6 +110,14 @@ def _authenticated_reporter() -> ReporterKey:
     # Looked up by the SHA-256 of what was presented, never by the key itself: how long the
     # lookup takes depends on that hash alone, which tells a guesser nothing about a real key.
     reporter = watcher.reporter_keys.get(presented)
+    if reporter is None and not watcher.keys_read:
+        # A process that started while the database could not be read knows no key yet: an
+        # unknown key is not yet a wrong one.
+        raise InvalidRequest(
+            "the reporters' keys cannot be read yet; retry later",
+            503,
+            {"Retry-After": retry_after_header(current_app.config["REPORT_RETRY_AFTER_SECONDS"])},
+        )
     if reporter is None:
         raise InvalidRequest(
             "unknown or revoked reporter key",

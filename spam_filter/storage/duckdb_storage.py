@@ -263,9 +263,14 @@ class DuckDBStorage(ApplicationStorage):
                     raise StorageUnavailable(
                         f"the report inbox {self.inbox.path} holds votes for another database "
                         f"(one {self.path} replaced): its reporter ids are not this database's. "
-                        "Move it aside; a new one starts with the next report"
+                        "Stop the API processes on this machine and move it aside with its -wal "
+                        "and -shm files; a new one starts with the next report"
                     )
-                if moved_inbox is not None and moved_inbox != inbox_id:
+                if moved_inbox is None:
+                    # Files from before the ids: the progress counts in this inbox. Said now,
+                    # even with nothing to move, so that a later new inbox is told apart.
+                    conn.execute(SET_DRAINED_UP_TO, [drained, inbox_id])
+                elif moved_inbox != inbox_id:
                     drained = 0  # a new inbox: its numbers start again
                 batch = [
                     vote
