@@ -115,9 +115,15 @@ def active_model_problem(storage: ApplicationStorage, weights_dir: Path) -> str 
     return None
 
 
-def _bootstrap() -> None:
+def _open_database() -> ApplicationStorage:
+    """The application database with its tables, opened before Dagster's instance is: a wrong
+    URL or password is then one line, not the instance's retries and tracebacks."""
     storage = open_storage()
     storage.create_schema()
+    return storage
+
+
+def _bootstrap(storage: ApplicationStorage) -> None:
     weights_dir = settings.weights_dir()
     if renamed := storage.relativize_model_paths(weights_dir):
         print(f"{renamed} weights path(s) rewritten relative to {weights_dir}", flush=True)
@@ -316,8 +322,9 @@ def serve() -> int:
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 2
+    storage = _open_database()
     home = _dagster_home()
-    _bootstrap()
+    _bootstrap(storage)
     problems = port_problems(to_start)
     if problems:
         print("\n".join(problems), file=sys.stderr)
@@ -360,6 +367,7 @@ def serve() -> int:
 def retrain() -> int:
     """Run `create_spam_model_job` once, recorded in the Dagster instance the UI shows."""
     _check_settings(serving=False)
+    _open_database()
     home = _dagster_home()
     print(f"retraining; the run is recorded in DAGSTER_HOME={home}, as the UI shows", flush=True)
     return _run_job([BIN / "dagster", *RETRAIN_JOB_ARGUMENTS])

@@ -11,7 +11,7 @@ import pytest
 from spam_filter.reporter_keys import key_hash
 from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter.storage.factory import open_storage
-from spam_filter.storage.postgres_storage import PostgresStorage
+from spam_filter.storage.postgres_storage import PostgresStorage, redacted
 from spam_filter.storage.records import Report
 from spam_filter_tests.helpers import PROJECT_ROOT, wait_for
 
@@ -204,3 +204,28 @@ def test_ctrl_c_during_a_long_insert_is_one_line(project_env, tmp_path):
         if inserting.poll() is None:
             inserting.kill()
     assert err.read_text().endswith("\ninterrupted\n") and "Traceback" not in err.read_text()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://desk:S3cret@127.0.0.1:5432/spam_filter",
+        "postgresql://desk@127.0.0.1:5432/spam_filter?sslmode=prefer&password=S3cret",
+        "postgresql:///spam_filter?host=127.0.0.1&Password=S3cret",
+        "postgresql://desk:S3cret@127.0.0.1:notaport/spam_filter",
+        "postgresql://desk:S3cret@db1:5432,db2:5432/spam_filter",
+    ],
+)
+def test_a_postgresql_password_is_never_shown(url):
+    shown = PostgresStorage(url).__repr__() + redacted(url)
+    assert "S3cret" not in shown and "***" in shown
+    assert redacted("postgresql:///spam_filter?host=db") == "postgresql:///spam_filter?host=db"
+
+
+def test_a_postgresql_port_that_is_not_a_number_is_one_line(project_env):
+    result = _cli(
+        project_env, "--database", "postgresql://desk:S3cret@127.0.0.1:notaport/spam_filter"
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+    assert "S3cret" not in result.stdout + result.stderr

@@ -157,6 +157,26 @@ def test_a_port_held_on_every_interface_is_taken_for_loopback_too() -> None:
     assert run_system.port_problems(run_system.services(free)) == []
 
 
+def test_a_database_that_cannot_be_used_is_one_line_before_dagster_starts(tmp_path: Path) -> None:
+    env = {
+        **_environment(tmp_path, free_port(), free_port()),
+        "SPAM_FILTER_DATABASE_URL": f"postgresql://desk:S3cret@127.0.0.1:{free_port()}/none",
+    }
+    for command in ([], ["retrain"]):
+        result = subprocess.run(
+            [sys.executable, str(RUN_SYSTEM), *command],
+            cwd=PROJECT_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.startswith("error: cannot connect") and result.stderr.count("\n") == 1
+        assert "S3cret" not in result.stdout + result.stderr
+    assert not Path(env["DAGSTER_HOME"]).exists()
+
+
 def test_a_host_the_machine_lacks_names_the_host_variable() -> None:
     run_system = load_run_system()
     # 192.0.2.1 is set aside for documentation: no machine has it.

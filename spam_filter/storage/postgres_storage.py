@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 
@@ -169,15 +169,22 @@ def is_postgres_url(location: str) -> bool:
 
 
 def redacted(url: str) -> str:
-    """The URL without its password, for logs and messages."""
+    """The URL without its password, for logs and messages: the one after the user name and a
+    `password=` parameter alike (libpq takes both). Works on the text, so that a URL libpq would
+    refuse (a port that is not a number, several hosts) is redacted too."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + host))
+    user_info, at, hosts = parts.netloc.rpartition("@")
+    netloc = f"{user_info.split(':', 1)[0]}:***@{hosts}" if ":" in user_info else parts.netloc
+    query = "&".join(
+        "password=***" if unquote(pair.split("=", 1)[0]).strip().lower() == "password" else pair
+        for pair in parts.query.split("&")
+    )
+    # Put back by hand: urlunsplit drops the `//` of an empty host (postgresql:///db?host=...).
+    return (
+        f"{parts.scheme}://{netloc if at else parts.netloc}{parts.path}"
+        + (f"?{query}" if parts.query else "")
+        + (f"#{parts.fragment}" if parts.fragment else "")
+    )
 
 
 class PostgresStorage(ApplicationStorage):
