@@ -29,6 +29,7 @@ from spam_filter_tests.servers import (
     load,
     request,
     running_server,
+    scrape_server,
     send,
     server_env,
     summary,
@@ -337,6 +338,14 @@ def test_workers_replaced_while_another_process_holds_the_database_keep_serving(
     assert health[1]["status"] == "degraded" and "cannot refresh the model" in health[1]["problem"]
     # The keys could not be read either: a valid key is asked to retry, not refused as unknown.
     assert report[0] == 503
+    # Once the database reads, the model's promotion time is known again: its age is measured.
+    assert wait_for(
+        lambda: any(
+            name == "spam_filter_model_age_seconds" for name, _ in scrape_server(server.port)
+        ),
+        10,
+        0.2,
+    )
 
 
 def test_whole_server_killed_and_restarted_serves_the_active_model(server: Server) -> None:

@@ -11,7 +11,7 @@ import os
 import threading
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,11 @@ class DatabaseWatcher:
             self._report(NO_ACTIVE_MODEL)
             return
         if self.loaded is not None and record.path == self.loaded.path:
+            if self.loaded.promoted_at is None and record.created_at is not None:
+                # Loaded from `.last-served` while the database could not be read: its promotion
+                # time, which the model's age is counted from, is known only now.
+                self.loaded = replace(self.loaded, promoted_at=record.created_at)
+                metrics.model_served(None, self.loaded.name, record.created_at)
             self._report(None)
             return
         try:
