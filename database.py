@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from spam_filter import settings
-from spam_filter.command_line import error_line, run_command_line, say_waiting
+from spam_filter.command_line import run_command_line, say_waiting
 from spam_filter.reporter_keys import key_hash, new_key
 from spam_filter.rollback import RollbackRefused, roll_back
 from spam_filter.storage.base import ApplicationStorage
@@ -152,17 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     back.add_argument("model", nargs="?", help="a retired model's file name (default: previous)")
     back.set_defaults(command=rollback)
     args = parser.parse_args(argv)
-    return run_command_line(lambda: _run(args))
-
-
-def _run(args: argparse.Namespace) -> int:
-    try:
-        return args.command(open_storage(args.database, on_wait=say_waiting), args)
-    except BrokenPipeError:
-        raise
-    except STORAGE_ERRORS as error:
-        print(error_line(error), file=sys.stderr)
-        return 1
+    return run_command_line(
+        lambda: args.command(open_storage(args.database, on_wait=say_waiting), args),
+        STORAGE_ERRORS,
+    )
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from spam_filter import constants, settings
-from spam_filter.command_line import error_line, run_command_line, say_waiting
+from spam_filter.command_line import run_command_line, say_waiting
 from spam_filter.datasets import read_sms_spam_collection
 from spam_filter.faults import crash_point
 from spam_filter.storage import queries
@@ -564,23 +564,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 <= args.count <= MAX_COUNT or not 0 <= args.spam_share <= 1:
         parser.error(f"--count must be 0 to {MAX_COUNT:,}, and --spam-share between 0 and 1")
-    return run_command_line(lambda: _insert(args))
+    return run_command_line(lambda: _insert(args), STORAGE_ERRORS)
 
 
 def _insert(args: argparse.Namespace) -> int:
-    try:
-        storage = open_storage(args.database, on_wait=say_waiting)
-        storage.create_schema()
-        existing = storage.message_count()
-        if args.if_empty and existing:
-            print(f"messages already holds {existing:,} rows; nothing inserted")
-            return 0
-        added = insert_sample_messages(storage, args.count, args.seed, args.spam_share)
-    except BrokenPipeError:
-        raise
-    except STORAGE_ERRORS as error:
-        print(error_line(error), file=sys.stderr)
-        return 1
+    storage = open_storage(args.database, on_wait=say_waiting)
+    storage.create_schema()
+    existing = storage.message_count()
+    if args.if_empty and existing:
+        print(f"messages already holds {existing:,} rows; nothing inserted")
+        return 0
+    added = insert_sample_messages(storage, args.count, args.seed, args.spam_share)
     print(f"inserted {added:,} sample messages; messages now holds {existing + added:,} rows")
     return 0
 

@@ -22,7 +22,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT_ROOT))
 
 from spam_filter import settings  # noqa: E402
-from spam_filter.command_line import error_line, run_command_line  # noqa: E402
+from spam_filter.command_line import run_command_line  # noqa: E402
 from spam_filter.processes import (  # noqa: E402
     RETRAIN_JOB_ARGUMENTS,
     group_alive,
@@ -388,18 +388,14 @@ def main(argv: list[str] | None = None) -> int:
     # caught signals but keeps ignored ones, and `dagster dev` would otherwise never stop.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    return run_command_line(lambda: _run(retrain if args.command == "retrain" else serve))
+    command = retrain if args.command == "retrain" else serve
+    return run_command_line(lambda: _run(command), (*STORAGE_ERRORS, settings.SettingError))
 
 
 def _run(command: Callable[[], int]) -> int:
-    """`command`, with its errors as one line each."""
+    """`command`, with a failed subprocess named in one line."""
     try:
         return command()
-    except BrokenPipeError:
-        raise
-    except (*STORAGE_ERRORS, settings.SettingError) as error:
-        print(error_line(error), file=sys.stderr)
-        return 1
     except subprocess.CalledProcessError as error:
         shown = " ".join(
             Path(str(part)).name if i == 0 else str(part) for i, part in enumerate(error.cmd)

@@ -21,12 +21,12 @@ def say_waiting(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_command_line(work: Callable[[], int]) -> int:
-    """`work()`'s exit status, with Ctrl-C ending it in one line rather than a traceback, and a
-    reader that stopped reading (`| head`) ending it quietly.
-
-    `work` lets `BrokenPipeError` through: it is an OSError, which the commands otherwise report.
-    """
+def run_command_line(
+    work: Callable[[], int], reported: tuple[type[BaseException], ...] = ()
+) -> int:
+    """`work()`'s exit status. An error of the `reported` kinds ends it with its one line and
+    status 1, Ctrl-C with `interrupted` rather than a traceback, and a reader that stopped reading
+    (`| head`) quietly, though a closed pipe is an OSError, which commands report otherwise."""
     try:
         status = work()
         # Inside: what stays buffered would meet a closed pipe at exit, past this handler.
@@ -34,15 +34,18 @@ def run_command_line(work: Callable[[], int]) -> int:
         return status
     except (KeyboardInterrupt, duckdb.InterruptException):
         return _interrupted()
+    except BrokenPipeError:
+        # Python would report the closed pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except reported as error:
+        print(error_line(error), file=sys.stderr)
+        return 1
     except RuntimeError as error:
         # DuckDB raises this when a Ctrl-C arrives during some of its statements.
         if str(error) != "Query interrupted":
             raise
         return _interrupted()
-    except BrokenPipeError:
-        # Python would report the closed pipe again when it flushes stdout at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
 
 
 def _interrupted() -> int:

@@ -35,10 +35,10 @@ def _listening(host: str = "127.0.0.1", port: int = 0) -> Iterator[int]:
         yield holder.getsockname()[1]
 
 
-def _run_system(env: dict[str, str]) -> subprocess.CompletedProcess:
+def _run_system(env: dict[str, str], *arguments: str) -> subprocess.CompletedProcess:
     """The run command, expected to stop at once with an error, its output as text."""
     return subprocess.run(
-        [sys.executable, str(RUN_SYSTEM)],
+        [sys.executable, str(RUN_SYSTEM), *arguments],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,
@@ -162,15 +162,8 @@ def test_a_database_that_cannot_be_used_is_one_line_before_dagster_starts(tmp_pa
         **_environment(tmp_path, free_port(), free_port()),
         "SPAM_FILTER_DATABASE_URL": f"postgresql://desk:S3cret@127.0.0.1:{free_port()}/none",
     }
-    for command in ([], ["retrain"]):
-        result = subprocess.run(
-            [sys.executable, str(RUN_SYSTEM), *command],
-            cwd=PROJECT_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    for arguments in ([], ["retrain"]):
+        result = _run_system(env, *arguments)
         assert result.returncode == 1, result.stderr
         assert result.stderr.startswith("error: cannot connect") and result.stderr.count("\n") == 1
         assert "S3cret" not in result.stdout + result.stderr

@@ -210,7 +210,8 @@ def test_scores_are_kept_apart_by_group_and_left_out_reporters_are_not_scored(sm
     assert score_test_split(conn, model, left_out_reporters=[8]).user.messages == 100
 
 
-def test_reports_weigh_as_configured_and_count_per_reporter():
+def _training_split(rows: list[tuple]) -> duckdb.DuckDBPyConnection:
+    """A warehouse whose training split holds (spam, body, source, reporter_id, capped) rows."""
     conn = duckdb.connect()
     install_tokenizer(conn)
     conn.execute("CREATE SCHEMA public")
@@ -219,13 +220,19 @@ def test_reports_weigh_as_configured_and_count_per_reporter():
         "source VARCHAR, synthetic BOOLEAN, reporter_id INTEGER, capped BOOLEAN)"
     )
     conn.executemany(
-        "INSERT INTO public.spam_training_dataframe VALUES (?, ?, ?, false, ?, ?)",
+        "INSERT INTO public.spam_training_dataframe VALUES (?, ?, ?, false, ?, ?)", rows
+    )
+    return conn
+
+
+def test_reports_weigh_as_configured_and_count_per_reporter():
+    conn = _training_split(
         [
             (True, "win cash", "sms_spam_collection", None, False),
             (True, "win now", "reports", 3, False),
             (False, "lunch now", "reports", None, False),  # several reporters agree on it
             (True, "free gift", "reports", 3, True),  # over reporter 3's share
-        ],
+        ]
     )
     learning.count_training_words(conn, report_weight=4.0)
     everyone, _, _ = learning.class_counts(conn, left_out=[])
@@ -268,21 +275,13 @@ def test_no_copy_of_a_gold_text_is_trained_on():
 
 
 def test_the_vocabulary_is_chosen_by_the_messages_the_model_learns_from():
-    conn = duckdb.connect()
-    install_tokenizer(conn)
-    conn.execute("CREATE SCHEMA public")
-    conn.execute(
-        "CREATE TABLE public.spam_training_dataframe (spam BOOLEAN, body VARCHAR, "
-        "source VARCHAR, synthetic BOOLEAN, reporter_id INTEGER, capped BOOLEAN)"
-    )
-    conn.executemany(
-        "INSERT INTO public.spam_training_dataframe VALUES (?, ?, ?, false, ?, ?)",
+    conn = _training_split(
         [
             (True, "win cash", "sms_spam_collection", None, False),
             (False, "lunch at noon", "sms_spam_collection", None, False),
         ]
         # A flood of junk over reporter 9's share, each junk word more frequent than any other.
-        + [(True, "junk1 junk2 junk3 junk4 junk5", "reports", 9, True)] * 50,
+        + [(True, "junk1 junk2 junk3 junk4 junk5", "reports", 9, True)] * 50
     )
     learning.count_training_words(conn, report_weight=1.0, max_vocabulary=5)
     counts, _, _ = learning.class_counts(conn, left_out=[])
