@@ -29,6 +29,7 @@ except ImportError as error:  # an extra: `make run` installs the project withou
     ) from error
 
 from spam_filter import constants, learning, settings
+from spam_filter.broadcasts import broadcast_weights
 from spam_filter.datasets import read_sms_spam_collection
 from spam_filter.scoring import Score
 from spam_filter.spam import compare_text_to_bow
@@ -90,7 +91,7 @@ _TRAINING_SPLIT = """
     CREATE TABLE public.spam_training_dataframe AS
     SELECT
         spam, body, 'sms_spam_collection' AS source, false AS synthetic,
-        NULL::INTEGER AS reporter_id, false AS capped
+        NULL::INTEGER AS reporter_id, false AS capped, weight
     FROM training_frame
 """
 
@@ -104,7 +105,10 @@ def _project_method(alpha: float, false_positive_cost: float) -> Method:
     ) -> list[bool]:
         with duckdb.connect() as conn:
             conn.execute("CREATE SCHEMA public")
-            conn.register("training_frame", pd.DataFrame({"spam": labels, "body": texts}))
+            frame = pd.DataFrame(
+                {"spam": labels, "body": texts, "weight": broadcast_weights(texts)}
+            )
+            conn.register("training_frame", frame)
             conn.execute(_TRAINING_SPLIT)
             learning.count_training_words(conn, 1.0, constants.MAX_VOCABULARY)
             learned = learning.learn(

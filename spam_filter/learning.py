@@ -57,7 +57,7 @@ COUNT_TRAINING_WORDS_CHUNK = """
                 hash(body, $fold_seed) AS body_hash,
                 body_hash % $folds AS fold,
                 CASE WHEN capped THEN -reporter_id ELSE coalesce(reporter_id, 0) END AS contributor,
-                CASE WHEN source = 'reports' THEN $report_weight ELSE 1.0 END AS weight,
+                CASE WHEN source = 'reports' THEN $report_weight ELSE weight END AS weight,
                 spam,
                 body
             FROM public.spam_training_dataframe
@@ -70,6 +70,9 @@ COUNT_TRAINING_WORDS_CHUNK = """
 
 TRAINING_ROWS = "SELECT coalesce(sum(rows), 0) FROM training_message_counts"
 
+# Messages count whole here, a broadcast's copies as well: they weigh what the class priors and
+# the false-positive cost see, how much of the traffic is spam, which every copy is part of.
+# Only the word counts split a broadcast's weight, as its copies are one choice of words.
 COUNT_TRAINING_MESSAGES = """
     CREATE OR REPLACE TEMP TABLE training_message_counts AS
     SELECT
@@ -144,13 +147,14 @@ REPORTER_MESSAGE_COUNTS = """
 # product's users. Sample data is left out, and a seeded top-N keeps each group bounded.
 CALIBRATION_MESSAGES = """
     CREATE OR REPLACE TEMP TABLE calibration_messages AS
-    SELECT row_number() OVER () AS message_id, fold, calibration_group, body
+    SELECT row_number() OVER () AS message_id, fold, calibration_group, body, weight
     FROM (
         SELECT
             hash(body, $fold_seed) % $folds AS fold,
             CASE WHEN source = 'sms_spam_collection' THEN 'collection' ELSE 'user' END
                 AS calibration_group,
-            body
+            body,
+            weight
         FROM public.spam_training_dataframe
         WHERE NOT spam AND NOT synthetic AND NOT capped
             AND (reporter_id IS NULL OR NOT list_contains($left_out::INTEGER[], reporter_id))
@@ -211,12 +215,16 @@ LEAVE_ONE_FOLD_OUT_LOG_ODDS = """
         AND remaining.word IN (SELECT DISTINCT word FROM calibration_tokens)
 """
 
-# The score of each calibration message without its class prior, and the quantile per group.
+# The score of each calibration message without its class prior, and per group the score past
+# which a budgeted share of the group's weight lies: each copy of a broadcast weighs its share
+# (`spam.broadcast_weights`), so a text the collection repeats is one message here as it is in
+# the counts, not several of the few highest scores that the budget rests on.
 OUT_OF_FOLD_QUANTILES = """
     WITH scores AS (
         SELECT
             calibration_messages.message_id,
             any_value(calibration_group) AS calibration_group,
+            any_value(weight) AS weight,
             coalesce(sum(fold_log_odds.log_odds), 0) AS score
         FROM calibration_messages
         LEFT JOIN calibration_tokens USING (message_id)
@@ -224,13 +232,25 @@ OUT_OF_FOLD_QUANTILES = """
             ON fold_log_odds.fold = calibration_messages.fold
             AND fold_log_odds.word = calibration_tokens.word
         GROUP BY calibration_messages.message_id
+    ),
+    ranked AS (
+        SELECT
+            calibration_group,
+            score,
+            sum(weight) OVER (
+                PARTITION BY calibration_group ORDER BY score DESC, message_id
+                ROWS UNBOUNDED PRECEDING
+            ) / sum(weight) OVER (PARTITION BY calibration_group) AS share_from_top,
+            sum(weight) OVER (PARTITION BY calibration_group) AS group_weight
+        FROM scores
     )
     SELECT
         calibration_group,
         count(*),
-        quantile_cont(score, 1 - $collection_budget),
-        quantile_cont(score, 1 - $user_budget)
-    FROM scores
+        any_value(group_weight),
+        coalesce(max(score) FILTER (WHERE share_from_top >= $collection_budget), min(score)),
+        coalesce(max(score) FILTER (WHERE share_from_top >= $user_budget), min(score))
+    FROM ranked
     GROUP BY calibration_group
 """
 
@@ -347,8 +367,9 @@ def calibrate_threshold(
     """The word-sum score past which the model calls spam.
 
     The larger of: the score that out-of-fold models exceed on `collection_budget` of the SMS
-    collection's legitimate messages, the same for `user_budget` of the users' legitimate
-    messages, and `cost_floor`, the threshold a fixed false-positive cost would set.
+    collection's legitimate messages (a broadcast's copies counting as one message), the same for
+    `user_budget` of the users' legitimate messages, and `cost_floor`, the threshold a fixed
+    false-positive cost would set.
     """
     params = {"fold_seed": _FOLD_SEED, "folds": FOLDS, "left_out": left_out}
     conn.execute(CALIBRATION_MESSAGES, {**params, "per_group": per_group})
@@ -361,14 +382,14 @@ def calibrate_threshold(
         {"collection_budget": collection_budget, "user_budget": user_budget},
     ).fetchall()
     candidates = [(cost_floor, "the false-positive cost")]
-    for group, messages, collection_quantile, user_quantile in quantiles:
+    for group, _, weight, collection_quantile, user_quantile in quantiles:
         if group == "collection":
             quantile, budget = collection_quantile, collection_budget
         else:
             quantile, budget = user_quantile, user_budget
         # A budget rests on the few highest scores: it takes enough messages for those to be a
         # rate rather than one or two messages.
-        if messages * budget >= MESSAGES_PER_BUDGETED_FALSE_POSITIVE:
+        if weight * budget >= MESSAGES_PER_BUDGETED_FALSE_POSITIVE:
             candidates.append(
                 (quantile, f"a {budget:.2%} budget on the {group} legitimate messages, out of fold")
             )

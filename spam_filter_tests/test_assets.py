@@ -58,6 +58,15 @@ def test_sms_spam_examples_reads_the_whole_collection(resources):
     assert frame["body"].str.len().min() > 0
     # Messages with commas spilled into the unnamed columns come back whole.
     assert frame["body"].str.contains("PO Box 5249, MK17 92H").any()
+    # The copies of a broadcast, numbers aside, share one message's weight.
+    statements = frame[
+        frame["body"].str.startswith("PRIVATE! Your 2003 Account Statement for shows")
+    ]
+    assert len(statements) > 2
+    assert statements["weight"].sum() <= 2
+    assert result.asset_materializations_for_node("sms_spam_examples")[0].metadata[
+        "distinct_messages"
+    ].value == round(frame["weight"].sum())
     assert len(_warehouse_rows(resources, "sms_spam_examples")) == 5572
 
 

@@ -58,7 +58,7 @@ def test_unnested_words_count_like_python(sms, messages_per_chunk, monkeypatch):
     conn.execute(
         "CREATE TABLE public.spam_training_dataframe AS "
         "SELECT i % 2 = 0 AS spam, texts[i + 1] AS body, 'sms_spam_collection' AS source, "
-        "false AS synthetic, NULL::INTEGER AS reporter_id, false AS capped "
+        "false AS synthetic, NULL::INTEGER AS reporter_id, false AS capped, 1.0 AS weight "
         "FROM range(len($texts)) AS r(i), (SELECT $texts AS texts)",
         {"texts": texts},
     )
@@ -80,7 +80,7 @@ def test_the_vocabulary_keeps_the_most_frequent_words(sms):
     conn.execute(
         "CREATE TABLE public.spam_training_dataframe AS "
         "SELECT spam, body, 'sms_spam_collection' AS source, false AS synthetic, "
-        "NULL::INTEGER AS reporter_id, false AS capped "
+        "NULL::INTEGER AS reporter_id, false AS capped, 1.0 AS weight "
         "FROM (SELECT unnest($labels) AS spam, unnest($texts) AS body)",
         {"labels": [spam for _, spam in sms], "texts": [text for text, _ in sms]},
     )
@@ -211,16 +211,19 @@ def test_scores_are_kept_apart_by_group_and_left_out_reporters_are_not_scored(sm
 
 
 def _training_split(rows: list[tuple]) -> duckdb.DuckDBPyConnection:
-    """A warehouse whose training split holds (spam, body, source, reporter_id, capped) rows."""
+    """A warehouse whose training split holds (spam, body, source, reporter_id, capped[, weight])
+    rows; the weight is 1 where it is left out."""
     conn = duckdb.connect()
     install_tokenizer(conn)
     conn.execute("CREATE SCHEMA public")
     conn.execute(
         "CREATE TABLE public.spam_training_dataframe (spam BOOLEAN, body VARCHAR, "
-        "source VARCHAR, synthetic BOOLEAN, reporter_id INTEGER, capped BOOLEAN)"
+        "source VARCHAR, synthetic BOOLEAN, reporter_id INTEGER, capped BOOLEAN, "
+        "weight DOUBLE DEFAULT 1.0)"
     )
     conn.executemany(
-        "INSERT INTO public.spam_training_dataframe VALUES (?, ?, ?, false, ?, ?)", rows
+        "INSERT INTO public.spam_training_dataframe VALUES (?, ?, ?, false, ?, ?, ?)",
+        [row if len(row) == 6 else (*row, 1.0) for row in rows],
     )
     return conn
 
@@ -250,20 +253,44 @@ def test_reports_weigh_as_configured_and_count_per_reporter():
     assert without.spam_words == {"win": 1.0, "cash": 1.0} and (spam_rows, rows) == (1, 2)
 
 
+def test_a_broadcasts_copies_count_and_calibrate_as_one_message():
+    spam = [(True, f"win a cash prize {i}", "sms_spam_collection", None, False) for i in range(200)]
+    ham = [
+        (False, f"see you at lunch {i}", "sms_spam_collection", None, False) for i in range(3000)
+    ]
+    # A legitimate text in prize words, sent ten times: ten of the highest out-of-fold scores.
+    copies = [(False, "win a cash prize", "sms_spam_collection", None, False)] * 10
+
+    def threshold(copy_weight: float) -> float:
+        conn = _training_split(spam + ham + [(*copy, copy_weight) for copy in copies])
+        learning.count_training_words(conn, report_weight=1.0)
+        counts, _, _ = learning.class_counts(conn, left_out=[])
+        assert counts.ham_words["prize"] == pytest.approx(10 * copy_weight)
+        # The class shares still count every copy: each is a message someone receives.
+        assert counts.ham_messages == 3010
+        return learning.calibrate_threshold(conn, [], 0.1, 0.002, 0.0075, -100.0).score
+
+    # Counted per copy they fill the 0.2% budget (6 of 3,010 messages), and the threshold stays
+    # at their score; as one message they are under it, and the threshold falls below them.
+    assert threshold(0.1) < threshold(1.0) - 1
+
+
 def test_no_copy_of_a_gold_text_is_trained_on():
     conn = duckdb.connect()
     conn.execute("CREATE SCHEMA public")
     conn.execute(
         "CREATE TABLE public.spam_dataset AS "
         "SELECT i % 2 = 0 AS spam, 'verified message ' || i AS body, 'gold' AS source, "
-        "false AS synthetic, NULL::INTEGER AS reporter_id, false AS capped FROM range(40) AS r(i)"
+        "false AS synthetic, NULL::INTEGER AS reporter_id, false AS capped, 1.0 AS weight "
+        "FROM range(40) AS r(i)"
     )
     # The same texts reported with the opposite label, and in the product's messages.
     conn.execute(
         "INSERT INTO public.spam_dataset "
-        "SELECT NOT spam, body, 'reports', false, 5, false FROM public.spam_dataset "
-        "UNION ALL SELECT spam, body, 'messages', false, NULL, false FROM public.spam_dataset "
-        "UNION ALL SELECT false, 'another message ' || i, 'messages', false, NULL, false "
+        "SELECT NOT spam, body, 'reports', false, 5, false, 1.0 FROM public.spam_dataset "
+        "UNION ALL SELECT spam, body, 'messages', false, NULL, false, 1.0 "
+        "FROM public.spam_dataset "
+        "UNION ALL SELECT false, 'another message ' || i, 'messages', false, NULL, false, 1.0 "
         "FROM range(100) AS r(i)"
     )
     training._split(conn, training.SpamModelConfig())
@@ -309,7 +336,7 @@ def test_the_test_split_scores_a_bounded_sample_of_user_messages_and_the_curated
         "SELECT i % 2 = 0 AS spam, 'message ' || i AS body, "
         "CASE WHEN i < 1000 THEN 'sms_spam_collection' WHEN i < 1100 THEN 'gold' "
         "ELSE 'messages' END AS source, false AS synthetic, NULL::INTEGER AS reporter_id, "
-        "false AS capped FROM range(21100) AS r(i)"
+        "false AS capped, 1.0 AS weight FROM range(21100) AS r(i)"
     )
     config = training.SpamModelConfig(max_test_messages=1500)
     scored_share = training._split(conn, config)

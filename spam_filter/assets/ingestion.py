@@ -11,6 +11,7 @@ import pandas as pd
 from pydantic import Field
 
 from spam_filter import constants, settings, tables
+from spam_filter.broadcasts import broadcast_weights
 from spam_filter.datasets import read_gold_messages, read_sms_spam_collection
 from spam_filter.reporter_keys import text_key
 from spam_filter.resources import ApplicationDatabase, Warehouse
@@ -22,7 +23,7 @@ GROUP = "ingestion"
 # What the reports, collection and gold assets write, for a run that materializes what follows
 # them alone.
 CREATE_SMS_SPAM_EXAMPLES_IF_MISSING = """
-    CREATE TABLE IF NOT EXISTS public.sms_spam_examples (spam BOOLEAN, body VARCHAR)
+    CREATE TABLE IF NOT EXISTS public.sms_spam_examples (spam BOOLEAN, body VARCHAR, weight DOUBLE)
 """
 SELECT_SMS_SPAM_EXAMPLES = "SELECT spam, body FROM public.sms_spam_examples"
 CREATE_USER_REPORTS_IF_MISSING = """
@@ -224,20 +225,25 @@ SUMMARISE_REPORTS = """
     FROM public.user_reports
 """
 
+# `weight` is what a message counts for in training: the collection's repeated broadcasts share
+# one message's weight (`spam.broadcast_weights`); every other message counts once here, and
+# reports weigh as `SpamModelConfig.report_weight` says.
 # Blank is empty or only spaces (what trim removes). Only a text that starts with a space can be
 # blank and not empty, so the rest skip trim, which copies every text it reads.
 CREATE_SPAM_DATASET = """
     CREATE OR REPLACE VIEW public.spam_dataset AS
-    SELECT spam, body, source, synthetic, reporter_id, capped
+    SELECT spam, body, source, synthetic, reporter_id, capped, weight
     FROM (
         SELECT
             spam, body, 'sms_spam_collection' AS source, false AS synthetic,
-            NULL::INTEGER AS reporter_id, false AS capped
+            NULL::INTEGER AS reporter_id, false AS capped, weight
         FROM public.sms_spam_examples
         UNION ALL
-        SELECT spam, body, 'gold', false, NULL::INTEGER, false FROM public.gold_examples
+        SELECT spam, body, 'gold', false, NULL::INTEGER, false, 1.0::DOUBLE
+        FROM public.gold_examples
         UNION ALL
-        SELECT spam, body, source, synthetic, reporter_id, capped FROM public.user_messages
+        SELECT spam, body, source, synthetic, reporter_id, capped, 1.0::DOUBLE
+        FROM public.user_messages
     )
     WHERE spam IS NOT NULL AND body <> '' AND (NOT starts_with(body, ' ') OR trim(body) <> '')
 """
@@ -279,15 +285,18 @@ def _read_labelled_file(
 
 @dg.asset(group_name=GROUP, kinds={"pandas", "duckdb"})
 def sms_spam_examples(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
-    """The SMS Spam Collection (UCI): 5,572 text messages labelled spam or ham."""
+    """The SMS Spam Collection (UCI): 5,572 text messages labelled spam or ham, and weighted."""
+    # The copies of a repeated broadcast share one message's weight (spam_filter.broadcasts).
     path = settings.spam_csv_path()
     examples = _read_labelled_file(read_sms_spam_collection, path, "SPAM_FILTER_SPAM_CSV")
+    examples["weight"] = broadcast_weights(examples["body"])
     context.log.info(f"read {len(examples):,} messages from {path}")
     return dg.Output(
         examples,
         metadata={
             tables.ROW_COUNT: len(examples),
             "spam_count": int(examples["spam"].sum()),
+            "distinct_messages": round(float(examples["weight"].sum())),
             "preview": dg.MetadataValue.md(examples.head(5).to_markdown(index=False)),
         },
     )

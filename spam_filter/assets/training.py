@@ -47,7 +47,7 @@ WRITE_GOLD_BODIES = """
 # it learned, with whatever label a reporter gave it.
 CREATE_TRAINING_VIEW = """
     CREATE OR REPLACE VIEW public.spam_training_dataframe AS
-    SELECT spam, body, source, synthetic, reporter_id, capped
+    SELECT spam, body, source, synthetic, reporter_id, capped, weight
     FROM public.spam_dataset, public.spam_split_settings AS split
     WHERE source <> 'gold' AND hash(body, split.seed) % 1000000 >= split.test_size * 1000000
         AND body NOT IN (SELECT body FROM public.spam_gold_bodies)

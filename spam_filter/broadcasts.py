@@ -1,0 +1,73 @@
+"""Training weights that count a message sent many times as one message.
+
+Spam arrives as broadcasts: the SMS collection holds one "account statement" template 14 times and
+one prize claim a dozen times, each copy with its own numbers and small changes of wording.
+Counted per copy, a broadcast's every word weighs as if that many senders had chosen it: the
+collection's 30 spams with "code" are 6 broadcasts, and naive Bayes took "code" for strong
+evidence, so one-time codes looked like spam. Copies of a broadcast therefore share one message's
+weight. Measured on spam.csv and on recent-style messages the model never saw, this raised the
+first model's ranking of spam above legitimate messages on both (README, "How good, how fast").
+"""
+
+import math
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+
+from spam_filter.spam import tokenize
+
+BROADCAST_SIMILARITY = 0.7
+"""Two texts are copies of one broadcast when their sets of words, numbers aside, overlap this
+much (Jaccard: shared words over all words of the two)."""
+
+_DIGIT = re.compile(r"[0-9]")
+Words = frozenset[str]
+
+
+def broadcast_weights(
+    texts: Iterable[str], similarity: float = BROADCAST_SIMILARITY
+) -> list[float]:
+    """Each text's training weight: 1 over the number of copies of its broadcast.
+
+    A text joins the earliest broadcast whose first text it is similar enough to, so the result
+    depends on the texts and their order alone.
+    """
+    words = [_words(text) for text in texts]
+    broadcast_of = _group(list(dict.fromkeys(words)), similarity)
+    copies = Counter(broadcast_of[text_words] for text_words in words)
+    return [1.0 / copies[broadcast_of[text_words]] for text_words in words]
+
+
+def _words(text: str) -> Words:
+    return frozenset(token for token in tokenize(text) if not _DIGIT.search(token))
+
+
+def _group(distinct: Sequence[Words], similarity: float) -> dict[Words, int]:
+    """Greedy grouping of distinct word sets: each joins the earliest group whose first member it
+    is similar to, or starts a group.
+
+    Two sets this similar share a word among the rarest few of each (prefix filtering: a set's
+    `len - ceil(similarity * len) + 1` rarest words, rarity counted over all sets), so each set
+    is compared only with the groups indexed under its own rarest words, not with every group.
+    """
+    frequency = Counter(word for words in distinct for word in words)
+    firsts: list[Words] = []
+    by_rare_word: dict[str, list[int]] = defaultdict(list)
+    group_of: dict[Words, int] = {}
+    for words in distinct:
+        rarest = sorted(words, key=lambda word: (frequency[word], word))
+        prefix = rarest[: len(rarest) - math.ceil(similarity * len(rarest)) + 1]
+        candidates = {group for word in prefix for group in by_rare_word[word]}
+        similar = [group for group in candidates if _similar(words, firsts[group], similarity)]
+        if similar:
+            group_of[words] = min(similar)
+            continue
+        group_of[words] = len(firsts)
+        for word in prefix:
+            by_rare_word[word].append(len(firsts))
+        firsts.append(words)
+    return group_of
+
+
+def _similar(words: Words, other: Words, similarity: float) -> bool:
+    return len(words & other) >= similarity * len(words | other)
