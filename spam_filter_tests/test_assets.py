@@ -70,6 +70,20 @@ def test_sms_spam_examples_reads_the_whole_collection(resources):
     assert len(_warehouse_rows(resources, "sms_spam_examples")) == 5572
 
 
+def test_the_dataset_alone_reads_a_collection_stored_before_its_weights(resources, app_db):
+    upstream = [ingestion.sms_spam_examples, ingestion.gold_examples, ingestion.user_reports]
+    assert dg.materialize([*upstream, ingestion.user_messages], resources=resources).success
+    with duckdb.connect(resources["warehouse"].database) as conn:
+        conn.execute("ALTER TABLE public.sms_spam_examples DROP COLUMN weight")
+    result = dg.materialize([ingestion.spam_dataset], resources=resources)
+    assert result.success
+    with duckdb.connect(resources["warehouse"].database, read_only=True) as conn:
+        weights = conn.execute(
+            "SELECT DISTINCT weight FROM public.spam_dataset WHERE source = 'sms_spam_collection'"
+        ).fetchall()
+    assert weights == [(1.0,)]
+
+
 def test_user_messages_copies_the_messages_table(resources, app_db):
     DuckDBStorage(app_db).insert_messages([(True, "win a prize now"), (False, "lunch at noon?")])
     dg.materialize([ingestion.user_messages], resources=resources)

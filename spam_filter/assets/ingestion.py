@@ -26,6 +26,11 @@ CREATE_SMS_SPAM_EXAMPLES_IF_MISSING = """
     CREATE TABLE IF NOT EXISTS public.sms_spam_examples (spam BOOLEAN, body VARCHAR, weight DOUBLE)
 """
 SELECT_SMS_SPAM_EXAMPLES = "SELECT spam, body FROM public.sms_spam_examples"
+# A warehouse from before the weights, for a run that materializes what follows the collection
+# alone: every copy counts once until the collection is read again.
+ADD_MISSING_COLLECTION_WEIGHTS = """
+    ALTER TABLE public.sms_spam_examples ADD COLUMN IF NOT EXISTS weight DOUBLE DEFAULT 1.0
+"""
 CREATE_USER_REPORTS_IF_MISSING = """
     CREATE TABLE IF NOT EXISTS public.user_reports (
         reporter_id INTEGER, text_key VARCHAR, body VARCHAR, spam BOOLEAN, reported_at TIMESTAMP
@@ -455,6 +460,8 @@ def spam_dataset(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.
         # A view, not a copy: the sources are tables this run's upstream steps wrote.
         tables.make_room_for(conn, "spam_dataset")
         conn.execute(CREATE_GOLD_EXAMPLES_IF_MISSING)
+        conn.execute(CREATE_SMS_SPAM_EXAMPLES_IF_MISSING)
+        conn.execute(ADD_MISSING_COLLECTION_WEIGHTS)
         conn.execute(CREATE_SPAM_DATASET)
         counts = {
             source: (rows, spam)
