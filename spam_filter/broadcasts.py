@@ -70,4 +70,10 @@ def _group(distinct: Sequence[Words], similarity: float) -> dict[Words, int]:
 
 
 def _similar(words: Words, other: Words, similarity: float) -> bool:
-    return len(words & other) >= similarity * len(words | other)
+    """Jaccard similarity at least `similarity`; sets whose sizes alone rule it out are not
+    intersected (the shared words can be no more than the smaller set)."""
+    smaller, larger = sorted((len(words), len(other)))
+    if smaller < similarity * larger:
+        return False
+    shared = len(words & other)
+    return shared >= similarity * (smaller + larger - shared)
