@@ -1,12 +1,12 @@
-"""Training weights that count a message sent many times as one message.
+"""Which texts are copies of one broadcast, so that training counts a message sent many times once.
 
-Spam arrives as broadcasts: the SMS collection holds one "account statement" template 14 times and
-one prize claim a dozen times, each copy with its own numbers and small changes of wording.
-Counted per copy, a broadcast's every word weighs as if that many senders had chosen it: the
-collection's 30 spams with "code" are 6 broadcasts, and naive Bayes took "code" for strong
-evidence, so one-time codes looked like spam. Copies of a broadcast therefore share one message's
-weight. Measured on spam.csv and on recent-style messages the model never saw, this raised the
-first model's ranking of spam above legitimate messages on both (README, "How good, how fast").
+Spam arrives as broadcasts: the SMS collection holds one "account statement" template a dozen
+times and prize claims as often, each copy with its own numbers and a word or two changed. Counted
+per copy, a broadcast's every word weighs as if that many senders had chosen it: the collection's
+30 spams with "code" are 7 broadcasts, and naive Bayes took "code" for strong evidence, so
+one-time codes looked like spam. The copies of a broadcast therefore share one message's weight
+in the word counts (the training split's view divides it among the copies it holds). Legitimate
+messages repeat too ("Sorry, I'll call later" 38 times), and count once the same way.
 """
 
 import math
@@ -14,28 +14,43 @@ import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 
-from spam_filter.spam import tokenize
+from spam_filter.spam import DIGIT_PATTERN, tokenize
 
 BROADCAST_SIMILARITY = 0.7
-"""Two texts are copies of one broadcast when their sets of words, numbers aside, overlap this
-much (Jaccard: shared words over all words of the two)."""
+"""Two texts are copies of one broadcast when their sets of words overlap this much (Jaccard:
+shared words over all words of the two). Words with digits (prices, times, short codes) are left
+out; a phone number's kind (`spam.LONG_NUMBER_TOKEN`) is a word like any other."""
 
-_DIGIT = re.compile(r"[0-9]")
+_DIGIT = re.compile(DIGIT_PATTERN)
 Words = frozenset[str]
+
+
+def broadcast_ids(
+    texts: Iterable[str], similarity: float = BROADCAST_SIMILARITY
+) -> list[int | None]:
+    """Each text's broadcast, numbered from 0; None for a text without words, which copies
+    nothing (only numbers, punctuation or blanks).
+
+    A text joins the earliest broadcast whose first text it is similar enough to, so the result
+    depends on the texts and their order alone.
+
+    Raises:
+        ValueError: `similarity` is not in (0, 1].
+    """
+    if not 0 < similarity <= 1:
+        raise ValueError(f"similarity must be in (0, 1], not {similarity}")
+    words = [_words(text) for text in texts]
+    broadcast_of = _group([w for w in dict.fromkeys(words) if w], similarity)
+    return [broadcast_of.get(text_words) for text_words in words]
 
 
 def broadcast_weights(
     texts: Iterable[str], similarity: float = BROADCAST_SIMILARITY
 ) -> list[float]:
-    """Each text's training weight: 1 over the number of copies of its broadcast.
-
-    A text joins the earliest broadcast whose first text it is similar enough to, so the result
-    depends on the texts and their order alone.
-    """
-    words = [_words(text) for text in texts]
-    broadcast_of = _group(list(dict.fromkeys(words)), similarity)
-    copies = Counter(broadcast_of[text_words] for text_words in words)
-    return [1.0 / copies[broadcast_of[text_words]] for text_words in words]
+    """Each text's weight among `texts`: 1 over its broadcast's copies there (1 without words)."""
+    ids = broadcast_ids(texts, similarity)
+    copies = Counter(ids)
+    return [1.0 if broadcast is None else 1.0 / copies[broadcast] for broadcast in ids]
 
 
 def _words(text: str) -> Words:

@@ -91,7 +91,7 @@ _TRAINING_SPLIT = """
     CREATE TABLE public.spam_training_dataframe AS
     SELECT
         spam, body, 'sms_spam_collection' AS source, false AS synthetic,
-        NULL::INTEGER AS reporter_id, false AS capped, weight
+        NULL::INTEGER AS reporter_id, false AS capped, weight::DOUBLE AS weight
     FROM training_frame
 """
 

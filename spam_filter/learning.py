@@ -154,7 +154,7 @@ CALIBRATION_MESSAGES = """
             CASE WHEN source = 'sms_spam_collection' THEN 'collection' ELSE 'user' END
                 AS calibration_group,
             body,
-            weight
+            weight::DOUBLE AS weight
         FROM public.spam_training_dataframe
         WHERE NOT spam AND NOT synthetic AND NOT capped
             AND (reporter_id IS NULL OR NOT list_contains($left_out::INTEGER[], reporter_id))
@@ -216,8 +216,9 @@ LEAVE_ONE_FOLD_OUT_LOG_ODDS = """
 """
 
 # The score of each calibration message without its class prior, and per group the score past
-# which a budgeted share of the group's weight lies: each copy of a broadcast weighs its share
-# (`spam.broadcast_weights`), so a text the collection repeats is one message here as it is in
+# which less than a budgeted share of the group's weight lies (the highest score whose weight at
+# or above it reaches the budget): each copy of a broadcast weighs its share
+# (`spam_filter.broadcasts`), so a text the collection repeats is one message here as it is in
 # the counts, not several of the few highest scores that the budget rests on.
 OUT_OF_FOLD_QUANTILES = """
     WITH scores AS (

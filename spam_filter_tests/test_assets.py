@@ -58,30 +58,42 @@ def test_sms_spam_examples_reads_the_whole_collection(resources):
     assert frame["body"].str.len().min() > 0
     # Messages with commas spilled into the unnamed columns come back whole.
     assert frame["body"].str.contains("PO Box 5249, MK17 92H").any()
-    # The copies of a broadcast, numbers aside, share one message's weight.
+    # The account statement sent six times with no number in its "for ... shows" is one broadcast.
     statements = frame[
         frame["body"].str.startswith("PRIVATE! Your 2003 Account Statement for shows")
     ]
-    assert len(statements) > 2
-    assert statements["weight"].sum() <= 2
-    assert result.asset_materializations_for_node("sms_spam_examples")[0].metadata[
-        "distinct_messages"
-    ].value == round(frame["weight"].sum())
-    assert len(_warehouse_rows(resources, "sms_spam_examples")) == 5572
+    assert len(statements) == 6 and statements["broadcast"].nunique() == 1
+    metadata = result.asset_materializations_for_node("sms_spam_examples")[0].metadata
+    assert metadata["broadcasts"].value == 4_912
 
 
-def test_the_dataset_alone_reads_a_collection_stored_before_its_weights(resources, app_db):
+def _collection_written_before_broadcasts(resources: dict) -> None:
+    """The collection's table as a release before broadcasts wrote it: spam and body alone."""
     upstream = [ingestion.sms_spam_examples, ingestion.gold_examples, ingestion.user_reports]
     assert dg.materialize([*upstream, ingestion.user_messages], resources=resources).success
     with duckdb.connect(resources["warehouse"].database) as conn:
-        conn.execute("ALTER TABLE public.sms_spam_examples DROP COLUMN weight")
-    result = dg.materialize([ingestion.spam_dataset], resources=resources)
-    assert result.success
+        conn.execute("ALTER TABLE public.sms_spam_examples DROP COLUMN broadcast")
+
+
+def test_the_dataset_alone_reads_a_collection_stored_before_broadcasts(resources, app_db):
+    _collection_written_before_broadcasts(resources)
+    assert dg.materialize([ingestion.spam_dataset], resources=resources).success
     with duckdb.connect(resources["warehouse"].database, read_only=True) as conn:
-        weights = conn.execute(
-            "SELECT DISTINCT weight FROM public.spam_dataset WHERE source = 'sms_spam_collection'"
+        broadcasts = conn.execute(
+            "SELECT DISTINCT broadcast FROM public.spam_dataset "
+            "WHERE source = 'sms_spam_collection'"
         ).fetchall()
-    assert weights == [(1.0,)]
+    assert broadcasts == [(None,)]
+
+
+def test_a_whole_run_rewrites_a_collection_stored_before_broadcasts(resources, app_db):
+    _collection_written_before_broadcasts(resources)
+    _run(resources)
+    with duckdb.connect(resources["warehouse"].database, read_only=True) as conn:
+        rows, broadcasts = conn.execute(
+            "SELECT count(*), count(DISTINCT broadcast) FROM public.sms_spam_examples"
+        ).fetchone()
+    assert (rows, broadcasts) == (5572, 4912)
 
 
 def test_user_messages_copies_the_messages_table(resources, app_db):

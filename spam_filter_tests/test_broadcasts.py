@@ -3,7 +3,7 @@
 import pytest
 
 from spam_filter import settings
-from spam_filter.broadcasts import _group, _similar, _words, broadcast_weights
+from spam_filter.broadcasts import _group, _similar, _words, broadcast_ids, broadcast_weights
 from spam_filter.datasets import read_sms_spam_collection
 
 
@@ -20,6 +20,12 @@ def test_copies_with_other_numbers_and_a_word_changed_share_one_weight():
         "see you at 5",
     ]
     assert broadcast_weights(texts) == pytest.approx([0.5, 0.5, 1.0, 1.0])
+    # Counted with their numbers, these two would share 6 words of 12.
+    numbers = [
+        "Call 0906 now claim code 341 valid 12 hours",
+        "Call 0800 now claim code 999 valid 24 hours",
+    ]
+    assert broadcast_ids(numbers) == [0, 0]
 
 
 def test_texts_join_a_broadcast_at_the_similarity_and_not_below():
@@ -30,11 +36,30 @@ def test_texts_join_a_broadcast_at_the_similarity_and_not_below():
     assert broadcast_weights([first, at_similarity, below], 0.7) == pytest.approx([0.5, 0.5, 1.0])
 
 
+def test_texts_without_words_copy_nothing():
+    assert broadcast_ids(["", "   ", "12", ":-)", "ok"]) == [None, None, None, None, 0]
+    assert broadcast_weights(["", "12", "ok", "OK!"]) == pytest.approx([1.0, 1.0, 0.5, 0.5])
+
+
+@pytest.mark.parametrize("similarity", [0.0, -0.5, 1.5])
+def test_a_similarity_outside_0_to_1_is_refused(similarity):
+    with pytest.raises(ValueError, match="similarity"):
+        broadcast_ids(["a b", "c d"], similarity)
+
+
 def test_the_collections_messages_weigh_as_its_distinct_broadcasts(sms_texts):
-    weights = broadcast_weights(sms_texts)
-    assert all(0 < weight <= 1 for weight in weights)
-    # Of 5,572 messages, 4,913 broadcasts: the account-statement template's 14 copies are one.
-    assert sum(weights) == pytest.approx(4_913)
+    ids = broadcast_ids(sms_texts)
+    # Of 5,572 messages, 4,912 broadcasts and 4 texts without words: the account statement sent
+    # six times with no number in its "for ... shows" is one broadcast.
+    assert len({broadcast for broadcast in ids if broadcast is not None}) == 4_912
+    assert ids.count(None) == 4
+    statements = {
+        broadcast
+        for text, broadcast in zip(sms_texts, ids, strict=True)
+        if text.startswith("PRIVATE! Your 2003 Account Statement for shows")
+    }
+    assert len(statements) == 1
+    assert sum(broadcast_weights(sms_texts)) == pytest.approx(4_916)
 
 
 def test_comparing_by_rare_words_groups_as_comparing_with_every_group(sms_texts):

@@ -6,7 +6,7 @@ import duckdb
 import pytest
 
 from spam_filter import learning, scoring, settings, tables
-from spam_filter.assets import training
+from spam_filter.assets import ingestion, training
 from spam_filter.datasets import read_sms_spam_collection
 from spam_filter.scoring import score_test_split
 from spam_filter.spam import count_tokens, train_model
@@ -58,7 +58,7 @@ def test_unnested_words_count_like_python(sms, messages_per_chunk, monkeypatch):
     conn.execute(
         "CREATE TABLE public.spam_training_dataframe AS "
         "SELECT i % 2 = 0 AS spam, texts[i + 1] AS body, 'sms_spam_collection' AS source, "
-        "false AS synthetic, NULL::INTEGER AS reporter_id, false AS capped, 1.0 AS weight "
+        "false AS synthetic, NULL::INTEGER AS reporter_id, false AS capped, 1.0::DOUBLE AS weight "
         "FROM range(len($texts)) AS r(i), (SELECT $texts AS texts)",
         {"texts": texts},
     )
@@ -80,7 +80,7 @@ def test_the_vocabulary_keeps_the_most_frequent_words(sms):
     conn.execute(
         "CREATE TABLE public.spam_training_dataframe AS "
         "SELECT spam, body, 'sms_spam_collection' AS source, false AS synthetic, "
-        "NULL::INTEGER AS reporter_id, false AS capped, 1.0 AS weight "
+        "NULL::INTEGER AS reporter_id, false AS capped, 1.0::DOUBLE AS weight "
         "FROM (SELECT unnest($labels) AS spam, unnest($texts) AS body)",
         {"labels": [spam for _, spam in sms], "texts": [text for text, _ in sms]},
     )
@@ -275,22 +275,61 @@ def test_a_broadcasts_copies_count_and_calibrate_as_one_message():
     assert threshold(0.1) < threshold(1.0) - 1
 
 
+def test_a_budget_needs_enough_messages_counting_a_broadcast_once():
+    spam = [(True, f"win a cash prize {i}", "sms_spam_collection", None, False) for i in range(200)]
+    # 3,000 legitimate rows, but 300 texts sent ten times each: 0.6 message at a 0.2% budget.
+    ham = [
+        (False, f"see you at lunch {i // 10}", "sms_spam_collection", None, False, 0.1)
+        for i in range(3000)
+    ]
+    conn = _training_split(spam + ham)
+    learning.count_training_words(conn, report_weight=1.0)
+    threshold = learning.calibrate_threshold(conn, [], 0.1, 0.002, 0.0075, -100.0)
+    assert (threshold.score, threshold.reason) == (-100.0, "the false-positive cost")
+
+
+def test_a_broadcasts_copies_in_the_training_split_share_one_weight():
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA public")
+    conn.execute(
+        "CREATE TABLE public.sms_spam_examples AS "
+        "SELECT true AS spam, 'prize number ' || i AS body, 7::BIGINT AS broadcast "
+        "FROM range(40) AS r(i) "
+        "UNION ALL SELECT false, 'lunch at ' || i, NULL FROM range(20) AS r(i)"
+    )
+    conn.execute("CREATE TABLE public.gold_examples (spam BOOLEAN, body VARCHAR)")
+    conn.execute(
+        "CREATE TABLE public.user_messages (spam BOOLEAN, body VARCHAR, source VARCHAR, "
+        "synthetic BOOLEAN, reporter_id INTEGER, capped BOOLEAN)"
+    )
+    conn.execute(ingestion.CREATE_SPAM_DATASET)
+    training._split(conn, training.SpamModelConfig(test_size=0.3))
+    weights = conn.execute(
+        "SELECT body LIKE 'prize%', count(*), sum(weight) FROM public.spam_training_dataframe "
+        "GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    (_, lunches, lunch_weight), (_, copies, copies_weight) = weights
+    # The copies the test split holds take none of the broadcast's weight.
+    assert 20 < copies < 40 and copies_weight == pytest.approx(1.0)
+    assert lunch_weight == lunches
+
+
 def test_no_copy_of_a_gold_text_is_trained_on():
     conn = duckdb.connect()
     conn.execute("CREATE SCHEMA public")
     conn.execute(
         "CREATE TABLE public.spam_dataset AS "
         "SELECT i % 2 = 0 AS spam, 'verified message ' || i AS body, 'gold' AS source, "
-        "false AS synthetic, NULL::INTEGER AS reporter_id, false AS capped, 1.0 AS weight "
-        "FROM range(40) AS r(i)"
+        "false AS synthetic, NULL::INTEGER AS reporter_id, false AS capped, "
+        "NULL::BIGINT AS broadcast FROM range(40) AS r(i)"
     )
     # The same texts reported with the opposite label, and in the product's messages.
     conn.execute(
         "INSERT INTO public.spam_dataset "
-        "SELECT NOT spam, body, 'reports', false, 5, false, 1.0 FROM public.spam_dataset "
-        "UNION ALL SELECT spam, body, 'messages', false, NULL, false, 1.0 "
+        "SELECT NOT spam, body, 'reports', false, 5, false, NULL FROM public.spam_dataset "
+        "UNION ALL SELECT spam, body, 'messages', false, NULL, false, NULL "
         "FROM public.spam_dataset "
-        "UNION ALL SELECT false, 'another message ' || i, 'messages', false, NULL, false, 1.0 "
+        "UNION ALL SELECT false, 'another message ' || i, 'messages', false, NULL, false, NULL "
         "FROM range(100) AS r(i)"
     )
     training._split(conn, training.SpamModelConfig())
@@ -336,7 +375,7 @@ def test_the_test_split_scores_a_bounded_sample_of_user_messages_and_the_curated
         "SELECT i % 2 = 0 AS spam, 'message ' || i AS body, "
         "CASE WHEN i < 1000 THEN 'sms_spam_collection' WHEN i < 1100 THEN 'gold' "
         "ELSE 'messages' END AS source, false AS synthetic, NULL::INTEGER AS reporter_id, "
-        "false AS capped, 1.0 AS weight FROM range(21100) AS r(i)"
+        "false AS capped, NULL::BIGINT AS broadcast FROM range(21100) AS r(i)"
     )
     config = training.SpamModelConfig(max_test_messages=1500)
     scored_share = training._split(conn, config)

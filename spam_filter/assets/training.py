@@ -5,7 +5,7 @@ import duckdb
 from pydantic import Field
 
 from spam_filter import constants, learning, tables
-from spam_filter.assets.ingestion import spam_dataset
+from spam_filter.assets.ingestion import CREATE_SMS_SPAM_EXAMPLES_IF_MISSING, spam_dataset
 from spam_filter.reporter_impact import GoldSet, ReporterImpact, reporter_impacts
 from spam_filter.resources import ApplicationDatabase, Warehouse
 from spam_filter.spam import TrainedModel
@@ -34,6 +34,12 @@ COUNT_USER_MESSAGES = """
     SELECT count(*) FROM public.spam_dataset WHERE source NOT IN ('sms_spam_collection', 'gold')
 """
 
+DATASET_HAS_BROADCASTS = """
+    SELECT count(*) > 0
+    FROM information_schema.columns
+    WHERE table_schema = 'public' AND table_name = 'spam_dataset' AND column_name = 'broadcast'
+"""
+
 # The curated gold texts, which no copy of may be trained on (see below).
 WRITE_GOLD_BODIES = """
     CREATE OR REPLACE TABLE public.spam_gold_bodies AS
@@ -45,10 +51,26 @@ WRITE_GOLD_BODIES = """
 # only ever judges, so all of it is in the test split, and a copy of a gold text elsewhere (in
 # the product's messages, in a report) is never trained on: gold would then judge a model on what
 # it learned, with whatever label a reporter gave it.
+# `weight` is what a message counts for in the word counts: the copies of one of the collection's
+# broadcasts that the training split holds share one message's weight (counted on the small
+# collection table, with the same split, not on the whole view); any other message weighs 1, and
+# reports as `SpamModelConfig.report_weight` says.
 CREATE_TRAINING_VIEW = """
     CREATE OR REPLACE VIEW public.spam_training_dataframe AS
-    SELECT spam, body, source, synthetic, reporter_id, capped, weight
-    FROM public.spam_dataset, public.spam_split_settings AS split
+    WITH training_copies AS (
+        SELECT broadcast, count(*) AS copies
+        FROM public.sms_spam_examples, public.spam_split_settings AS split
+        WHERE broadcast IS NOT NULL
+            AND hash(body, split.seed) % 1000000 >= split.test_size * 1000000
+            AND body NOT IN (SELECT body FROM public.spam_gold_bodies)
+        GROUP BY broadcast
+    )
+    SELECT
+        spam, body, source, synthetic, reporter_id, capped,
+        coalesce(1.0 / training_copies.copies, 1.0)::DOUBLE AS weight
+    FROM public.spam_dataset
+    CROSS JOIN public.spam_split_settings AS split
+    LEFT JOIN training_copies USING (broadcast)
     WHERE source <> 'gold' AND hash(body, split.seed) % 1000000 >= split.test_size * 1000000
         AND body NOT IN (SELECT body FROM public.spam_gold_bodies)
 """
@@ -111,7 +133,8 @@ class SpamModelConfig(Tunables):
     collection_false_positive_budget: float = Field(
         constants.COLLECTION_FALSE_POSITIVE_BUDGET, ge=0, lt=1
     )
-    """Share of the SMS collection's legitimate training messages the threshold may flag."""
+    """Share of the SMS collection's legitimate training messages the threshold may flag (a
+    broadcast's copies count as one message)."""
     user_false_positive_budget: float = Field(constants.USER_FALSE_POSITIVE_BUDGET, ge=0, lt=1)
     """Share of the users' legitimate training messages the threshold may flag."""
     impact_margin: float = Field(constants.IMPACT_MARGIN, ge=0)
@@ -220,6 +243,11 @@ def spam_model(
 
 def _split(conn: duckdb.DuckDBPyConnection, config: SpamModelConfig) -> float:
     """Write the split; returns the share of the product's messages the test table scores."""
+    if not conn.execute(DATASET_HAS_BROADCASTS).fetchone()[0]:
+        raise dg.Failure(
+            "spam_dataset was written by an earlier release of the pipeline: materialize it "
+            "(or the whole create_spam_model_job) before spam_model"
+        )
     (user_rows,) = conn.execute(COUNT_USER_MESSAGES).fetchone()
     scored_share = config.test_size
     if config.max_test_messages > 0 and user_rows * config.test_size > config.max_test_messages:
@@ -229,6 +257,9 @@ def _split(conn: duckdb.DuckDBPyConnection, config: SpamModelConfig) -> float:
         {"seed": config.seed, "test_size": config.test_size, "scored_share": scored_share},
     )
     conn.execute(WRITE_GOLD_BODIES)
+    # The training view counts the collection's copies in its table, which a dataset built
+    # without the collection may lack.
+    conn.execute(CREATE_SMS_SPAM_EXAMPLES_IF_MISSING)
     tables.make_room_for(conn, "spam_training_dataframe")
     conn.execute(CREATE_TRAINING_VIEW)
     tables.make_room_for(conn, "spam_testing_dataframe")
