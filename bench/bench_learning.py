@@ -11,6 +11,9 @@ spam.csv through the real CLI, and the API served by gunicorn. Then:
   campaign   as honest, plus one key reporting 5,000 variants of its own spam campaign as not spam;
              then three honest keys report 60 of those variants as spam, and held-out variants are
              scored.
+  corroborated
+             the campaign scenario without the attacker: what honest keys reporting the campaign
+             do alone, which the campaign's moves on gold are measured from.
   dictionary as honest, plus one key reporting 5,000 messages of common legitimate words as spam.
   flips      as honest, plus one key reporting 5,000 real messages with their labels flipped: the
              reported half first (which honest keys report too), then the collection's.
@@ -58,6 +61,8 @@ from spam_filter_tests.servers import free_port, service  # noqa: E402
 BIN = Path(sys.executable).parent
 HONEST_KEYS = 10
 HOSTILE_REPORTS = 5_000
+# Scenarios without an attacker: what the others are measured from.
+CONTROLS = ("honest", "corroborated")
 GOLD_TESTS = """
     SELECT spam, body FROM public.spam_testing_dataframe WHERE metric_group = 'gold'
 """
@@ -229,7 +234,7 @@ def _scenario(name, reported, held_out, hostile, args) -> dict:
         if hostile:
             api.report(attacker, hostile)
         result: dict = {"name": name}
-        if name == "campaign":
+        if name in ("campaign", "corroborated"):
             corroborated = [(text, True) for text in campaign(60, start=0)]
             for key in honest[:3]:
                 api.report(key, corroborated)
@@ -252,7 +257,7 @@ def _scenario(name, reported, held_out, hostile, args) -> dict:
         ]
         time.sleep(2)  # the API picks up a promotion within its refresh
         result["served"] = _rates(api.verdicts(list(texts)), list(labels))
-        if name == "campaign":
+        if name in ("campaign", "corroborated"):
             variants = campaign(200, start=HOSTILE_REPORTS + 1000)
             result["campaign_tpr"] = sum(map(trained.model.is_spam, variants)) / len(variants)
         flags = {r.name: r.status for r in storage.reporters()}
@@ -310,7 +315,9 @@ def main() -> int:
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the halving (0)")
     parser.add_argument(
-        "--scenarios", default="honest,campaign,dictionary,flips", help="which to run"
+        "--scenarios",
+        default="honest,corroborated,campaign,dictionary,flips",
+        help="which to run",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary folders")
     args = parser.parse_args()
@@ -327,6 +334,7 @@ def main() -> int:
     rng = random.Random(1)
     hostile = {
         "honest": [],
+        "corroborated": [],
         "campaign": [(text, False) for text in campaign(HOSTILE_REPORTS, start=0)],
         "dictionary": [
             (" ".join(rng.sample(ham_words, rng.randint(5, 12))), True)
@@ -343,25 +351,26 @@ def main() -> int:
     for name in scenarios:
         print(f"scenario {name} ...", flush=True)
         results.append(_scenario(name, reported, held_out, hostile[name], args))
-    baseline = next(r for r in results if r["name"] == "honest")
+    by_name = {r["name"]: r for r in results}
+    baseline = by_name["honest"]
     sklearn = _sklearn(baseline["training_rows"], held_out)
     print(
         f"\n{len(reported)} messages reported by {HONEST_KEYS} honest keys, {len(held_out)} held "
         f"out, from {args.messages}\n"
     )
     print(
-        f"{'scenario':<11} {'held-out TPR/FPR':>17} {'gold TPR/FPR':>15} {'served TPR/FPR':>17} "
+        f"{'scenario':<12} {'held-out TPR/FPR':>17} {'gold TPR/FPR':>15} {'served TPR/FPR':>17} "
         f"{'attacker flagged':>17} {'honest flagged':>15} {'campaign TPR':>13}"
     )
     for r in results:
         print(
-            f"{r['name']:<11} {str(r['held_out']):>17} {str(r['gold']):>15} "
+            f"{r['name']:<12} {str(r['held_out']):>17} {str(r['gold']):>15} "
             f"{str(r['served']):>17} "
-            f"{str(r['attacker_flagged']) if r['name'] != 'honest' else '-':>17} "
+            f"{str(r['attacker_flagged']) if r['name'] not in CONTROLS else '-':>17} "
             f"{r['honest_flagged']:>15} "
             f"{(format(r['campaign_tpr'], '.3f') if 'campaign_tpr' in r else '-'):>13}"
         )
-    print(f"{'sklearn MNB':<11} {str(sklearn):>17}")
+    print(f"{'sklearn MNB':<12} {str(sklearn):>17}")
     print(
         "\n(held-out and gold: the model each run trained; served: what the API answers after it)"
     )
@@ -379,6 +388,11 @@ def main() -> int:
     served_gold = baseline["gold"] if baseline["promoted"] else baseline["first_gold"]
     first_gold = baseline["first_gold"]
     print(f"\ngold: first model {first_gold}, served after the honest run {served_gold}")
+    if "campaign" in by_name and "corroborated" in by_name:
+        print(
+            f"campaign: gold {by_name['campaign']['gold']}, without the attacker (corroborated) "
+            f"{by_name['corroborated']['gold']}, honest {baseline['gold']}"
+        )
     print("goals (on what the API serves after the honest run):")
     checks = [
         ("honest: the learned model is promoted", baseline["promoted"]),
@@ -396,10 +410,13 @@ def main() -> int:
         ),
     ]
     for r in results:
-        if r["name"] == "honest":
+        if r["name"] in CONTROLS:
             continue
-        gold_tpr_move = abs(r["gold"].true_positive_rate - baseline["gold"].true_positive_rate)
-        gold_fpr_move = abs(r["gold"].false_positive_rate - baseline["gold"].false_positive_rate)
+        # An attacker's effect: the same run without it. The campaign's run differs from the
+        # honest one by the honest keys' reports of the campaign too (and their share cap).
+        control = by_name.get("corroborated", baseline) if r["name"] == "campaign" else baseline
+        gold_tpr_move = abs(r["gold"].true_positive_rate - control["gold"].true_positive_rate)
+        gold_fpr_move = abs(r["gold"].false_positive_rate - control["gold"].false_positive_rate)
         checks += [
             (f"{r['name']}: gold FPR moves <= 0.1 point", gold_fpr_move <= 0.001),
             (f"{r['name']}: gold TPR moves <= 1 point", gold_tpr_move <= 0.01),
