@@ -5,8 +5,8 @@ times and prize claims as often, each copy with its own numbers and a word or tw
 per copy, a broadcast's every word weighs as if that many senders had chosen it: the collection's
 30 spams with "code" are 7 broadcasts, and naive Bayes took "code" for strong evidence, so
 one-time codes looked like spam. The copies of a broadcast therefore share one message's weight
-in the word counts (the training split's view divides it among the copies it holds). Legitimate
-messages repeat too ("Sorry, I'll call later" 38 times), and count once the same way.
+in the word counts (among the copies the training split holds). Legitimate messages repeat too
+("Sorry, I'll call later" 30 times word for word), and count once the same way.
 """
 
 import math
@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 from spam_filter.spam import DIGIT_PATTERN, tokenize
 
-BROADCAST_SIMILARITY = 0.7
+BROADCAST_SIMILARITY = 0.6
 """Two texts are copies of one broadcast when their sets of words overlap this much (Jaccard:
 shared words over all words of the two). Words with digits (prices, times, short codes) are left
 out; a phone number's kind (`spam.LONG_NUMBER_TOKEN`) is a word like any other."""
@@ -31,8 +31,9 @@ def broadcast_ids(
     """Each text's broadcast, numbered from 0; None for a text without words, which copies
     nothing (only numbers, punctuation or blanks).
 
-    A text joins the earliest broadcast whose first text it is similar enough to, so the result
-    depends on the texts and their order alone.
+    Texts are taken in the order of their sorted words, each joining the earliest broadcast whose
+    first text it is similar enough to, so the result depends on the texts alone, not on their
+    order.
 
     Raises:
         ValueError: `similarity` is not in (0, 1].
@@ -40,7 +41,7 @@ def broadcast_ids(
     if not 0 < similarity <= 1:
         raise ValueError(f"similarity must be in (0, 1], not {similarity}")
     words = [_words(text) for text in texts]
-    broadcast_of = _group([w for w in dict.fromkeys(words) if w], similarity)
+    broadcast_of = _group(sorted({w for w in words if w}, key=sorted), similarity)
     return [broadcast_of.get(text_words) for text_words in words]
 
 

@@ -34,11 +34,11 @@ def _warehouse_with(path: Path, rows: list[tuple[bool, str]]) -> Warehouse:
         conn.execute("CREATE SCHEMA public")
         conn.execute(
             "CREATE TABLE public.spam_dataset (spam BOOLEAN, body VARCHAR, source VARCHAR, "
-            "synthetic BOOLEAN, reporter_id INTEGER, capped BOOLEAN, broadcast BIGINT)"
+            "synthetic BOOLEAN, reporter_id INTEGER, capped BOOLEAN)"
         )
         conn.executemany(
             "INSERT INTO public.spam_dataset "
-            "VALUES (?, ?, 'sms_spam_collection', false, NULL, false, NULL)",
+            "VALUES (?, ?, 'sms_spam_collection', false, NULL, false)",
             rows,
         )
     return Warehouse(database=str(path))
@@ -86,7 +86,7 @@ def test_the_training_tables_row_count_includes_the_rows_the_model_leaves_out(tm
         # A reporter's messages, half of them over its share.
         conn.execute(
             "INSERT INTO public.spam_dataset SELECT i % 2 = 0, 'report number ' || i, 'reports', "
-            "false, 7, i % 4 < 2, NULL FROM range(40) AS r(i)"
+            "false, 7, i % 4 < 2 FROM range(40) AS r(i)"
         )
     outputs = _outputs(warehouse, SpamModelConfig(test_size=0.3, seed=1))
     training_metadata = outputs["spam_training_dataframe"]

@@ -58,42 +58,22 @@ def test_sms_spam_examples_reads_the_whole_collection(resources):
     assert frame["body"].str.len().min() > 0
     # Messages with commas spilled into the unnamed columns come back whole.
     assert frame["body"].str.contains("PO Box 5249, MK17 92H").any()
-    # The account statement sent six times with no number in its "for ... shows" is one broadcast.
-    statements = frame[
-        frame["body"].str.startswith("PRIVATE! Your 2003 Account Statement for shows")
-    ]
-    assert len(statements) == 6 and statements["broadcast"].nunique() == 1
-    metadata = result.asset_materializations_for_node("sms_spam_examples")[0].metadata
-    assert metadata["broadcasts"].value == 4_912
+    assert len(_warehouse_rows(resources, "sms_spam_examples")) == 5572
 
 
-def _collection_written_before_broadcasts(resources: dict) -> None:
-    """The collection's table as a release before broadcasts wrote it: spam and body alone."""
-    upstream = [ingestion.sms_spam_examples, ingestion.gold_examples, ingestion.user_reports]
-    assert dg.materialize([*upstream, ingestion.user_messages], resources=resources).success
-    with duckdb.connect(resources["warehouse"].database) as conn:
-        conn.execute("ALTER TABLE public.sms_spam_examples DROP COLUMN broadcast")
-
-
-def test_the_dataset_alone_reads_a_collection_stored_before_broadcasts(resources, app_db):
-    _collection_written_before_broadcasts(resources)
-    assert dg.materialize([ingestion.spam_dataset], resources=resources).success
-    with duckdb.connect(resources["warehouse"].database, read_only=True) as conn:
-        broadcasts = conn.execute(
-            "SELECT DISTINCT broadcast FROM public.spam_dataset "
-            "WHERE source = 'sms_spam_collection'"
-        ).fetchall()
-    assert broadcasts == [(None,)]
-
-
-def test_a_whole_run_rewrites_a_collection_stored_before_broadcasts(resources, app_db):
-    _collection_written_before_broadcasts(resources)
+def test_the_collections_training_copies_of_a_broadcast_share_one_weight(resources, app_db):
     _run(resources)
     with duckdb.connect(resources["warehouse"].database, read_only=True) as conn:
-        rows, broadcasts = conn.execute(
-            "SELECT count(*), count(DISTINCT broadcast) FROM public.sms_spam_examples"
+        rows, weight, statements, statements_weight = conn.execute(
+            "SELECT count(*), sum(weight), count(*) FILTER (WHERE starts_with(body, $statement)), "
+            "sum(weight) FILTER (WHERE starts_with(body, $statement)) "
+            "FROM public.spam_training_dataframe WHERE source = 'sms_spam_collection'",
+            {"statement": "PRIVATE! Your 2003 Account Statement for shows"},
         ).fetchone()
-    assert (rows, broadcasts) == (5572, 4912)
+    # About 70% of the collection, weighing as its distinct broadcasts.
+    assert 3_700 < rows < 4_100 and rows - 500 < weight < rows - 100
+    # The account statement sent six times without its number is part of one broadcast.
+    assert statements >= 2 and statements_weight <= 1.0
 
 
 def test_user_messages_copies_the_messages_table(resources, app_db):

@@ -6,7 +6,7 @@ import duckdb
 import pytest
 
 from spam_filter import learning, scoring, settings, tables
-from spam_filter.assets import ingestion, training
+from spam_filter.assets import training
 from spam_filter.datasets import read_sms_spam_collection
 from spam_filter.scoring import score_test_split
 from spam_filter.spam import count_tokens, train_model
@@ -288,30 +288,44 @@ def test_a_budget_needs_enough_messages_counting_a_broadcast_once():
     assert (threshold.score, threshold.reason) == (-100.0, "the false-positive cost")
 
 
-def test_a_broadcasts_copies_in_the_training_split_share_one_weight():
+def _collection_split(texts: list[str], seed: int) -> duckdb.DuckDBPyConnection:
+    """A warehouse whose dataset is `texts` from the collection (spam), split with `seed`."""
     conn = duckdb.connect()
     conn.execute("CREATE SCHEMA public")
     conn.execute(
-        "CREATE TABLE public.sms_spam_examples AS "
-        "SELECT true AS spam, 'prize number ' || i AS body, 7::BIGINT AS broadcast "
-        "FROM range(40) AS r(i) "
-        "UNION ALL SELECT false, 'lunch at ' || i, NULL FROM range(20) AS r(i)"
+        "CREATE TABLE public.spam_dataset AS SELECT true AS spam, unnest($texts) AS body, "
+        "'sms_spam_collection' AS source, false AS synthetic, NULL::INTEGER AS reporter_id, "
+        "false AS capped",
+        {"texts": texts},
     )
-    conn.execute("CREATE TABLE public.gold_examples (spam BOOLEAN, body VARCHAR)")
-    conn.execute(
-        "CREATE TABLE public.user_messages (spam BOOLEAN, body VARCHAR, source VARCHAR, "
-        "synthetic BOOLEAN, reporter_id INTEGER, capped BOOLEAN)"
-    )
-    conn.execute(ingestion.CREATE_SPAM_DATASET)
-    training._split(conn, training.SpamModelConfig(test_size=0.3))
-    weights = conn.execute(
-        "SELECT body LIKE 'prize%', count(*), sum(weight) FROM public.spam_training_dataframe "
-        "GROUP BY ALL ORDER BY ALL"
-    ).fetchall()
-    (_, lunches, lunch_weight), (_, copies, copies_weight) = weights
-    # The copies the test split holds take none of the broadcast's weight.
-    assert 20 < copies < 40 and copies_weight == pytest.approx(1.0)
-    assert lunch_weight == lunches
+    training._split(conn, training.SpamModelConfig(seed=seed, test_size=0.5))
+    return conn
+
+
+def _training_weights(conn: duckdb.DuckDBPyConnection) -> dict[str, float]:
+    return dict(conn.execute("SELECT body, weight FROM public.spam_training_dataframe").fetchall())
+
+
+def test_a_broadcasts_copies_in_the_training_split_share_one_weight():
+    copies = [f"claim your prize {i}" for i in range(40)]
+    weights = _training_weights(_collection_split([*copies, "see you at lunch"], seed=0))
+    trained_copies = [weights[text] for text in copies if text in weights]
+    # The copies the test split holds take no share of the broadcast's weight.
+    assert 10 < len(trained_copies) < 30 and sum(trained_copies) == pytest.approx(1.0)
+
+
+def test_a_held_out_text_never_links_two_training_texts_into_one_broadcast():
+    words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet".split()
+    linking = " ".join(words)
+    # Each 0.7 similar to the linking text, 0.4 to each other: one broadcast only through it.
+    first, second = " ".join(words[:-3]), " ".join(words[3:])
+    for seed in range(100):
+        conn = _collection_split([linking, first, second], seed)
+        weights = _training_weights(conn)
+        if linking not in weights and first in weights and second in weights:
+            assert weights == {first: 1.0, second: 1.0}
+            return
+    pytest.fail("no seed held out the linking text alone")
 
 
 def test_no_copy_of_a_gold_text_is_trained_on():
@@ -320,16 +334,14 @@ def test_no_copy_of_a_gold_text_is_trained_on():
     conn.execute(
         "CREATE TABLE public.spam_dataset AS "
         "SELECT i % 2 = 0 AS spam, 'verified message ' || i AS body, 'gold' AS source, "
-        "false AS synthetic, NULL::INTEGER AS reporter_id, false AS capped, "
-        "NULL::BIGINT AS broadcast FROM range(40) AS r(i)"
+        "false AS synthetic, NULL::INTEGER AS reporter_id, false AS capped FROM range(40) AS r(i)"
     )
     # The same texts reported with the opposite label, and in the product's messages.
     conn.execute(
         "INSERT INTO public.spam_dataset "
-        "SELECT NOT spam, body, 'reports', false, 5, false, NULL FROM public.spam_dataset "
-        "UNION ALL SELECT spam, body, 'messages', false, NULL, false, NULL "
-        "FROM public.spam_dataset "
-        "UNION ALL SELECT false, 'another message ' || i, 'messages', false, NULL, false, NULL "
+        "SELECT NOT spam, body, 'reports', false, 5, false FROM public.spam_dataset "
+        "UNION ALL SELECT spam, body, 'messages', false, NULL, false FROM public.spam_dataset "
+        "UNION ALL SELECT false, 'another message ' || i, 'messages', false, NULL, false "
         "FROM range(100) AS r(i)"
     )
     training._split(conn, training.SpamModelConfig())
@@ -375,7 +387,7 @@ def test_the_test_split_scores_a_bounded_sample_of_user_messages_and_the_curated
         "SELECT i % 2 = 0 AS spam, 'message ' || i AS body, "
         "CASE WHEN i < 1000 THEN 'sms_spam_collection' WHEN i < 1100 THEN 'gold' "
         "ELSE 'messages' END AS source, false AS synthetic, NULL::INTEGER AS reporter_id, "
-        "false AS capped, NULL::BIGINT AS broadcast FROM range(21100) AS r(i)"
+        "false AS capped FROM range(21100) AS r(i)"
     )
     config = training.SpamModelConfig(max_test_messages=1500)
     scored_share = training._split(conn, config)

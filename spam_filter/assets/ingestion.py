@@ -11,7 +11,6 @@ import pandas as pd
 from pydantic import Field
 
 from spam_filter import constants, settings, tables
-from spam_filter.broadcasts import broadcast_ids
 from spam_filter.datasets import read_gold_messages, read_sms_spam_collection
 from spam_filter.reporter_keys import text_key
 from spam_filter.resources import ApplicationDatabase, Warehouse
@@ -23,17 +22,9 @@ GROUP = "ingestion"
 # What the reports, collection and gold assets write, for a run that materializes what follows
 # them alone.
 CREATE_SMS_SPAM_EXAMPLES_IF_MISSING = """
-    CREATE TABLE IF NOT EXISTS public.sms_spam_examples (
-        spam BOOLEAN, body VARCHAR, broadcast BIGINT
-    )
+    CREATE TABLE IF NOT EXISTS public.sms_spam_examples (spam BOOLEAN, body VARCHAR)
 """
 SELECT_SMS_SPAM_EXAMPLES = "SELECT spam, body FROM public.sms_spam_examples"
-# A warehouse written before broadcasts were told apart: the collection's table gains the column
-# before the IO manager appends rows that have it, and a run that materializes what follows the
-# collection alone reads every copy as a message of its own until the collection is read again.
-ADD_MISSING_BROADCAST_COLUMN = """
-    ALTER TABLE public.sms_spam_examples ADD COLUMN IF NOT EXISTS broadcast BIGINT
-"""
 CREATE_USER_REPORTS_IF_MISSING = """
     CREATE TABLE IF NOT EXISTS public.user_reports (
         reporter_id INTEGER, text_key VARCHAR, body VARCHAR, spam BOOLEAN, reported_at TIMESTAMP
@@ -233,24 +224,20 @@ SUMMARISE_REPORTS = """
     FROM public.user_reports
 """
 
-# `broadcast` groups the collection's copies of one broadcast (`spam_filter.broadcasts`), which
-# share one message's weight in training; the other sources' messages have none.
 # Blank is empty or only spaces (what trim removes). Only a text that starts with a space can be
 # blank and not empty, so the rest skip trim, which copies every text it reads.
 CREATE_SPAM_DATASET = """
     CREATE OR REPLACE VIEW public.spam_dataset AS
-    SELECT spam, body, source, synthetic, reporter_id, capped, broadcast
+    SELECT spam, body, source, synthetic, reporter_id, capped
     FROM (
         SELECT
             spam, body, 'sms_spam_collection' AS source, false AS synthetic,
-            NULL::INTEGER AS reporter_id, false AS capped, broadcast
+            NULL::INTEGER AS reporter_id, false AS capped
         FROM public.sms_spam_examples
         UNION ALL
-        SELECT spam, body, 'gold', false, NULL::INTEGER, false, NULL::BIGINT
-        FROM public.gold_examples
+        SELECT spam, body, 'gold', false, NULL::INTEGER, false FROM public.gold_examples
         UNION ALL
-        SELECT spam, body, source, synthetic, reporter_id, capped, NULL::BIGINT
-        FROM public.user_messages
+        SELECT spam, body, source, synthetic, reporter_id, capped FROM public.user_messages
     )
     WHERE spam IS NOT NULL AND body <> '' AND (NOT starts_with(body, ' ') OR trim(body) <> '')
 """
@@ -291,26 +278,16 @@ def _read_labelled_file(
 
 
 @dg.asset(group_name=GROUP, kinds={"pandas", "duckdb"})
-def sms_spam_examples(
-    context: dg.AssetExecutionContext, warehouse: Warehouse
-) -> dg.Output[pd.DataFrame]:
+def sms_spam_examples(context: dg.AssetExecutionContext) -> dg.Output[pd.DataFrame]:
     """The SMS Spam Collection (UCI): 5,572 text messages labelled spam or ham."""
-    # Each with the broadcast it is a copy of, if any (spam_filter.broadcasts).
     path = settings.spam_csv_path()
     examples = _read_labelled_file(read_sms_spam_collection, path, "SPAM_FILTER_SPAM_CSV")
-    examples["broadcast"] = pd.array(broadcast_ids(examples["body"]), dtype="Int64")
-    broadcasts = examples["broadcast"].nunique()
-    context.log.info(f"read {len(examples):,} messages ({broadcasts:,} broadcasts) from {path}")
-    with warehouse.get_connection() as conn:
-        conn.execute(tables.CREATE_SCHEMA)
-        conn.execute(CREATE_SMS_SPAM_EXAMPLES_IF_MISSING)
-        conn.execute(ADD_MISSING_BROADCAST_COLUMN)
+    context.log.info(f"read {len(examples):,} messages from {path}")
     return dg.Output(
         examples,
         metadata={
             tables.ROW_COUNT: len(examples),
             "spam_count": int(examples["spam"].sum()),
-            "broadcasts": broadcasts,
             "preview": dg.MetadataValue.md(examples.head(5).to_markdown(index=False)),
         },
     )
@@ -469,8 +446,6 @@ def spam_dataset(context: dg.AssetExecutionContext, warehouse: Warehouse) -> dg.
         # A view, not a copy: the sources are tables this run's upstream steps wrote.
         tables.make_room_for(conn, "spam_dataset")
         conn.execute(CREATE_GOLD_EXAMPLES_IF_MISSING)
-        conn.execute(CREATE_SMS_SPAM_EXAMPLES_IF_MISSING)
-        conn.execute(ADD_MISSING_BROADCAST_COLUMN)
         conn.execute(CREATE_SPAM_DATASET)
         counts = {
             source: (rows, spam)

@@ -2,10 +2,12 @@
 
 import dagster as dg
 import duckdb
+import pandas as pd
 from pydantic import Field
 
 from spam_filter import constants, learning, tables
-from spam_filter.assets.ingestion import CREATE_SMS_SPAM_EXAMPLES_IF_MISSING, spam_dataset
+from spam_filter.assets.ingestion import spam_dataset
+from spam_filter.broadcasts import broadcast_weights
 from spam_filter.reporter_impact import GoldSet, ReporterImpact, reporter_impacts
 from spam_filter.resources import ApplicationDatabase, Warehouse
 from spam_filter.spam import TrainedModel
@@ -34,12 +36,6 @@ COUNT_USER_MESSAGES = """
     SELECT count(*) FROM public.spam_dataset WHERE source NOT IN ('sms_spam_collection', 'gold')
 """
 
-DATASET_HAS_BROADCASTS = """
-    SELECT count(*) > 0
-    FROM information_schema.columns
-    WHERE table_schema = 'public' AND table_name = 'spam_dataset' AND column_name = 'broadcast'
-"""
-
 # The curated gold texts, which no copy of may be trained on (see below).
 WRITE_GOLD_BODIES = """
     CREATE OR REPLACE TABLE public.spam_gold_bodies AS
@@ -51,27 +47,40 @@ WRITE_GOLD_BODIES = """
 # only ever judges, so all of it is in the test split, and a copy of a gold text elsewhere (in
 # the product's messages, in a report) is never trained on: gold would then judge a model on what
 # it learned, with whatever label a reporter gave it.
-# `weight` is what a message counts for in the word counts: the copies of one of the collection's
-# broadcasts that the training split holds share one message's weight (counted on the small
-# collection table, with the same split, not on the whole view); any other message weighs 1, and
-# reports as `SpamModelConfig.report_weight` says.
+# The SMS collection's training messages are kept in a small table with their weight in the word
+# counts: the copies of one broadcast among them share one message's weight
+# (`spam_filter.broadcasts`). They are grouped here, where the split is known, so that no held-out
+# text takes a share or links two training texts into one broadcast. Every other message weighs 1
+# (reports as `SpamModelConfig.report_weight` says).
+COLLECTION_TRAINING_ROWS = """
+    SELECT spam, body
+    FROM public.spam_dataset, public.spam_split_settings AS split
+    WHERE source = 'sms_spam_collection'
+        AND hash(body, split.seed) % 1000000 >= split.test_size * 1000000
+        AND body NOT IN (SELECT body FROM public.spam_gold_bodies)
+"""
+
+CREATE_COLLECTION_TRAINING = """
+    CREATE OR REPLACE TABLE public.spam_collection_training (
+        spam BOOLEAN, body VARCHAR, weight DOUBLE
+    )
+"""
+WRITE_COLLECTION_TRAINING = """
+    INSERT INTO public.spam_collection_training
+    SELECT spam, body, weight FROM collection_training_frame
+"""
+
 CREATE_TRAINING_VIEW = """
     CREATE OR REPLACE VIEW public.spam_training_dataframe AS
-    WITH training_copies AS (
-        SELECT broadcast, count(*) AS copies
-        FROM public.sms_spam_examples, public.spam_split_settings AS split
-        WHERE broadcast IS NOT NULL
-            AND hash(body, split.seed) % 1000000 >= split.test_size * 1000000
-            AND body NOT IN (SELECT body FROM public.spam_gold_bodies)
-        GROUP BY broadcast
-    )
     SELECT
-        spam, body, source, synthetic, reporter_id, capped,
-        coalesce(1.0 / training_copies.copies, 1.0)::DOUBLE AS weight
-    FROM public.spam_dataset
-    CROSS JOIN public.spam_split_settings AS split
-    LEFT JOIN training_copies USING (broadcast)
-    WHERE source <> 'gold' AND hash(body, split.seed) % 1000000 >= split.test_size * 1000000
+        spam, body, 'sms_spam_collection' AS source, false AS synthetic,
+        NULL::INTEGER AS reporter_id, false AS capped, weight
+    FROM public.spam_collection_training
+    UNION ALL
+    SELECT spam, body, source, synthetic, reporter_id, capped, 1.0::DOUBLE
+    FROM public.spam_dataset, public.spam_split_settings AS split
+    WHERE source NOT IN ('gold', 'sms_spam_collection')
+        AND hash(body, split.seed) % 1000000 >= split.test_size * 1000000
         AND body NOT IN (SELECT body FROM public.spam_gold_bodies)
 """
 
@@ -243,11 +252,6 @@ def spam_model(
 
 def _split(conn: duckdb.DuckDBPyConnection, config: SpamModelConfig) -> float:
     """Write the split; returns the share of the product's messages the test table scores."""
-    if not conn.execute(DATASET_HAS_BROADCASTS).fetchone()[0]:
-        raise dg.Failure(
-            "spam_dataset was written by an earlier release of the pipeline: materialize it "
-            "(or the whole create_spam_model_job) before spam_model"
-        )
     (user_rows,) = conn.execute(COUNT_USER_MESSAGES).fetchone()
     scored_share = config.test_size
     if config.max_test_messages > 0 and user_rows * config.test_size > config.max_test_messages:
@@ -257,14 +261,28 @@ def _split(conn: duckdb.DuckDBPyConnection, config: SpamModelConfig) -> float:
         {"seed": config.seed, "test_size": config.test_size, "scored_share": scored_share},
     )
     conn.execute(WRITE_GOLD_BODIES)
-    # The training view counts the collection's copies in its table, which a dataset built
-    # without the collection may lack.
-    conn.execute(CREATE_SMS_SPAM_EXAMPLES_IF_MISSING)
+    _write_collection_training(conn)
     tables.make_room_for(conn, "spam_training_dataframe")
     conn.execute(CREATE_TRAINING_VIEW)
     tables.make_room_for(conn, "spam_testing_dataframe")
     conn.execute(CREATE_TESTING_TABLE)
     return scored_share
+
+
+def _write_collection_training(conn: duckdb.DuckDBPyConnection) -> None:
+    """Write the collection's training messages with their weights (a few thousand rows)."""
+    rows = conn.execute(COLLECTION_TRAINING_ROWS).fetchall()
+    bodies = [body for _, body in rows]
+    frame = pd.DataFrame(
+        {"spam": [spam for spam, _ in rows], "body": bodies, "weight": broadcast_weights(bodies)}
+    )
+    conn.execute(CREATE_COLLECTION_TRAINING)
+    if rows:
+        conn.register("collection_training_frame", frame)
+        try:
+            conn.execute(WRITE_COLLECTION_TRAINING)
+        finally:
+            conn.unregister("collection_training_frame")
 
 
 def _outvoted_reporters(conn: duckdb.DuckDBPyConnection) -> dict[int, str]:
