@@ -160,6 +160,13 @@ def child_exit_code(child: int, timeout_seconds: float = 10) -> int | None:
     return os.waitstatus_to_exitcode(ended[1])
 
 
+def as_in_a_terminal() -> None:
+    """A `preexec_fn` that gives the child Ctrl-C's default handling, as a command typed in a
+    terminal has: a test suite started in the background (`cmd &` without job control) hands
+    its children SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_for(
     condition: Callable[[], bool], seconds: float = SWAP_DEADLINE_SECONDS, interval: float = 0.02
 ) -> bool:

@@ -13,7 +13,7 @@ from spam_filter.storage.duckdb_storage import DuckDBStorage
 from spam_filter.storage.factory import open_storage
 from spam_filter.storage.postgres_storage import PostgresStorage, redacted
 from spam_filter.storage.records import Report
-from spam_filter_tests.helpers import PROJECT_ROOT, wait_for
+from spam_filter_tests.helpers import PROJECT_ROOT, as_in_a_terminal, wait_for
 
 
 def test_database_script_creates_and_prints_the_tables(project_env):
@@ -147,6 +147,7 @@ def test_ctrl_c_while_waiting_for_the_database_is_one_line(project_env, other_pr
                 env=project_env,
                 stdout=subprocess.DEVNULL,
                 stderr=err_file,
+                preexec_fn=as_in_a_terminal,
             )
         assert wait_for(lambda: "waiting" in err.read_text(), 30, 0.1), err.read_text()
         waiting.send_signal(signal.SIGINT)
@@ -194,6 +195,7 @@ def test_ctrl_c_during_a_long_insert_is_one_line(project_env, tmp_path):
             env=project_env,
             stdout=subprocess.DEVNULL,
             stderr=err_file,
+            preexec_fn=as_in_a_terminal,
         )
     try:
         # Its progress shows once the inserts run: DuckDB is inside a statement.
