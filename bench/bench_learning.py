@@ -63,6 +63,8 @@ HONEST_KEYS = 10
 HOSTILE_REPORTS = 5_000
 # Scenarios without an attacker: what the others are measured from.
 CONTROLS = ("honest", "corroborated")
+# Scenarios where honest keys report the attacker's campaign.
+CORROBORATED_CAMPAIGN = ("corroborated", "campaign")
 GOLD_TESTS = """
     SELECT spam, body FROM public.spam_testing_dataframe WHERE metric_group = 'gold'
 """
@@ -234,7 +236,7 @@ def _scenario(name, reported, held_out, hostile, args) -> dict:
         if hostile:
             api.report(attacker, hostile)
         result: dict = {"name": name}
-        if name in ("campaign", "corroborated"):
+        if name in CORROBORATED_CAMPAIGN:
             corroborated = [(text, True) for text in campaign(60, start=0)]
             for key in honest[:3]:
                 api.report(key, corroborated)
@@ -257,7 +259,7 @@ def _scenario(name, reported, held_out, hostile, args) -> dict:
         ]
         time.sleep(2)  # the API picks up a promotion within its refresh
         result["served"] = _rates(api.verdicts(list(texts)), list(labels))
-        if name in ("campaign", "corroborated"):
+        if name in CORROBORATED_CAMPAIGN:
             variants = campaign(200, start=HOSTILE_REPORTS + 1000)
             result["campaign_tpr"] = sum(map(trained.model.is_spam, variants)) / len(variants)
         flags = {r.name: r.status for r in storage.reporters()}

@@ -217,7 +217,7 @@ LEAVE_ONE_FOLD_OUT_LOG_ODDS = """
 
 # The score of each calibration message without its class prior, and per group the score past
 # which less than a budgeted share of the group's weight lies (the highest score whose weight at
-# or above it reaches the budget): each copy of a broadcast weighs its share
+# or above it reaches that share): each copy of a broadcast weighs its share
 # (`spam_filter.broadcasts`), so a text the collection repeats is one message here as it is in
 # the counts, not several of the few highest scores that the budget rests on.
 OUT_OF_FOLD_QUANTILES = """
@@ -241,7 +241,7 @@ OUT_OF_FOLD_QUANTILES = """
             sum(weight) OVER (
                 PARTITION BY calibration_group ORDER BY score DESC, message_id
                 ROWS UNBOUNDED PRECEDING
-            ) / sum(weight) OVER (PARTITION BY calibration_group) AS share_from_top,
+            ) AS weight_from_top,
             sum(weight) OVER (PARTITION BY calibration_group) AS group_weight
         FROM scores
     )
@@ -249,8 +249,13 @@ OUT_OF_FOLD_QUANTILES = """
         calibration_group,
         count(*),
         any_value(group_weight),
-        coalesce(max(score) FILTER (WHERE share_from_top >= $collection_budget), min(score)),
-        coalesce(max(score) FILTER (WHERE share_from_top >= $user_budget), min(score))
+        coalesce(
+            max(score) FILTER (WHERE weight_from_top >= $collection_budget * group_weight),
+            min(score)
+        ),
+        coalesce(
+            max(score) FILTER (WHERE weight_from_top >= $user_budget * group_weight), min(score)
+        )
     FROM ranked
     GROUP BY calibration_group
 """

@@ -272,17 +272,16 @@ def _split(conn: duckdb.DuckDBPyConnection, config: SpamModelConfig) -> float:
 def _write_collection_training(conn: duckdb.DuckDBPyConnection) -> None:
     """Write the collection's training messages with their weights (a few thousand rows)."""
     rows = conn.execute(COLLECTION_TRAINING_ROWS).fetchall()
-    bodies = [body for _, body in rows]
-    frame = pd.DataFrame(
-        {"spam": [spam for spam, _ in rows], "body": bodies, "weight": broadcast_weights(bodies)}
-    )
     conn.execute(CREATE_COLLECTION_TRAINING)
-    if rows:
-        conn.register("collection_training_frame", frame)
-        try:
-            conn.execute(WRITE_COLLECTION_TRAINING)
-        finally:
-            conn.unregister("collection_training_frame")
+    if not rows:
+        return
+    spam, bodies = zip(*rows, strict=True)
+    frame = pd.DataFrame({"spam": spam, "body": bodies, "weight": broadcast_weights(bodies)})
+    conn.register("collection_training_frame", frame)
+    try:
+        conn.execute(WRITE_COLLECTION_TRAINING)
+    finally:
+        conn.unregister("collection_training_frame")
 
 
 def _outvoted_reporters(conn: duckdb.DuckDBPyConnection) -> dict[int, str]:
